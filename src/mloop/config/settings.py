@@ -1,0 +1,335 @@
+"""The typed settings tree, one section per capability.
+
+Every key of ``mloop.yaml`` is a field here, with its meaning in the docstring under it. Any key can
+also be set from the environment as ``MLOOP_<SECTION>__<KEY>`` (for example
+``MLOOP_TRACKING__URI=http://mlflow:5000``); the environment wins over the file.
+Unknown keys are errors (with the closest known key suggested), never silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceSettings(Section):
+    """Where training data comes from."""
+
+    uri: str = "data/train.csv"
+    """A path (``.csv``, ``.parquet``/``.pq``), an ``http(s)://`` URL returning CSV or JSON, a SQLAlchemy
+    URL (``postgresql://…``, ``sqlite:///…``) together with ``query``, or ``synthetic://fraud``
+    for the built-in generator."""
+    query: str | None = None
+    """SQL query to run when ``uri`` is a database URL."""
+    format: Literal["auto", "csv", "parquet", "json"] = "auto"
+    """Force a file format instead of guessing it from the name or the Content-Type."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Extra options passed to the reader (e.g. ``{"sep": ";"}`` for CSV, ``{"rows": 5000, "seed": 1,
+    "scenario": "covariate_shift"}`` for ``synthetic://fraud``)."""
+    timeout_s: float = 30.0
+    """Timeout for HTTP sources, in seconds."""
+
+
+ContractPolicy = Literal["fail", "drop", "warn"]
+
+
+class ContractSettings(Section):
+    """How the data contract is enforced on every load after the first."""
+
+    path: str | None = None
+    """Contract file to enforce; by default the contract of the current champion, else inferred."""
+    on_missing_column: ContractPolicy = "fail"
+    """A contract column is absent from the data."""
+    on_dtype: ContractPolicy = "fail"
+    """A column's values cannot be read as the contract's type."""
+    on_null: ContractPolicy = "drop"
+    """A non-nullable column has missing values."""
+    on_range: ContractPolicy = "warn"
+    """A numeric value lies outside the range seen at training (widened by ``range_tolerance``)."""
+    on_category: ContractPolicy = "warn"
+    """A categorical value was never seen at training."""
+    on_empty: ContractPolicy = "fail"
+    """The data has no rows (``drop`` and ``warn`` are treated as ``fail``: nothing to train on)."""
+    range_tolerance: float = 0.0
+    """Share of the training range by which a numeric value may exceed it before it counts as out of range."""
+    max_categories: int = 200
+    """A string column with more distinct values than this is not a category column (no allowed-values rule)."""
+
+
+class ModelSettings(Section):
+    """What model to train."""
+
+    name: str = "model"
+    """Registered model name in MLflow."""
+    task: Literal["classification", "regression"] = "classification"
+    """Classification (binary or multiclass) or regression."""
+    target: str = "label"
+    """Target column."""
+    estimator: str = "hist_gradient_boosting"
+    """Built-in name (``logistic``, ``linear``, ``random_forest``, ``hist_gradient_boosting``,
+    ``xgboost``, ``lightgbm``) or ``module:function`` returning a scikit-learn-compatible estimator."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the estimator."""
+    features: list[str] | None = None
+    """Columns to use as features; by default every column but the target and ``drop_columns``."""
+    drop_columns: list[str] = Field(default_factory=list)
+    """Columns that are never features (ids, timestamps used only for splitting)."""
+    seed: int = 42
+    """Random seed for splits, estimators and tuning."""
+
+
+class SplitSettings(Section):
+    """How the holdout is cut."""
+
+    strategy: Literal["random", "stratified", "time"] = "stratified"
+    """``stratified`` keeps class shares (classification only), ``time`` holds out the latest rows."""
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    """Share of rows in the holdout."""
+    time_column: str | None = None
+    """Column ordering rows in time, required by ``strategy: time``."""
+
+
+class TuningSettings(Section):
+    """Hyperparameter search with Optuna."""
+
+    trials: int = 0
+    """Number of trials; 0 disables tuning (``mloop train --tune N`` overrides)."""
+    storage: str | None = None
+    """Optuna storage URL; by default ``sqlite:///.mloop/optuna.db``. A Postgres URL lets several
+    workers share one study."""
+    study: str | None = None
+    """Study name; by default ``<model name>-tuning``."""
+    metric: str | None = None
+    """Metric to optimise; by default ``roc_auc`` (binary), ``f1_macro`` (multiclass) or ``rmse``."""
+    timeout_s: float | None = None
+    """Stop tuning after this many seconds."""
+    cv_folds: int = 3
+    """Cross-validation folds inside the training split for each trial (pruning happens per fold)."""
+    space: dict[str, Any] = Field(default_factory=dict)
+    """Search space overrides: ``{param: [low, high]}`` (int/float ranges, ``log: true`` via
+    ``{low, high, log}``) or ``{param: [choice, …]}`` for categorical choices."""
+
+
+class GateSettings(Section):
+    """Rules a new version must pass to become ``challenger``."""
+
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Minimum (or, for error metrics such as rmse/mae/log_loss, maximum) holdout metric values,
+    e.g. ``{roc_auc: 0.8}``."""
+    beat_champion_metric: str | None = None
+    """Metric compared with the champion on the same holdout; by default the tuning metric."""
+    min_improvement: float = 0.0
+    """The challenger must beat the champion by at least this much on ``beat_champion_metric``
+    (negative allows a small loss)."""
+    promote_first: bool = True
+    """The first version that passes becomes ``champion`` directly."""
+
+
+class TrackingSettings(Section):
+    """MLflow: the system of record."""
+
+    uri: str | None = None
+    """MLflow tracking URI; by default ``sqlite:///<home>/mlflow.db``."""
+    artifact_location: str | None = None
+    """Artifact root for new experiments; by default ``<home>/artifacts``."""
+    experiment: str | None = None
+    """Experiment name; by default the model name."""
+
+
+class StoreSettings(Section):
+    """The platform store (runtime state: events, deployments, rollouts, feedback)."""
+
+    url: str | None = None
+    """SQLAlchemy URL; by default ``sqlite:///<home>/mloop.db``. Use ``postgresql+psycopg://…``
+    when several processes or machines share state."""
+
+
+class ServingSettings(Section):
+    """``mloop serve``."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+    port: int = 8000
+    """Port to bind."""
+    workers: int = 1
+    """Worker processes; each loads its own copy of the model."""
+    alias: str = "champion"
+    """Alias of the registered model to serve."""
+    max_batch_rows: int = 64
+    """Largest number of rows grouped into one model call."""
+    max_wait_ms: float = 2.0
+    """Longest a request waits for others to join its batch."""
+    max_queue: int = 2048
+    """Rows waiting for the model beyond which requests get 503 with Retry-After."""
+    max_request_rows: int = 10000
+    """Most rows accepted in one request (413 above)."""
+    max_body_bytes: int = 10_000_000
+    """Largest request body accepted (413 above)."""
+    poll_interval_s: float = 10.0
+    """How often the alias is checked for a new version (0 disables polling)."""
+    admin_token: str | None = None
+    """Bearer token required by ``/admin/*``; also from ``MLOOP_ADMIN_TOKEN``."""
+    api_key: str | None = None
+    """If set, prediction endpoints require header ``X-API-Key``."""
+    unseen_category: Literal["reject", "flag"] = "flag"
+    """Unseen categorical values: reject with 422, or accept and flag in the response and log."""
+    out_of_range: Literal["reject", "flag"] = "flag"
+    """Numeric values outside the training range: reject with 422, or accept and flag."""
+
+
+class PredictionLogSettings(Section):
+    """Where predictions are logged for monitoring."""
+
+    url: str | None = None
+    """``file://<dir>`` for Parquet segments (default ``<home>/predictions``) or a SQLAlchemy
+    Postgres URL for a shared table."""
+    buffer_size: int = 100_000
+    """Records held in memory before new ones are dropped (and counted)."""
+    flush_interval_s: float = 1.0
+    """Longest a record waits in memory before it is written."""
+    flush_rows: int = 5000
+    """Write as soon as this many records are waiting."""
+
+
+class MonitoringSettings(Section):
+    """Drift and live quality."""
+
+    window_rows: int = 5000
+    """Rows of the prediction log compared with the reference by default."""
+    interval_s: float = 60.0
+    """How often the server recomputes drift gauges in the background."""
+    drift_share: float = 0.5
+    """Share of drifted columns at which the dataset counts as drifted."""
+    fdr: float = 0.05
+    """False-discovery rate for the dataset-level verdict (Benjamini–Hochberg)."""
+    reports_dir: str | None = None
+    """Where HTML/JSON reports go; by default ``<home>/reports``."""
+    alerts: list[dict[str, Any]] = Field(default_factory=list)
+    """Alert rules (see ``mloop.monitoring.alerts``)."""
+
+
+class RolloutSettings(Section):
+    """How a new challenger reaches traffic."""
+
+    strategy: Literal["direct", "ab", "canary", "shadow"] = "canary"
+    """Default strategy for ``mloop rollout start`` and the closed loop."""
+    steps: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    """Canary traffic percentages, in order."""
+    min_requests_per_step: int = 200
+    """Requests the canary must have seen before a step is analysed."""
+    step_hold_s: float = 0.0
+    """Minimum time each step is held."""
+    max_wait_s: float = 3600.0
+    """Longest a step waits for enough traffic before the rollout fails safe."""
+    max_error_rate: float = 0.01
+    """Canary error rate above which it is rolled back."""
+    max_latency_ratio: float = 2.0
+    """Canary p99 latency / baseline p99 above which it is rolled back."""
+    max_prediction_drift: float = 0.2
+    """Jensen–Shannon distance between the arms' outputs above which it is rolled back."""
+    max_quality_drop: float = 0.05
+    """Largest acceptable drop of live quality vs the baseline when labels exist."""
+    shadow_share: float = 1.0
+    """Share of requests copied to the shadow arm."""
+    routing_key: str | None = None
+    """Header or request field whose hash makes A/B assignment sticky."""
+    refresh_s: float = 2.0
+    """How often each serving process re-reads the traffic split from the store."""
+
+
+class ControlSettings(Section):
+    """The closed loop (``mloop run``)."""
+
+    schedule: str | None = None
+    """Cron expression for scheduled retraining (e.g. ``0 3 * * *``)."""
+    retrain_on_drift: bool = True
+    """Retrain when a drift alert fires."""
+    retrain_on_quality: bool = True
+    """Retrain when live quality falls below the alert threshold."""
+    watch_source: bool = False
+    """Retrain when the source has new data."""
+    max_retrains: int = 3
+    """At most this many retrains per ``retrain_period_s``."""
+    retrain_period_s: float = 86400.0
+    """Period for ``max_retrains``."""
+    backoff_s: float = 60.0
+    """First wait after a failed training; doubles on each failure."""
+    approval: Literal["auto", "manual"] = "auto"
+    """``manual``: a passing challenger waits for ``mloop approve VERSION``."""
+    dry_run: bool = False
+    """Record what the loop would do, without doing it."""
+    interval_s: float = 5.0
+    """How often the loop checks its triggers."""
+
+
+class Settings(Section):
+    """The whole project configuration (``mloop.yaml``)."""
+
+    project: str = "mloop-project"
+    """Project name, used in generated files."""
+    home: str = ".mloop"
+    """Directory of embedded state, relative to the project directory."""
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    contract: ContractSettings = Field(default_factory=ContractSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+
+    # Not a key of mloop.yaml: the directory the file was read from (set by the loader).
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    # ---- derived locations -------------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        """Absolute directory of embedded state."""
+        home = Path(self.home)
+        return home if home.is_absolute() else (self.root / home)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return self.tracking.artifact_location or (self.home_dir / "artifacts").as_uri()
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.model.name
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.home_dir / 'mloop.db'}"
+
+    @property
+    def prediction_log_url(self) -> str:
+        return self.prediction_log.url or (self.home_dir / "predictions").as_uri()
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.monitoring.reports_dir) if self.monitoring.reports_dir else self.home_dir / "reports"
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.tuning.storage or f"sqlite:///{self.home_dir / 'optuna.db'}"
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the config, relative to the project directory."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p

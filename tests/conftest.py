@@ -1,0 +1,71 @@
+"""Shared fixtures: real services (skipped when absent, failed when MLOOP_REQUIRE_SERVICES=1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_URL = os.environ.get("MLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MLOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or fail, when MLOOP_REQUIRE_SERVICES=1) if the service is unreachable."""
+    if _reachable(host, port):
+        return
+    reason = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("MLOOP_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason}, and MLOOP_REQUIRE_SERVICES=1 requires it.")
+    pytest.skip(f"{reason}; start it, or set MLOOP_TEST_POSTGRES_URL/MLOOP_TEST_REDIS_URL.")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of the test Postgres database (the server must be up)."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A Postgres URL whose search_path is a fresh schema, dropped afterwards (tests never collide)."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory with no MLOOP_* settings leaking in from the environment."""
+    for name in list(os.environ):
+        if name.startswith("MLOOP_") and name not in {"MLOOP_REQUIRE_SERVICES"}:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
