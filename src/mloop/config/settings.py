@@ -84,6 +84,9 @@ class ModelSettings(Section):
     """Columns that are never features (ids, timestamps used only for splitting)."""
     seed: int = 42
     """Random seed for splits, estimators and tuning."""
+    trusted_types: list[str] = Field(default_factory=list)
+    """Fully qualified types of your own estimator code to trust when the model is saved and loaded
+    with skops (types from scikit-learn, numpy, scipy, XGBoost and LightGBM are trusted already)."""
 
 
 class SplitSettings(Section):

@@ -1,0 +1,87 @@
+"""The ``mloop`` command: a thin shell that parses, calls the library and prints with Rich.
+
+Each group of commands lives in its own module exposing ``register(app)``; this module wires them
+and maps :class:`~mloop.errors.MloopError` to a one-line message and a non-zero exit code
+(``--verbose`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mloop.errors import MloopError
+
+err_console = Console(stderr=True)
+console = Console()
+
+app = typer.Typer(
+    name="mloop",
+    help=(
+        "Close the ML loop: train, track, serve, monitor, retrain and roll out models.\n\n"
+        "Start with `mloop init demo --template fraud && cd demo && mloop train`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+# Modules that add commands; each exposes register(app). Order is the order in --help.
+COMMAND_MODULES = [
+    "mloop.cli.project",
+]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    if verbose:
+        os.environ["MLOOP_VERBOSE"] = "1"
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mloop`` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MloopError as exc:
+        if os.environ.get("MLOOP_VERBOSE") == "1":
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("Aborted.")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("MLOOP_VERBOSE") == "1":
+            err_console.print_exception()
+        err_console.print(
+            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
+            "Run again with `mloop --verbose …` for the traceback, and report it if it persists.",
+            highlight=False,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

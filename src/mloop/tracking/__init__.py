@@ -1,0 +1,24 @@
+"""Tracking and registry on MLflow, the system of record.
+
+``configure_mlflow`` points MLflow at the project's tracking store; :class:`Registry` lists versions,
+moves aliases (recording each move as an event) and loads a version with the contract, reference
+profile and evaluation that travel with it. Models are saved with skops and a deliberate trusted-type
+policy (:mod:`mloop.tracking.model_io`).
+"""
+
+from mloop.tracking.client import configure_mlflow, experiment_id
+from mloop.tracking.model_io import TRUSTED_PREFIXES, load_sklearn_model, trusted_types_for
+from mloop.tracking.registry import EventSink, LoadedModel, Registry, VersionInfo, parse_version_ref
+
+__all__ = [
+    "TRUSTED_PREFIXES",
+    "EventSink",
+    "LoadedModel",
+    "Registry",
+    "VersionInfo",
+    "configure_mlflow",
+    "experiment_id",
+    "load_sklearn_model",
+    "parse_version_ref",
+    "trusted_types_for",
+]

@@ -1,0 +1,264 @@
+"""The model registry, on MLflow: versions, aliases, lineage, and loading a version to serve.
+
+mloop keeps no second registry. A version is an MLflow model version; ``champion`` and
+``challenger`` are MLflow aliases; lineage is kept in version tags (``mloop.*``). Every alias move is
+also recorded in the platform store's event log with who moved it and why.
+
+Artifacts carried by every version (inside the model directory, so ``models:/name@alias`` is
+self-contained): ``contract.json`` (the data contract), ``profile.json`` (the reference profile)
+and ``evaluation.json`` (holdout metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mloop.config import Settings
+from mloop.errors import ModelNotFound, TrackingError, did_you_mean
+from mloop.tracking.client import configure_mlflow
+from mloop.tracking.model_io import load_sklearn_model
+
+__all__ = ["EventSink", "LoadedModel", "Registry", "VersionInfo", "parse_version_ref"]
+
+CONTRACT_FILE = "contract.json"
+PROFILE_FILE = "profile.json"
+EVALUATION_FILE = "evaluation.json"
+TAG_PREFIX = "mloop."
+
+
+class EventSink(Protocol):
+    """Anything that records events (the platform store does)."""
+
+    def record_event(
+        self, kind: str, subject: str, reason: str, *, actor: str = "mloop", data: dict[str, Any] | None = None
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered model version, as mloop shows it."""
+
+    name: str
+    version: int
+    run_id: str | None
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    created_at: int
+    status: str
+    source: str
+
+    @property
+    def ref(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """Data source and hash → run → version → parent champion."""
+        return {
+            "data_source": self.tags.get(f"{TAG_PREFIX}data_source"),
+            "data_hash": self.tags.get(f"{TAG_PREFIX}data_hash"),
+            "contract_hash": self.tags.get(f"{TAG_PREFIX}contract_hash"),
+            "git_commit": self.tags.get(f"{TAG_PREFIX}git_commit"),
+            "run_id": self.run_id,
+            "version": self.version,
+            "parent_champion": self.tags.get(f"{TAG_PREFIX}parent_champion"),
+        }
+
+
+@dataclass
+class LoadedModel:
+    """A version ready to predict: the fitted pipeline and the artifacts that travel with it."""
+
+    info: VersionInfo
+    model: Any
+    contract: dict[str, Any]
+    profile: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_version_ref(ref: str | int) -> tuple[str, str]:
+    """``"3"``/``"v3"``/``3`` → ("version", "3"); ``"@champion"``/``"champion"`` → ("alias", "champion")."""
+    text = str(ref).strip()
+    if text.startswith("@"):
+        return "alias", text[1:]
+    if text.lower().startswith("v") and text[1:].isdigit():
+        return "version", text[1:]
+    if text.isdigit():
+        return "version", text
+    return "alias", text
+
+
+class Registry:
+    """Versions and aliases of the project's registered model (``model.name``)."""
+
+    def __init__(self, settings: Settings, events: EventSink | None = None, name: str | None = None) -> None:
+        from mlflow import MlflowClient
+
+        configure_mlflow(settings)
+        self.settings = settings
+        self.name = name or settings.model.name
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        self._events = events
+
+    # ---- reading -------------------------------------------------------------------------------
+    def _info(self, mv: Any) -> VersionInfo:
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+            except Exception:  # the run may have been deleted; the version stays readable
+                metrics = {}
+        return VersionInfo(
+            name=mv.name,
+            version=int(mv.version),
+            run_id=mv.run_id,
+            aliases=tuple(sorted(getattr(mv, "aliases", []) or [])),
+            tags=dict(mv.tags or {}),
+            metrics=metrics,
+            created_at=int(mv.creation_timestamp or 0),
+            status=str(mv.status),
+            source=str(mv.source),
+        )
+
+    def exists(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+            return True
+        except MlflowException:
+            return False
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions, newest first (an empty list if nothing was registered yet)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException as exc:
+            raise TrackingError(f"Cannot list versions of {self.name!r}: {exc.message}") from exc
+        infos = [self._info(mv) for mv in found]
+        return sorted(infos, key=lambda v: v.version, reverse=True)
+
+    def by_alias(self, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._info(self.client.get_model_version_by_alias(self.name, alias))
+        except MlflowException:
+            return None
+
+    def get(self, ref: str | int) -> VersionInfo:
+        """A version by number (``3``, ``v3``) or alias (``@champion``, ``champion``)."""
+        from mlflow.exceptions import MlflowException
+
+        kind, value = parse_version_ref(ref)
+        if kind == "alias":
+            info = self.by_alias(value)
+            if info is None:
+                known = sorted({a for v in self.versions() for a in v.aliases})
+                hint = did_you_mean(value, known)
+                raise ModelNotFound(
+                    f"Model {self.name!r} has no version with alias {value!r}.{hint} "
+                    f"Aliases in use: {', '.join(known) or 'none (train a model with `mloop train`)'}."
+                )
+            return info
+        try:
+            return self._info(self.client.get_model_version(self.name, value))
+        except MlflowException as exc:
+            have = ", ".join(str(v.version) for v in self.versions()) or "none"
+            raise ModelNotFound(
+                f"Model {self.name!r} has no version {value}. Versions: {have} (see `mloop models list`)."
+            ) from exc
+
+    # ---- writing -------------------------------------------------------------------------------
+    def set_alias(self, alias: str, ref: str | int, *, reason: str, actor: str = "mloop") -> VersionInfo:
+        """Point ``alias`` at a version and record the move (from which version, why, by whom)."""
+        from mlflow.exceptions import MlflowException
+
+        target = self.get(ref)
+        previous = self.by_alias(alias)
+        try:
+            self.client.set_registered_model_alias(self.name, alias, str(target.version))
+        except MlflowException as exc:
+            raise TrackingError(f"MLflow refused to move alias {alias!r}: {exc.message}") from exc
+        self._record(
+            "alias.moved",
+            f"model:{self.name}/v{target.version}",
+            reason,
+            actor=actor,
+            data={"alias": alias, "version": target.version, "previous": previous.version if previous else None},
+        )
+        return self.get(target.version)
+
+    def delete_alias(self, alias: str, *, reason: str, actor: str = "mloop") -> None:
+        from mlflow.exceptions import MlflowException
+
+        previous = self.by_alias(alias)
+        if previous is None:
+            return
+        try:
+            self.client.delete_registered_model_alias(self.name, alias)
+        except MlflowException as exc:
+            raise TrackingError(f"MLflow refused to delete alias {alias!r}: {exc.message}") from exc
+        self._record(
+            "alias.removed",
+            f"model:{self.name}/v{previous.version}",
+            reason,
+            actor=actor,
+            data={"alias": alias, "version": previous.version},
+        )
+
+    def set_tags(self, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def _record(self, kind: str, subject: str, reason: str, *, actor: str, data: dict[str, Any]) -> None:
+        if self._events is not None:
+            self._events.record_event(kind, subject, reason, actor=actor, data=data)
+
+    # ---- loading -------------------------------------------------------------------------------
+    def download(self, ref: str | int, dst: Path | None = None) -> tuple[VersionInfo, Path]:
+        """Download a version's model directory; return its info and the local path."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        info = self.get(ref)
+        target = dst or Path(tempfile.mkdtemp(prefix=f"mloop-{self.name}-v{info.version}-"))
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=info.ref, dst_path=str(target))
+        except MlflowException as exc:
+            raise TrackingError(f"Cannot download {info.ref}: {exc.message}") from exc
+        return info, Path(local)
+
+    def load(self, ref: str | int = "@champion", dst: Path | None = None) -> LoadedModel:
+        """Load a version's fitted pipeline with its contract, profile and evaluation."""
+        info, path = self.download(ref, dst)
+        model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types)
+        contract = _read_json(path / CONTRACT_FILE)
+        if contract is None:
+            raise TrackingError(
+                f"{info.ref} carries no {CONTRACT_FILE}; it was not registered by mloop. Retrain with `mloop train`."
+            )
+        return LoadedModel(
+            info=info,
+            model=model,
+            contract=contract,
+            profile=_read_json(path / PROFILE_FILE),
+            evaluation=_read_json(path / EVALUATION_FILE),
+            path=path,
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
