@@ -1,0 +1,40 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates .venv at the
+# repository root if it is missing and installs mloop with pinned dependencies (constraints.txt).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MLOOP := $(VENV)/bin/mloop
+
+.PHONY: demo test lint typecheck check lock clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	rm -rf demo
+	$(MLOOP) init demo --template fraud
+	cd demo && ../$(MLOOP) train
+	cd demo && ../$(MLOOP) train --data data/transactions_shifted.csv
+	cd demo && ../$(MLOOP) models list
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+# Refresh the lock after changing dependencies in pyproject.toml.
+lock: $(VENV)/.installed
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

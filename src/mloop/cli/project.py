@@ -1,0 +1,182 @@
+"""Commands for the project and its models: ``init``, ``train``, ``models list|show|promote``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mloop.config import Settings, load_settings
+
+models_app = typer.Typer(help="List, inspect and promote registered model versions.", no_args_is_help=True)
+
+
+def settings_from_cli(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load the project's settings, applying command-line overrides (nested dicts)."""
+    from mloop.cli.main import console  # noqa: F401  (ensures one console configuration)
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(config, overrides=clean or None, require_file=config is None)
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="mloop.yaml to use (default: nearest one upwards, or MLOOP_CONFIG).")
+]
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")] = Path("."),
+    template: Annotated[str, typer.Option("--template", "-t", help="fraud | classification | regression")] = "fraud",
+    rows: Annotated[int, typer.Option(help="Rows of synthetic data for the fraud template.")] = 20_000,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing mloop.yaml.")] = False,
+) -> None:
+    """Create a working project: mloop.yaml, an editable train.py, sample data and a CI workflow."""
+    from mloop.cli.main import console
+    from mloop.project import init_project
+
+    written = init_project(directory, template=template, rows=rows, force=force)
+    console.print(f"[green]Created[/] a {template} project in [bold]{directory}[/]:")
+    for path in written:
+        console.print(f"  {path}")
+    console.print(f"Next: [bold]cd {directory} && mloop train[/]")
+
+
+def train_cmd(
+    tune: Annotated[int | None, typer.Option("--tune", help="Run N Optuna trials before the final fit.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Train on this source instead of source.uri.")] = None,
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train, evaluate, log to MLflow, register a version and gate it against the champion."""
+    from mloop.cli.main import console
+    from mloop.training import train
+
+    settings = settings_from_cli(config, source={"uri": data} if data else None)
+    with console.status("training…", spinner="dots") as status:
+        result = train(settings, tune_trials=tune, progress=lambda msg: status.update(f"[bold]{msg}[/]…"))
+    if json_out:
+        console.print_json(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "version": result.version,
+                    "metrics": result.metrics,
+                    "gate": result.gate.to_dict(),
+                    "aliases": result.aliases,
+                    "timings": result.timings,
+                }
+            )
+        )
+        return
+    table = Table(title=f"{settings.model.name} v{result.version} (run {result.run_id[:8]})", show_header=True)
+    table.add_column("metric")
+    table.add_column("holdout", justify="right")
+    for key, value in sorted(result.metrics.items()):
+        table.add_row(key + (" *" if key == result.metric else ""), f"{value:.4f}")
+    console.print(table)
+    console.print(f"rows: {result.rows}")
+    if result.tuning:
+        console.print(
+            f"tuning: {result.tuning['trials']} trials ({result.tuning['pruned']} pruned), "
+            f"best cv {result.metric} {result.tuning['best_value']:.4f} with {result.tuning['best_params']}"
+        )
+    colour = "green" if result.gate.passed else "yellow"
+    console.print(f"[{colour}]gate {result.gate.reason}[/]")
+    if result.aliases:
+        console.print(f"[green]v{result.version} is now {', '.join(result.aliases)}[/]")
+    else:
+        console.print(f"v{result.version} is registered without an alias (the gate did not pass).")
+
+
+def _fmt_ts(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None) -> None:
+    """Every registered version with its aliases, key metrics and gate result."""
+    from mloop.cli.main import console
+    from mloop.tracking import Registry
+
+    settings = settings_from_cli(config)
+    versions = Registry(settings).versions()
+    if not versions:
+        console.print(f"No versions of {settings.model.name!r} yet. Run `mloop train`.")
+        return
+    metric_names = sorted({k for v in versions for k in v.metrics if not k.startswith("champion_")})[:6]
+    table = Table(title=f"{settings.model.name}")
+    for col in ("version", "aliases", "created (UTC)", "gate", *metric_names):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            _fmt_ts(v.created_at),
+            v.tags.get("mloop.gate", "?"),
+            *[f"{v.metrics[m]:.4f}" if m in v.metrics else "" for m in metric_names],
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="Version number (3, v3) or alias (@champion).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Metrics, aliases and lineage (data → run → version → parent champion) of one version."""
+    from mloop.cli.main import console
+    from mloop.tracking import Registry
+
+    settings = settings_from_cli(config)
+    info = Registry(settings).get(version)
+    console.print(f"[bold]{info.name} v{info.version}[/]  aliases: {', '.join(info.aliases) or '-'}")
+    console.print(f"created {_fmt_ts(info.created_at)} UTC, run {info.run_id}, status {info.status}")
+    table = Table(title="metrics (holdout)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(info.metrics.items()):
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    lineage = Table(title="lineage")
+    lineage.add_column("step")
+    lineage.add_column("value")
+    for key, value in info.lineage.items():
+        lineage.add_row(key, "-" if value is None else str(value))
+    console.print(lineage)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version number to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the event log).")] = "manual promotion",
+    config: ConfigOpt = None,
+) -> None:
+    """Point the `champion` alias at VERSION (the previous champion stays as `previous`)."""
+    from mloop.cli.main import console
+    from mloop.store import open_store
+    from mloop.tracking import Registry
+
+    settings = settings_from_cli(config)
+    store = open_store(settings.store_url)
+    try:
+        registry = Registry(settings, events=store)
+        target = registry.get(version)
+        previous = registry.by_alias("champion")
+        if previous is not None and previous.version != target.version:
+            registry.set_alias("previous", previous.version, reason=f"replaced by v{target.version}", actor="cli")
+        registry.set_alias("champion", target.version, reason=reason, actor="cli")
+        if "challenger" in target.aliases:
+            registry.delete_alias("challenger", reason=f"v{target.version} promoted to champion", actor="cli")
+    finally:
+        store.close()
+    console.print(f"[green]{settings.model.name} v{target.version} is now champion[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("train")(train_cmd)
+    app.add_typer(models_app, name="models")

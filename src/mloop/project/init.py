@@ -1,0 +1,75 @@
+"""``mloop init``: write a working project — ``mloop.yaml``, an editable ``train.py`` and sample data."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import pandas as pd
+
+from mloop.errors import ConfigError, did_you_mean
+
+__all__ = ["TEMPLATES", "init_project"]
+
+TEMPLATES = ("fraud", "classification", "regression")
+
+
+def _template(name: str) -> str:
+    return importlib.resources.files("mloop.project").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _sample_data(template: str, rows: int, seed: int) -> dict[str, pd.DataFrame]:
+    if template == "fraud":
+        from mloop.data.synthetic import generate_fraud
+
+        return {
+            "transactions.csv": generate_fraud(rows, seed=seed),
+            "transactions_shifted.csv": generate_fraud(rows, seed=seed + 1, scenario="covariate_shift"),
+            "transactions_concept_drift.csv": generate_fraud(rows, seed=seed + 2, scenario="concept_drift"),
+        }
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    loader = load_breast_cancer if template == "classification" else load_diabetes
+    frame = loader(as_frame=True).frame  # bundled with scikit-learn: no download
+    frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+    return {"train.csv": frame}
+
+
+def init_project(
+    directory: Path, *, template: str = "fraud", rows: int = 20_000, seed: int = 0, force: bool = False
+) -> list[Path]:
+    """Create the project files in ``directory``; return the paths written."""
+    if template not in TEMPLATES:
+        raise ConfigError(
+            f"Unknown template {template!r}.{did_you_mean(template, TEMPLATES)} Templates: {', '.join(TEMPLATES)}."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "mloop.yaml"
+    if config.exists() and not force:
+        raise ConfigError(f"{config} already exists; pass --force to overwrite it, or choose another directory.")
+    written = []
+    config.write_text(_template(f"{template}.yaml").format(project=directory.resolve().name), encoding="utf-8")
+    written.append(config)
+    train_py = directory / "train.py"
+    train_py.write_text(_template(f"{template}_train.py.tmpl"), encoding="utf-8")
+    written.append(train_py)
+    data_dir = directory / "data"
+    data_dir.mkdir(exist_ok=True)
+    for name, frame in _sample_data(template, rows, seed).items():
+        frame.to_csv(data_dir / name, index=False)
+        written.append(data_dir / name)
+    gitignore = directory / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text(".mloop/\n__pycache__/\n", encoding="utf-8")
+        written.append(gitignore)
+    try:
+        from mloop.deploy.ci import render_workflow
+    except ImportError:  # the deploy capability is optional at init time
+        return written
+    from mloop.config import load_settings
+
+    workflow = directory / ".github" / "workflows" / "mloop.yml"
+    workflow.parent.mkdir(parents=True, exist_ok=True)
+    workflow.write_text(render_workflow(load_settings(config)), encoding="utf-8")
+    written.append(workflow)
+    return written
