@@ -1,0 +1,1 @@
+"""Alembic migrations of the platform store (see README.md in this folder)."""

@@ -1,0 +1,78 @@
+"""Tables of the platform store, as SQLAlchemy Core metadata.
+
+This metadata describes the *current head* of the migration chain in ``migrations/versions``; the
+migrations, not ``create_all``, create and change the tables. A change here needs a new revision there
+(the store's contract tests compare the two).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["JSONType", "UTCDateTime", "events", "feedback", "leases", "metadata"]
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    SQLite has no timezone type, so values are stored as naive UTC and made aware again on load;
+    naive values passed in are taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements INTEGER PRIMARY KEY, not BIGINT.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("data", JSONType, nullable=True),
+    sa.Index("ix_events_ts", "ts"),
+    sa.Index("ix_events_kind_ts", "kind", "ts"),
+    sa.Index("ix_events_subject_ts", "subject", "ts"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(128), primary_key=True),
+    sa.Column("label", JSONType, nullable=False),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=True),
+    sa.Index("ix_feedback_ts", "ts"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,312 @@
+"""The platform store: events, feedback and leases over SQLAlchemy, one class per dialect.
+
+:class:`Store` holds every query; a dialect subclass supplies only the engine, the cross-process lock
+taken around migrations and the dialect's ``INSERT`` (for upserts). SQLAlchemy failures leave this
+module as :class:`~mloop.errors.StoreError` with the cause chained.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+
+from mloop.errors import StoreError
+from mloop.store import migrate
+from mloop.store.jsonutil import to_jsonable
+from mloop.store.schema import events as events_t
+from mloop.store.schema import feedback as feedback_t
+from mloop.store.schema import leases as leases_t
+
+__all__ = ["WRITE_OPTION", "Event", "Store"]
+
+WRITE_OPTION = "mloop_write"
+"""Execution option marking a connection whose transactions write (SQLite begins them IMMEDIATE)."""
+
+_KIND = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the audit timeline: what happened (``kind``) to what (``subject``), by whom, why."""
+
+    id: int
+    ts: datetime
+    kind: str
+    subject: str
+    actor: str
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _text(name: str, value: object, max_len: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise StoreError(f"{name} must be a non-empty string; got {value!r}.")
+    if len(value) > max_len:
+        raise StoreError(f"{name} must be at most {max_len} characters; got {len(value)}: {value[:40]!r}...")
+    return value
+
+
+class Store(ABC):
+    """Runtime state shared by every capability. Open it with :func:`mloop.store.open_store`.
+
+    Opening migrates the schema to head. The store is thread-safe (one engine, a connection pool) and
+    is a context manager that closes its connections on exit.
+    """
+
+    def __init__(self, url: str | sa.URL) -> None:
+        parsed = sa.engine.make_url(url)
+        self._safe_url = parsed.render_as_string(hide_password=True)
+        self._engine = self._make_engine(parsed)
+        try:
+            self._upgrade()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- backend hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _make_engine(self, url: sa.URL) -> sa.Engine:
+        """The engine for ``url``, with the dialect's connection settings."""
+
+    @abstractmethod
+    def _migration_lock(self, conn: sa.Connection) -> AbstractContextManager[None]:
+        """Hold a cross-process lock for the rest of ``conn``'s current transaction."""
+
+    @abstractmethod
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's ``INSERT`` construct (it has ``on_conflict_do_update``)."""
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The store's URL with any password hidden."""
+        return self._safe_url
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for other capabilities' tables added by later migrations)."""
+        return self._engine
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            raise StoreError(
+                f"The store at {self._safe_url} could not {action}: {exc.orig or exc}. Check that the "
+                "database is reachable and writable, and that store.url in mloop.yaml is right."
+            ) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"The store at {self._safe_url} could not {action}: {exc}") from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sa.Connection]:
+        with self._errors(action), self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sa.Connection]:
+        with self._errors(action), self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _upgrade(self) -> None:
+        with self._write("migrate its schema to the current version") as conn, self._migration_lock(conn):
+            if migrate.current_revision(conn) != migrate.head_revision():
+                migrate.upgrade(conn)
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at."""
+        with self._read("read its schema revision") as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        """Close every pooled connection; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._safe_url!r})"
+
+    # -- events --------------------------------------------------------------------------------
+    def record_event(
+        self,
+        kind: str,
+        subject: str,
+        reason: str,
+        *,
+        actor: str = "mloop",
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Append an event to the timeline and return it.
+
+        E.g. ``record_event("gate.passed", "model:fraud/v3", "auc 0.91")``. ``kind`` is lowercase
+        dotted words; ``data`` must be JSON-serializable (numpy values are fine).
+        """
+        _text("Event kind", kind, 100)
+        if not _KIND.match(kind):
+            raise StoreError(
+                "Event kind must be lowercase dotted words like 'gate.passed' or 'alias.moved'; "
+                f"got {kind!r}."
+            )
+        _text("Event subject", subject, 300)
+        _text("Event actor", actor, 200)
+        if not isinstance(reason, str):
+            raise StoreError(f"Event reason must be a string; got {type(reason).__name__}.")
+        try:
+            payload = to_jsonable(dict(data or {}))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"Event data for {kind!r} must be JSON-serializable: {exc}.") from exc
+        ts = datetime.now(UTC)
+        row = {"ts": ts, "kind": kind, "subject": subject, "actor": actor, "reason": reason, "data": payload}
+        with self._write(f"record event {kind!r}") as conn:
+            new_id = conn.execute(sa.insert(events_t).values(**row).returning(events_t.c.id)).scalar_one()
+        return Event(id=int(new_id), **row)
+
+    def events(
+        self,
+        *,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[Event]:
+        """Events newest first. ``kind="gate"`` matches ``gate`` and every ``gate.*`` kind."""
+        query = sa.select(events_t)
+        if kind is not None:
+            prefix = kind.rstrip(".")
+            query = query.where(
+                (events_t.c.kind == prefix) | events_t.c.kind.startswith(prefix + ".", autoescape=True)
+            )
+        if subject is not None:
+            query = query.where(events_t.c.subject == subject)
+        if since is not None:
+            query = query.where(events_t.c.ts >= _utc(since))
+        if limit is not None:
+            if limit < 0:
+                raise StoreError(f"limit must be a non-negative number of events or None; got {limit}.")
+            query = query.limit(limit)
+        query = query.order_by(events_t.c.ts.desc(), events_t.c.id.desc())
+        with self._read("read events") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Event(**{**row, "data": row["data"] or {}}) for row in rows]
+
+    # -- feedback ------------------------------------------------------------------------------
+    def add_feedback(self, items: Iterable[tuple[str, Any]], model_name: str | None = None) -> int:
+        """Store ground-truth labels by prediction id; a later label for the same id replaces it.
+
+        Returns how many labels were written.
+        """
+        now = datetime.now(UTC)
+        latest: dict[str, Any] = {}
+        for n, item in enumerate(items):
+            try:
+                pid, label = item
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    f"Feedback item #{n} must be a (prediction_id, label) pair; got {item!r}."
+                ) from exc
+            _text(f"Feedback item #{n} prediction_id", pid, 128)
+            if label is None:
+                raise StoreError(f"Feedback for prediction {pid!r} has no label; send the observed value.")
+            try:
+                latest[pid] = to_jsonable(label)
+            except TypeError as exc:
+                raise StoreError(
+                    f"Feedback label for {pid!r} must be a number, string or list: {exc}."
+                ) from exc
+        if not latest:
+            return 0
+        rows = [
+            {"prediction_id": k, "label": v, "ts": now, "model_name": model_name} for k, v in latest.items()
+        ]
+        stmt = self._insert(feedback_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[feedback_t.c.prediction_id],
+            set_={
+                "label": stmt.excluded.label,
+                "ts": stmt.excluded.ts,
+                "model_name": stmt.excluded.model_name,
+            },
+        )
+        with self._write(f"store {len(rows)} feedback labels") as conn:
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(stmt, rows[start : start + _CHUNK])
+        return len(rows)
+
+    def feedback(
+        self,
+        ids: Iterable[str] | None = None,
+        since: datetime | None = None,
+        *,
+        model_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Labels by prediction id, for ``ids`` (all when None) received at or after ``since``."""
+        base = sa.select(feedback_t.c.prediction_id, feedback_t.c.label)
+        if since is not None:
+            base = base.where(feedback_t.c.ts >= _utc(since))
+        if model_name is not None:
+            base = base.where(feedback_t.c.model_name == model_name)
+        queries = [base]
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            queries = [
+                base.where(feedback_t.c.prediction_id.in_(wanted[i : i + _CHUNK]))
+                for i in range(0, len(wanted), _CHUNK)
+            ]
+        out: dict[str, Any] = {}
+        with self._read("read feedback") as conn:
+            for query in queries:
+                out.update({row.prediction_id: row.label for row in conn.execute(query)})
+        return out
+
+    # -- leases --------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` for ``ttl_s`` seconds.
+
+        True if ``owner`` holds it now; False while another owner's lease has not expired. Used so
+        that only one of several replicas runs a singleton job (e.g. the controller).
+        """
+        _text("Lease name", name, 200)
+        _text("Lease owner", owner, 200)
+        if not ttl_s > 0:
+            raise StoreError(f"Lease ttl_s must be a positive number of seconds; got {ttl_s!r}.")
+        now = datetime.now(UTC)
+        stmt = self._insert(leases_t).values(
+            name=name, owner=owner, expires_at=now + timedelta(seconds=ttl_s)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[leases_t.c.name],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+            where=(leases_t.c.owner == owner) | (leases_t.c.expires_at < now),
+        ).returning(leases_t.c.name)
+        # RETURNING, not rowcount: drivers do not all report rowcount for INSERT ... ON CONFLICT.
+        with self._write(f"acquire lease {name!r}") as conn:
+            return conn.execute(stmt).first() is not None
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        """Give the lease up if ``owner`` holds it; True if it did."""
+        query = sa.delete(leases_t).where(leases_t.c.name == name, leases_t.c.owner == owner)
+        with self._write(f"release lease {name!r}") as conn:
+            return conn.execute(query).rowcount == 1
