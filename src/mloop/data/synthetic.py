@@ -48,7 +48,7 @@ COLUMNS = (
     "is_fraud",
 )
 BLOCK_ROWS = 16_384
-ROWS_PER_DAY = 5_000
+ROWS_PER_DAY = 1_000
 N_CUSTOMERS = 4_000
 DEFAULT_START = datetime(2024, 1, 1)
 MISSING_COLUMNS = ("customer_age", "txn_count_24h", "avg_amount_30d", "account_age_days", "device", "country")
