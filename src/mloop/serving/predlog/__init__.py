@@ -1,0 +1,35 @@
+"""The prediction log: every prediction leaves the hot path and lands in a backend for monitoring.
+
+The server builds a :class:`PredictionRecord` per prediction and hands it to a
+:class:`PredictionLogger`, which buffers in memory (bounded; drops and counts when full) and writes
+batches from a background thread to a :class:`PredictionLogBackend`: Parquet segments on local disk
+(the default, ``.mloop/predictions``) or one PostgreSQL table shared by replicas. Monitoring reads
+windows back with ``backend.read(...)`` as a flat DataFrame (features as columns).
+
+    >>> log = open_prediction_log(settings.prediction_log_url)            # doctest: +SKIP
+    >>> with PredictionLogger(log, flush_interval_s=1.0) as logger:       # doctest: +SKIP
+    ...     logger.log(PredictionRecord(new_prediction_id(), "fraud", "3", {"amount": 12.0}, 0))
+"""
+
+from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.serving.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log
+from mloop.serving.predlog.logger import PredictionLogger
+from mloop.serving.predlog.memory import MemoryPredictionLog
+from mloop.serving.predlog.parquet import ParquetPredictionLog
+from mloop.serving.predlog.postgres import PostgresPredictionLog
+from mloop.serving.predlog.record import BASE_COLUMNS, PredictionRecord, new_prediction_id, records_to_frame
+
+__all__ = [
+    "BASE_COLUMNS",
+    "SUPPORTED_SCHEMES",
+    "MemoryPredictionLog",
+    "ParquetPredictionLog",
+    "PostgresPredictionLog",
+    "PredictionLogBackend",
+    "PredictionLogger",
+    "PredictionRecord",
+    "ReadQuery",
+    "new_prediction_id",
+    "open_prediction_log",
+    "records_to_frame",
+]

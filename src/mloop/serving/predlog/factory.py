@@ -1,0 +1,47 @@
+"""Open the prediction log for a URL: the one place that maps URL schemes to backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from mloop.errors import ConfigError, did_you_mean
+from mloop.serving.predlog.base import PredictionLogBackend
+from mloop.serving.predlog.memory import MemoryPredictionLog
+from mloop.serving.predlog.parquet import ParquetPredictionLog
+from mloop.serving.predlog.postgres import PostgresPredictionLog
+
+__all__ = ["SUPPORTED_SCHEMES", "open_prediction_log"]
+
+SUPPORTED_SCHEMES = ("file", "postgresql", "postgresql+psycopg", "memory")
+
+
+def open_prediction_log(url: str) -> PredictionLogBackend:
+    """The backend for ``url`` (``settings.prediction_log_url``).
+
+    ``file:///abs/dir`` or a plain path → Parquet segments in that directory;
+    ``postgresql+psycopg://user@host/db`` (or ``postgresql://``) → one shared table;
+    ``memory://`` → an in-process list (tests).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"prediction_log.url must be a directory or a URL; got {url!r}.")
+    scheme, sep, _ = url.partition("://")
+    if not sep or (len(scheme) == 1 and scheme.isalpha()):  # a plain path, or a Windows drive letter
+        return ParquetPredictionLog(Path(url))
+    scheme = scheme.lower()
+    if scheme == "file":
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"prediction_log.url {url!r} names host {parsed.netloc!r}; file URLs must be local."
+            )
+        return ParquetPredictionLog(Path(unquote(parsed.path)))
+    if scheme in ("postgresql", "postgresql+psycopg"):
+        return PostgresPredictionLog(url)
+    if scheme == "memory":
+        return MemoryPredictionLog()
+    hint = did_you_mean(scheme, SUPPORTED_SCHEMES)
+    raise ConfigError(
+        f"prediction_log.url uses the scheme {scheme!r}, which the prediction log does not support; "
+        f"supported: {', '.join(SUPPORTED_SCHEMES)} or a plain directory path.{hint}"
+    )
