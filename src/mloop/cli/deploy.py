@@ -1,0 +1,133 @@
+"""Commands that write deployment files: ``deploy <target>``, ``pipeline compile``, ``pipeline step``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mloop.cli.project import ConfigOpt, settings_from_cli
+
+pipeline_app = typer.Typer(
+    help="The training pipeline for orchestrators: compile it, or run one step.", no_args_is_help=True
+)
+
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Output directory (default depends on the target).")
+]
+
+
+def deploy_cmd(
+    target: Annotated[str, typer.Argument(help="docker | k8s | helm | grafana | prometheus")],
+    out: OutOpt = None,
+    image: Annotated[str | None, typer.Option(help="Image reference, e.g. ghcr.io/acme/fraud:1.2.")] = None,
+    model_source: Annotated[
+        str | None,
+        typer.Option("--model-source", help="mlflow (pull at start) | baked (copy into the image)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Ingress host name.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Minimum serving replicas.")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max-replicas", help="Autoscaler maximum.")] = None,
+    target_rps: Annotated[
+        float | None,
+        typer.Option("--target-rps", help="Also autoscale on requests/s per pod (prometheus-adapter)."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write deployment files generated from mloop.yaml and the registered model."""
+    from pydantic import ValidationError
+
+    from mloop.cli.main import console
+    from mloop.deploy import DeployOptions, generate
+    from mloop.errors import DeployError
+
+    chosen = {
+        "image": image,
+        "model_source": model_source,
+        "host": host,
+        "replicas": replicas,
+        "max_replicas": max_replicas,
+        "target_rps": target_rps,
+    }
+    try:
+        options = DeployOptions(**{k: v for k, v in chosen.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        raise DeployError(f"Invalid deploy option: {problems}.") from exc
+    settings = settings_from_cli(config)
+    written = generate(target, settings, out, options)
+    console.print(f"[green]Wrote[/] {len(written)} {target} file(s):")
+    for path in written:
+        console.print(f"  {path}")
+
+
+@pipeline_app.command("compile")
+def compile_cmd(
+    target: Annotated[
+        str, typer.Option("--target", help="Orchestrator; only kfp (Kubeflow Pipelines v2).")
+    ] = "kfp",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path("pipeline.yaml"),
+    image: Annotated[str | None, typer.Option(help="Image the steps run in.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compile the training pipeline (load → validate → train → evaluate → register)."""
+    from mloop.cli.main import console
+    from mloop.deploy.options import DeployOptions
+    from mloop.errors import DeployError, did_you_mean
+
+    if target != "kfp":
+        raise DeployError(f"Unknown pipeline target {target!r}.{did_you_mean(target, ['kfp'])} Known: kfp.")
+    from mloop.deploy.kubeflow import compile_pipeline
+
+    settings = settings_from_cli(config)
+    path = compile_pipeline(settings, out, DeployOptions(image=image) if image else None)
+    console.print(f"[green]Compiled[/] the Kubeflow pipeline to {path}")
+
+
+@pipeline_app.command("step")
+def step_cmd(
+    name: Annotated[str, typer.Argument(help="load | validate | train | evaluate | register")],
+    data: Annotated[
+        Path | None, typer.Option(help="Parquet rows from the previous step (default: the source).")
+    ] = None,
+    result: Annotated[Path | None, typer.Option(help="JSON result of the train step.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where this step writes its output.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one step of the training pipeline (used by Kubeflow tasks and CI)."""
+    from mloop.cli.main import console
+    from mloop.deploy import steps
+    from mloop.errors import DeployError, did_you_mean
+
+    settings = settings_from_cli(config)
+    if name == "load":
+        if out is None:
+            raise DeployError("`mloop pipeline step load` needs --out FILE.parquet for the rows it reads.")
+        console.print(f"loaded {steps.load_step(settings, out)} rows into {out}")
+        return
+    if name in {"evaluate", "register"} and result is None:
+        raise DeployError(f"`mloop pipeline step {name}` needs --result, the JSON written by the train step.")
+    if name == "validate":
+        report = steps.validate_step(settings, data, out)
+    elif name == "train":
+        report = steps.train_step(settings, data, out)
+    elif name == "evaluate" and result is not None:
+        report = steps.evaluate_step(settings, result, out)
+    elif name == "register" and result is not None:
+        report = steps.register_step(settings, result, out)
+    else:
+        raise DeployError(
+            f"Unknown step {name!r}.{did_you_mean(name, steps.STEPS)} Steps: {', '.join(steps.STEPS)}."
+        )
+    console.print_json(json.dumps(report, default=str))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_cmd)
+    app.add_typer(pipeline_app, name="pipeline")

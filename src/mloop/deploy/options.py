@@ -1,0 +1,91 @@
+"""What a deployment needs beyond ``mloop.yaml``: image, host names, sizes and alert thresholds.
+
+``mloop.yaml`` says what the project is (model, stores, serving limits); :class:`DeployOptions` says
+where and how big it runs. Every field has a working default, so ``mloop deploy k8s`` needs no flags;
+the CLI exposes the common ones and Helm users override the rest in ``values.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mloop.errors import DeployError
+
+__all__ = ["KUBERNETES_VERSION", "DeployOptions", "dns_name"]
+
+KUBERNETES_VERSION = "1.30"
+"""Kubernetes version the manifests are written for and validated against."""
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def dns_name(text: str) -> str:
+    """``text`` as an RFC 1123 label (what Kubernetes object names must be), at most 52 characters
+    so that suffixes such as ``-loop`` still fit in 63."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:52].strip("-")
+    if not name or not _DNS_LABEL.match(name):
+        raise DeployError(
+            f"Cannot make a Kubernetes name from project {text!r}: it needs at least one letter or digit. "
+            "Set `project:` in mloop.yaml to something like 'fraud-scoring'."
+        )
+    return name
+
+
+class DeployOptions(BaseModel):
+    """Knobs of the generated deployment files (defaults are safe for a first deploy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = "ghcr.io/OWNER/mloop-model:latest"
+    """Container image that runs the model server (built from the generated Dockerfile)."""
+    model_source: Literal["mlflow", "baked"] = "mlflow"
+    """``mlflow``: the server pulls ``models:/<name>@<alias>`` from the tracking server at start;
+    ``baked``: the registered version is copied into the image at build time."""
+    python_version: str = "3.11"
+    """Python of the slim base image."""
+    mloop_package: str | None = None
+    """pip requirement that installs mloop in the image; by default ``mloop[postgres]==<this version>``."""
+    replicas: int = Field(2, ge=1)
+    """Serving replicas when autoscaling is off, and the autoscaler's minimum."""
+    max_replicas: int = Field(10, ge=1)
+    """Autoscaler maximum."""
+    target_cpu_percent: int = Field(70, ge=1, le=100)
+    """Average CPU utilisation the autoscaler aims for."""
+    target_rps: float | None = None
+    """If set, also scale on requests per second per pod (a custom metric from prometheus-adapter)."""
+    host: str = "mloop.example.com"
+    """Host name of the Ingress."""
+    tls_secret: str | None = None
+    """Secret holding the Ingress TLS certificate; by default ``<name>-tls``."""
+    ingress_class: str = "nginx"
+    """IngressClass of the Ingress."""
+    secret_name: str | None = None
+    """Secret holding ``store-url``, ``tracking-uri``, ``prediction-log-url`` and ``admin-token``;
+    by default ``<name>-secrets``."""
+    drain_seconds: int = Field(20, ge=1)
+    """How long a pod keeps answering in-flight requests after it is told to stop."""
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "512Mi"
+    memory_limit: str = "2Gi"
+    error_rate_threshold: float = Field(0.05, gt=0, lt=1)
+    """Alert when the share of 5xx answers over 5 minutes is above this."""
+    latency_slo_seconds: float = Field(0.5, gt=0)
+    """Alert when the p99 request latency over 5 minutes is above this."""
+    latency_slo_quantile: float = Field(0.99, gt=0, lt=1)
+    stalled_loop_seconds: float | None = None
+    """Alert when the closed loop has not checked its triggers for this long; by default
+    ``max(300, 20 * control.interval_s)``."""
+    quality_drop: float | None = None
+    """Alert when live quality falls this much below its 1-day best; by default
+    ``rollout.max_quality_drop``."""
+
+    @field_validator("image")
+    @classmethod
+    def _image_has_no_spaces(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError(f"an image reference such as 'registry/name:tag', got {value!r}")
+        return value

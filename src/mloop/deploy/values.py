@@ -1,0 +1,128 @@
+"""The deployment's values: one nested dict read by every Kubernetes template.
+
+The same dict is the Helm chart's ``values.yaml`` and the input of ``mloop deploy k8s``, so the plain
+manifests and the chart cannot drift apart. It is built from ``mloop.yaml`` (model, serving limits,
+loop cadence), :class:`~mloop.deploy.options.DeployOptions` (image, sizes, host names) and, when one
+is registered, the champion version of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mloop.config import Settings
+from mloop.deploy.options import DeployOptions, dns_name
+from mloop.deploy.prometheus import alert_rule_groups
+
+__all__ = [
+    "CONTAINER_HOME",
+    "CONTAINER_PORT",
+    "PRESTOP_SECONDS",
+    "SECRET_KEYS",
+    "ModelRef",
+    "build_values",
+    "cluster_config",
+]
+
+CONTAINER_PORT = 8000
+CONTAINER_HOME = "/var/lib/mloop"
+"""Writable home of embedded state inside the container (an emptyDir; the root file system is read-only)."""
+PRESTOP_SECONDS = 5
+"""Pause before SIGTERM so that endpoints controllers stop routing to the pod first."""
+
+# Secret key -> environment variable. URLs carry passwords, so they never go into the ConfigMap.
+SECRET_KEYS: dict[str, tuple[str, bool]] = {
+    "store-url": ("MLOOP_STORE__URL", False),
+    "tracking-uri": ("MLOOP_TRACKING__URI", False),
+    "prediction-log-url": ("MLOOP_PREDICTION_LOG__URL", True),
+    "admin-token": ("MLOOP_ADMIN_TOKEN", True),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The registered model a deployment serves."""
+
+    name: str
+    alias: str
+    version: int | None = None
+    """The version behind the alias when the files were generated (``None``: not registered yet)."""
+
+
+def cluster_config(settings: Settings) -> dict[str, Any]:
+    """``mloop.yaml`` as it should read inside the cluster: secrets removed (they come from the
+    Secret as ``MLOOP_*`` variables), state under the writable home, the server bound to all
+    interfaces."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    data["home"] = CONTAINER_HOME
+    for section, key in (
+        ("store", "url"),
+        ("tracking", "uri"),
+        ("prediction_log", "url"),
+        ("serving", "admin_token"),
+        ("serving", "api_key"),
+    ):
+        data.get(section, {}).pop(key, None)
+    data["serving"]["host"] = "0.0.0.0"
+    data["serving"]["port"] = CONTAINER_PORT
+    return data
+
+
+def build_values(settings: Settings, options: DeployOptions, model: ModelRef | None = None) -> dict[str, Any]:
+    """The values dict (Helm ``values.yaml`` layout) for ``settings`` deployed with ``options``."""
+    name = dns_name(settings.project)
+    model = model or ModelRef(settings.model.name, settings.serving.alias)
+    termination = PRESTOP_SECONDS + options.drain_seconds + 10
+    rps_enabled = options.target_rps is not None
+    return {
+        "fullnameOverride": name,
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "replicaCount": options.replicas,
+        "model": {
+            "name": model.name,
+            "alias": model.alias,
+            "version": model.version if model.version is not None else "",
+            "source": options.model_source,
+        },
+        "serving": {"workers": settings.serving.workers},
+        "shutdown": {
+            "preStopSeconds": PRESTOP_SECONDS,
+            "drainSeconds": options.drain_seconds,
+            "terminationGracePeriodSeconds": termination,
+        },
+        "resources": {
+            "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
+            "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
+        },
+        "secret": {"name": options.secret_name or f"{name}-secrets"},
+        "config": cluster_config(settings),
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": options.replicas,
+            "maxReplicas": max(options.max_replicas, options.replicas),
+            "targetCPUUtilizationPercentage": options.target_cpu_percent,
+            "requestsPerSecond": {
+                "enabled": rps_enabled,
+                # Exposed by prometheus-adapter from rate(mloop_requests_total[2m]); see docs/deploy.md.
+                "metricName": "mloop_requests_per_second",
+                "target": f"{options.target_rps:g}" if options.target_rps is not None else "10",
+            },
+        },
+        "ingress": {
+            "enabled": True,
+            "className": options.ingress_class,
+            "host": options.host,
+            "tlsSecret": options.tls_secret or f"{name}-tls",
+            "annotations": {},
+        },
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+        "loop": {"enabled": True},
+        "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "groups": alert_rule_groups(settings, options),
+        },
+    }
