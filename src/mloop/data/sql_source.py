@@ -60,7 +60,7 @@ def _safe(url: URL) -> str:
 def describe_sql(uri: str, query: str | None, root: Path) -> str:
     """``sql:<backend>://host/db (query sha256:…)`` without user, password or connection options."""
     url = sql_url(uri, root)
-    plain = url.set(drivername=url.get_backend_name(), username=None, password=None, query={})
+    plain = URL.create(url.get_backend_name(), host=url.host, port=url.port, database=url.database)
     digest = hashlib.sha256((query or "").strip().encode("utf-8")).hexdigest()[:12]
     return f"sql:{plain.render_as_string(hide_password=True)} (query sha256:{digest})"
 
@@ -109,17 +109,19 @@ def read_sql(
                 raise SourceError(
                     f"source.options {dict(options)} are not accepted by the SQL reader: {exc}."
                 ) from exc
-            except sa.exc.SQLAlchemyError as exc:
+            except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+                # pandas re-wraps SQLAlchemy's error; chain and report the original.
+                cause = exc.__cause__ if isinstance(exc.__cause__, sa.exc.SQLAlchemyError) else exc
                 short = " ".join(query.split())[:200]
                 raise SourceError(
-                    f"The query failed on {where}: {_reason(exc)}. Query: {short!r}. "
+                    f"The query failed on {where}: {_reason(cause)}. Query: {short!r}. "
                     "Fix source.query in mloop.yaml."
-                ) from exc
+                ) from cause
     finally:
         engine.dispose()
 
 
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
