@@ -105,6 +105,16 @@ def test_feedback_upserts_and_the_last_label_wins(store: Store) -> None:
     assert store.feedback() == {"p1": 2, "p2": 0}
 
 
+def test_feedback_frame_for_joins(store: Store) -> None:
+    assert list(store.feedback_frame().columns) == ["prediction_id", "label", "ts", "model_name"]
+    store.add_feedback([("p1", "fraud"), ("p2", 0.5)], model_name="fraud")
+    frame = store.feedback_frame(model_name="fraud")
+    assert sorted(frame["prediction_id"]) == ["p1", "p2"]
+    assert set(frame["label"]) == {"fraud", 0.5}
+    assert str(frame["ts"].dt.tz) == "UTC"
+    assert store.feedback_frame(since=datetime.now(UTC) + timedelta(minutes=1)).empty
+
+
 def test_feedback_since_and_many_ids(store: Store) -> None:
     ids = [f"p{i}" for i in range(1200)]
     assert store.add_feedback((pid, i % 2) for i, pid in enumerate(ids)) == 1200

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from mloop.errors import StoreError
@@ -280,6 +281,20 @@ class Store(ABC):
             for query in queries:
                 out.update({row.prediction_id: row.label for row in conn.execute(query)})
         return out
+
+    def feedback_frame(self, since: datetime | None = None, *, model_name: str | None = None) -> pd.DataFrame:
+        """Labels as a DataFrame (prediction_id, label, ts, model_name), oldest first, to join with the
+        prediction log on ``prediction_id``."""
+        query = sa.select(feedback_t).order_by(feedback_t.c.ts, feedback_t.c.prediction_id)
+        if since is not None:
+            query = query.where(feedback_t.c.ts >= _utc(since))
+        if model_name is not None:
+            query = query.where(feedback_t.c.model_name == model_name)
+        with self._read("read feedback") as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["prediction_id", "label", "ts", "model_name"])
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        return frame
 
     # -- leases --------------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
