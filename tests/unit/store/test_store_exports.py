@@ -16,5 +16,3 @@ def test_all_names_exist_and_are_documented(package: str) -> None:
         if callable(obj):
             assert obj.__doc__, f"{package}.{name} has no docstring"
     assert len(set(module.__all__)) == len(module.__all__), "duplicate names in __all__"
-        module.__all__
-    )
