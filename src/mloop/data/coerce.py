@@ -83,6 +83,7 @@ def _as_bool(s: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
         if ptypes.is_numeric_dtype(s.dtype):
             mapped = s.map(lambda v: {0: False, 1: True}.get(v) if pd.notna(v) else None)
         else:
+
             def read(v: Any) -> bool | None:
                 if isinstance(v, bool | np.bool_):
                     return bool(v)

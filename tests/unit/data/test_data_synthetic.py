@@ -19,8 +19,17 @@ from mloop.data.synthetic import (
 )
 from mloop.errors import DataError
 
-FEATURES = ["amount", "merchant_category", "country", "hour", "device", "customer_age", "txn_count_24h",
-            "avg_amount_30d", "account_age_days"]
+FEATURES = [
+    "amount",
+    "merchant_category",
+    "country",
+    "hour",
+    "device",
+    "customer_age",
+    "txn_count_24h",
+    "avg_amount_30d",
+    "account_age_days",
+]
 KNOWN = {"merchant_category": [*CATEGORIES, NEW_CATEGORY], "country": None, "device": None}
 
 
@@ -43,7 +52,9 @@ def baseline_model() -> tuple[HistGradientBoostingClassifier, dict[str, list[str
     return model, levels
 
 
-def _auc(model_and_levels: tuple[HistGradientBoostingClassifier, dict[str, list[str]]], df: pd.DataFrame) -> float:
+def _auc(
+    model_and_levels: tuple[HistGradientBoostingClassifier, dict[str, list[str]]], df: pd.DataFrame
+) -> float:
     model, levels = model_and_levels
     return float(roc_auc_score(df["is_fraud"], model.predict_proba(_matrix(df, levels))[:, 1]))
 
@@ -95,7 +106,11 @@ def test_zero_rows_gives_empty_frame_with_columns() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"rows": -1}, "rows"), ({"rows": 10, "fraud_rate": 1.5}, "fraud_rate"), ({"rows": 10, "start": "nope"}, "start")],
+    [
+        ({"rows": -1}, "rows"),
+        ({"rows": 10, "fraud_rate": 1.5}, "fraud_rate"),
+        ({"rows": 10, "start": "nope"}, "start"),
+    ],
 )
 def test_bad_arguments_are_data_errors(kwargs: dict[str, object], needle: str) -> None:
     rows = kwargs.pop("rows")
