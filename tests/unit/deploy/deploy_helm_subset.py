@@ -53,7 +53,7 @@ class HelmSubset:
         if expr == ".":
             return dot
         if expr.startswith(".Values."):
-            return _get(self.values, expr[len(".Values."):])
+            return _get(self.values, expr[len(".Values.") :])
         m = re.fullmatch(r'include "([\w.]+)" \.', expr)
         if m:
             return self._include(m.group(1))
@@ -68,7 +68,7 @@ class HelmSubset:
     def _pipe(self, expr: str, dot: Any) -> str:
         first, *filters = [p.strip() for p in expr.split("|")]
         if first.startswith("toYaml "):
-            value: Any = _to_yaml(self._value(first[len("toYaml "):], dot))
+            value: Any = _to_yaml(self._value(first[len("toYaml ") :], dot))
         else:
             value = self._value(first, dot)
         for f in filters:

@@ -11,7 +11,14 @@ import yaml
 from deploy_helm_subset import HelmSubset
 
 from mloop.config import Settings, load_settings
-from mloop.deploy import KUBERNETES_VERSION, MANIFESTS, DeployOptions, build_values, generate, render_manifests
+from mloop.deploy import (
+    KUBERNETES_VERSION,
+    MANIFESTS,
+    DeployOptions,
+    build_values,
+    generate,
+    render_manifests,
+)
 from mloop.deploy.values import SECRET_KEYS
 
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs: not in the Kubernetes schemas
@@ -36,7 +43,9 @@ def _docs(files: dict[str, str]) -> list[dict[str, Any]]:
 def _by_kind(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
     for d in docs:
         labels = d["metadata"].get("labels", {})
-        if d["kind"] == kind and (component is None or labels.get("app.kubernetes.io/component") == component):
+        if d["kind"] == kind and (
+            component is None or labels.get("app.kubernetes.io/component") == component
+        ):
             return d
     raise AssertionError(f"no {kind} ({component}) in {[d['kind'] for d in docs]}")
 
@@ -54,16 +63,28 @@ def _validate(docs: list[dict[str, Any]]) -> None:
 def test_every_manifest_validates_against_kubernetes_schema(settings: Settings) -> None:
     docs = _docs(render_manifests(build_values(settings, DeployOptions(target_rps=25))))
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted([
-        "ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget",
-        "PrometheusRule", "Service", "Service", "ServiceMonitor",
-    ])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "Ingress",
+            "PodDisruptionBudget",
+            "PrometheusRule",
+            "Service",
+            "Service",
+            "ServiceMonitor",
+        ]
+    )
     _validate(docs)
 
 
 def test_schema_validation_catches_a_broken_manifest(settings: Settings) -> None:
     # Guards the test above against validating nothing: a wrong type must be refused.
-    deployment = _by_kind(_docs(render_manifests(build_values(settings, DeployOptions()))), "Deployment", "server")
+    deployment = _by_kind(
+        _docs(render_manifests(build_values(settings, DeployOptions()))), "Deployment", "server"
+    )
     deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
@@ -93,7 +114,10 @@ def test_urls_come_from_the_secret_and_never_from_the_configmap(settings: Settin
     docs = _docs(render_manifests(build_values(settings, DeployOptions(secret_name="fraud-db"))))
     config_text = _by_kind(docs, "ConfigMap")["data"]["mloop.yaml"]
     assert "secret" not in config_text and "hunter2" not in config_text
-    env = {e["name"]: e for e in _by_kind(docs, "Deployment", "server")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e
+        for e in _by_kind(docs, "Deployment", "server")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     for key, (name, optional) in SECRET_KEYS.items():
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"], ref["optional"]) == ("fraud-db", key, optional)
@@ -105,9 +129,14 @@ def test_urls_come_from_the_secret_and_never_from_the_configmap(settings: Settin
 
 
 def test_autoscaler_uses_cpu_and_optionally_requests_per_second(settings: Settings) -> None:
-    plain = _by_kind(_docs(render_manifests(build_values(settings, DeployOptions()))), "HorizontalPodAutoscaler")
+    plain = _by_kind(
+        _docs(render_manifests(build_values(settings, DeployOptions()))), "HorizontalPodAutoscaler"
+    )
     assert [m["type"] for m in plain["spec"]["metrics"]] == ["Resource"]
-    rps = _by_kind(_docs(render_manifests(build_values(settings, DeployOptions(target_rps=25)))), "HorizontalPodAutoscaler")
+    rps = _by_kind(
+        _docs(render_manifests(build_values(settings, DeployOptions(target_rps=25)))),
+        "HorizontalPodAutoscaler",
+    )
     assert [m["type"] for m in rps["spec"]["metrics"]] == ["Resource", "Pods"]
     assert rps["spec"]["metrics"][1]["pods"]["target"]["averageValue"] == "25"
 
@@ -151,7 +180,9 @@ def test_chart_values_yaml_renders_the_same_manifests(settings: Settings, tmp_pa
 
 
 @pytest.mark.parametrize("toggle", [None, "ingress.enabled", "autoscaling.enabled", "loop.enabled"])
-def test_helm_templates_render_to_valid_manifests(settings: Settings, tmp_path: Path, toggle: str | None) -> None:
+def test_helm_templates_render_to_valid_manifests(
+    settings: Settings, tmp_path: Path, toggle: str | None
+) -> None:
     chart = _chart(settings, tmp_path, DeployOptions(target_rps=25))
     values = yaml.safe_load((chart / "values.yaml").read_text())
     if toggle:
@@ -163,7 +194,9 @@ def test_helm_templates_render_to_valid_manifests(settings: Settings, tmp_path: 
     _validate(docs)
     # Same objects as the plain manifests, apart from Helm's own labels and the config checksum.
     plain = _docs(render_manifests(values))
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [(d["kind"], d["metadata"]["name"]) for d in plain]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        (d["kind"], d["metadata"]["name"]) for d in plain
+    ]
     for ours, theirs in zip(docs, plain, strict=True):
         assert ours.get("spec", {}).get("selector") == theirs.get("spec", {}).get("selector")
         if ours["kind"] == "Deployment":

@@ -18,11 +18,24 @@ from mloop.deploy import DeployOptions, alert_rule_groups, render_rules
 from mloop.deploy.grafana import metric_names
 
 CONTRACT_METRICS = {
-    "mloop_requests_total", "mloop_request_latency_seconds", "mloop_model_latency_seconds", "mloop_batch_size",
-    "mloop_queue_depth", "mloop_validation_errors_total", "mloop_predictions_total", "mloop_prediction_value",
-    "mloop_model_info", "mloop_prediction_log_dropped_total", "mloop_drift_score", "mloop_drift_detected",
-    "mloop_drift_share", "mloop_live_quality", "mloop_labelled_rows", "mloop_rollout_weight",
-    "mloop_loop_heartbeat_timestamp_seconds", "mloop_loop_last_cycle_timestamp_seconds",
+    "mloop_requests_total",
+    "mloop_request_latency_seconds",
+    "mloop_model_latency_seconds",
+    "mloop_batch_size",
+    "mloop_queue_depth",
+    "mloop_validation_errors_total",
+    "mloop_predictions_total",
+    "mloop_prediction_value",
+    "mloop_model_info",
+    "mloop_prediction_log_dropped_total",
+    "mloop_drift_score",
+    "mloop_drift_detected",
+    "mloop_drift_share",
+    "mloop_live_quality",
+    "mloop_labelled_rows",
+    "mloop_rollout_weight",
+    "mloop_loop_heartbeat_timestamp_seconds",
+    "mloop_loop_last_cycle_timestamp_seconds",
 }
 """The serving metrics contract (the names `mloop serve` / `mloop run` export)."""
 
@@ -38,12 +51,16 @@ def promtool() -> str:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(project="fraud", model={"name": "fraud"}, gates={"thresholds": {"roc_auc": 0.8, "rmse": 3.0}})
+    return Settings(
+        project="fraud", model={"name": "fraud"}, gates={"thresholds": {"roc_auc": 0.8, "rmse": 3.0}}
+    )
 
 
 def test_rules_query_only_contract_metrics(settings: Settings) -> None:
@@ -85,13 +102,27 @@ def test_promtool_test_rules_fire_on_their_signals(settings: Settings, tmp_path:
     m = {"model": "fraud"}
     ok = {"model": "ok"}
     series = [
-        _series("mloop_requests_total", {**m, "version": "1", "endpoint": "/predict", "status": "200"}, "0+100x40"),
-        _series("mloop_requests_total", {**m, "version": "1", "endpoint": "/predict", "status": "500"}, "0+20x40"),
-        _series("mloop_requests_total", {**ok, "version": "1", "endpoint": "/predict", "status": "200"}, "0+100x40"),
-        *[_series("mloop_request_latency_seconds_bucket", {**m, "endpoint": "/predict", "le": le}, v)
-          for le, v in (("0.1", "0+0x40"), ("1", "0+10x40"), ("+Inf", "0+10x40"))],
-        *[_series("mloop_request_latency_seconds_bucket", {**ok, "endpoint": "/predict", "le": le}, "0+10x40")
-          for le in ("0.1", "1", "+Inf")],
+        _series(
+            "mloop_requests_total", {**m, "version": "1", "endpoint": "/predict", "status": "200"}, "0+100x40"
+        ),
+        _series(
+            "mloop_requests_total", {**m, "version": "1", "endpoint": "/predict", "status": "500"}, "0+20x40"
+        ),
+        _series(
+            "mloop_requests_total",
+            {**ok, "version": "1", "endpoint": "/predict", "status": "200"},
+            "0+100x40",
+        ),
+        *[
+            _series("mloop_request_latency_seconds_bucket", {**m, "endpoint": "/predict", "le": le}, v)
+            for le, v in (("0.1", "0+0x40"), ("1", "0+10x40"), ("+Inf", "0+10x40"))
+        ],
+        *[
+            _series(
+                "mloop_request_latency_seconds_bucket", {**ok, "endpoint": "/predict", "le": le}, "0+10x40"
+            )
+            for le in ("0.1", "1", "+Inf")
+        ],
         _series("mloop_drift_share", m, "0.8x40"),
         _series("mloop_drift_share", ok, "0.1x40"),
         _series("mloop_live_quality", {**m, "version": "1", "metric": "roc_auc"}, "0.9x20 0.7x40"),
@@ -105,17 +136,26 @@ def test_promtool_test_rules_fire_on_their_signals(settings: Settings, tmp_path:
         _expect("MloopHighErrorRate", "3m", []),  # not yet for 5m
         _expect("MloopLatencySLOBreach", "25m", [{**sev, "severity": "warning", **m}]),
         _expect("MloopDataDrift", "20m", [{**sev, "severity": "warning", **m}]),
-        _expect("MloopLiveQualityDrop", "45m",
-                [{**sev, "severity": "warning", **m, "version": "1", "metric": "roc_auc"}]),
+        _expect(
+            "MloopLiveQualityDrop",
+            "45m",
+            [{**sev, "severity": "warning", **m, "version": "1", "metric": "roc_auc"}],
+        ),
         _expect("MloopLiveQualityDrop", "15m", []),
-        _expect("MloopLiveQualityBelowGate_roc_auc", "45m",
-                [{**sev, "severity": "critical", **m, "version": "1", "metric": "roc_auc"}]),
+        _expect(
+            "MloopLiveQualityBelowGate_roc_auc",
+            "45m",
+            [{**sev, "severity": "critical", **m, "version": "1", "metric": "roc_auc"}],
+        ),
         _expect("MloopLoopStalled", "25m", [{**sev, "severity": "critical", **m}]),
         _expect("MloopLoopStalled", "8m", []),
         _expect("MloopPredictionLogDropping", "20m", [{**sev, "severity": "warning"}]),
     ]
-    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": tests}]}
+    spec = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": tests}],
+    }
     (tmp_path / "rules_test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     done = _run("test", "rules", "rules_test.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -124,8 +164,15 @@ def test_promtool_test_rules_fire_on_their_signals(settings: Settings, tmp_path:
 def test_promtool_detects_a_wrong_expectation(settings: Settings, tmp_path: Path) -> None:
     # The test above means something only if promtool fails when an alert does not fire as expected.
     (tmp_path / "rules.yml").write_text(render_rules(settings))
-    spec = {"rule_files": ["rules.yml"], "tests": [{"interval": "1m", "input_series": [
-        _series("mloop_drift_share", {"model": "fraud"}, "0.1x30")],
-        "alert_rule_test": [_expect("MloopDataDrift", "20m", [{"model": "fraud"}])]}]}
+    spec = {
+        "rule_files": ["rules.yml"],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [_series("mloop_drift_share", {"model": "fraud"}, "0.1x30")],
+                "alert_rule_test": [_expect("MloopDataDrift", "20m", [{"model": "fraud"}])],
+            }
+        ],
+    }
     (tmp_path / "bad_test.yml").write_text(yaml.safe_dump(spec))
     assert _run("test", "rules", "bad_test.yml", cwd=tmp_path).returncode != 0
