@@ -3,6 +3,7 @@ and every ``mloop`` command it calls exists."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ def test_jobs_run_in_order(workflow: dict[str, Any]) -> None:
     jobs = workflow["jobs"]
     order = ["test", "train", "build", "deploy"]
     assert list(jobs) == order
-    for before, after in zip(order, order[1:], strict=False):
+    for before, after in itertools.pairwise(order):
         assert jobs[after]["needs"] == before
     train_steps = [s.get("name", s.get("uses", "")) for s in jobs["train"]["steps"]]
     assert train_steps.index("Validate data") < train_steps.index("Train") < train_steps.index("Gates")
