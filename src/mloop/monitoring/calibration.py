@@ -46,8 +46,9 @@ class Calibration:
     method: str
 
 
-def null_distribution(test: StatTest, ref: ColumnProfile, n: int, *, seed: int = 0,
-                      reps: int = NULL_REPS) -> np.ndarray:
+def null_distribution(
+    test: StatTest, ref: ColumnProfile, n: int, *, seed: int = 0, reps: int = NULL_REPS
+) -> np.ndarray:
     """Sorted statistics of ``reps`` simulated ``n``-row windows without drift (cached)."""
     if test.null is None:
         raise ValueError(f"test {test.name!r} has no null simulator")
@@ -76,8 +77,16 @@ def _tail_p(draws: np.ndarray, statistic: float) -> float:
     return float(min(floor, stats.norm.sf((statistic - float(draws.mean())) / sd)))
 
 
-def calibrate(test: StatTest, ref: ColumnProfile, n: int, statistic: float, *, alpha: float = 0.05,
-              seed: int = 0, apply: bool = True) -> Calibration:
+def calibrate(
+    test: StatTest,
+    ref: ColumnProfile,
+    n: int,
+    statistic: float,
+    *,
+    alpha: float = 0.05,
+    seed: int = 0,
+    apply: bool = True,
+) -> Calibration:
     """Threshold for an ``n``-row window: max(default, upper bound of the null's 1-alpha quantile).
 
     With ``apply=False`` the default threshold is kept (Evidently's behaviour) and only the p-value
@@ -91,5 +100,6 @@ def calibrate(test: StatTest, ref: ColumnProfile, n: int, statistic: float, *, a
     threshold = max(test.threshold, q) if apply else test.threshold
     method = "calibrated" if apply and q > test.threshold else "default"
     p = _tail_p(draws, statistic) if statistic >= threshold else 1.0
-    return Calibration(null_quantile=q, threshold=threshold, p_value=p if math.isfinite(p) else 1.0,
-                       method=method)
+    return Calibration(
+        null_quantile=q, threshold=threshold, p_value=p if math.isfinite(p) else 1.0, method=method
+    )

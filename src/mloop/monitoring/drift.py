@@ -79,8 +79,10 @@ def _prepare(ref: ColumnProfile, series: pd.Series, res: ColumnDrift) -> Window 
     if ref.numeric and not cur_numeric:
         example = series[~missing].iloc[0]
         res.status = "dtype_mismatch"
-        res.notes.append(f"reference is numeric; current column has dtype {series.dtype} (e.g. {example!r}). "
-                         "Fix the window's dtype before comparing.")
+        res.notes.append(
+            f"reference is numeric; current column has dtype {series.dtype} (e.g. {example!r}). "
+            "Fix the window's dtype before comparing."
+        )
         return None
     if not ref.numeric and cur_numeric and not ref.source_numeric:
         res.status = "dtype_mismatch"
@@ -96,26 +98,40 @@ def _prepare(ref: ColumnProfile, series: pd.Series, res: ColumnDrift) -> Window 
     counts = series[~missing].astype(str).value_counts()
     res.missing_rate_current = float(missing.mean())
     res.missing_rate_changed = _missing_changed(ref, int(missing.sum()), len(series))
-    return Window(numeric=False, n=int(counts.sum()),
-                  counts=dict(zip(counts.index.astype(str), counts.to_numpy().tolist(), strict=True)))
+    return Window(
+        numeric=False,
+        n=int(counts.sum()),
+        counts=dict(zip(counts.index.astype(str), counts.to_numpy().tolist(), strict=True)),
+    )
 
 
 def _side_signals(ref: ColumnProfile, win: Window, res: ColumnDrift) -> None:
     if win.n == 0:
         return
     if ref.numeric and win.values is not None and ref.min is not None and ref.max is not None:
-        res.out_of_range_share = float(np.count_nonzero((win.values < ref.min) | (win.values > ref.max)) / win.n)
+        res.out_of_range_share = float(
+            np.count_nonzero((win.values < ref.min) | (win.values > ref.max)) / win.n
+        )
     if ref.levels:
         _, _, _, unseen = aligned_counts(ref, win)
         res.unseen_share = unseen / win.n
         if not ref.numeric and ref.other_count:
-            res.notes.append("reference kept only its most frequent categories; unseen share is an upper bound")
+            res.notes.append(
+                "reference kept only its most frequent categories; unseen share is an upper bound"
+            )
 
 
-def _column(ref: ColumnProfile, series: pd.Series | None, test: StatTest, rows: int, calibrate: bool,
-            seed: int) -> ColumnDrift:
-    res = ColumnDrift(column=ref.name, kind=ref.kind, test=test.name, default_threshold=test.threshold,
-                      n_reference=ref.n_valid, missing_rate_reference=ref.missing_rate)
+def _column(
+    ref: ColumnProfile, series: pd.Series | None, test: StatTest, rows: int, calibrate: bool, seed: int
+) -> ColumnDrift:
+    res = ColumnDrift(
+        column=ref.name,
+        kind=ref.kind,
+        test=test.name,
+        default_threshold=test.threshold,
+        n_reference=ref.n_valid,
+        missing_rate_reference=ref.missing_rate,
+    )
     if series is None:
         res.status = "missing_in_current"
         res.notes.append("column is absent from the current window")
@@ -146,12 +162,19 @@ def _column(ref: ColumnProfile, series: pd.Series | None, test: StatTest, rows: 
     res.statistic, res.p_value = out.statistic, out.p_value
     if test.kind == "distance" and test.null is not None:
         cal = calibrate_threshold(test, ref, win.n, out.statistic, seed=seed, apply=calibrate)
-        res.threshold, res.null_quantile, res.method, res.fdr_p_value = (cal.threshold, cal.null_quantile,
-                                                                         cal.method, cal.p_value)
+        res.threshold, res.null_quantile, res.method, res.fdr_p_value = (
+            cal.threshold,
+            cal.null_quantile,
+            cal.method,
+            cal.p_value,
+        )
     else:
         res.threshold, res.method = test.threshold, out.method
-        res.fdr_p_value = out.p_value if out.p_value is not None else (0.0 if test.drifted(
-            out.statistic, None, test.threshold) else 1.0)
+        res.fdr_p_value = (
+            out.p_value
+            if out.p_value is not None
+            else (0.0 if test.drifted(out.statistic, None, test.threshold) else 1.0)
+        )
     res.drifted = test.drifted(out.statistic, out.p_value, res.threshold)
     return res
 
@@ -164,19 +187,24 @@ def _choose(ref: ColumnProfile, stattest: str, per_column: Mapping[str, str]) ->
     kind = "numeric" if ref.numeric else "categorical"
     if kind not in test.column_kinds:
         if ref.name in per_column:
-            raise MonitoringError(f"Test {name!r} cannot compare column {ref.name!r}: it is {kind}, and "
-                                  f"{name!r} accepts {sorted(test.column_kinds)} columns.")
+            raise MonitoringError(
+                f"Test {name!r} cannot compare column {ref.name!r}: it is {kind}, and "
+                f"{name!r} accepts {sorted(test.column_kinds)} columns."
+            )
         return get_stattest(auto_stattest(ref))
     return test
 
 
-def _profile(reference: ReferenceProfile | pd.DataFrame, categorical: Sequence[str] | None) -> ReferenceProfile:
+def _profile(
+    reference: ReferenceProfile | pd.DataFrame, categorical: Sequence[str] | None
+) -> ReferenceProfile:
     if isinstance(reference, ReferenceProfile):
         return reference
     if isinstance(reference, pd.DataFrame):
         return build_profile(reference, categorical=categorical)
-    raise MonitoringError("The reference must be a ReferenceProfile or a pandas DataFrame; "
-                          f"got {type(reference).__name__}.")
+    raise MonitoringError(
+        f"The reference must be a ReferenceProfile or a pandas DataFrame; got {type(reference).__name__}."
+    )
 
 
 def detect_drift(
@@ -196,14 +224,18 @@ def detect_drift(
     if not isinstance(current, pd.DataFrame):
         raise MonitoringError(f"The current window must be a pandas DataFrame; got {type(current).__name__}.")
     if not 0 < fdr < 1 or not 0 < drift_share <= 1:
-        raise MonitoringError(f"fdr must be in (0, 1) and drift_share in (0, 1]; got {fdr} and {drift_share}.")
+        raise MonitoringError(
+            f"fdr must be in (0, 1) and drift_share in (0, 1]; got {fdr} and {drift_share}."
+        )
     profile = _profile(reference, categorical)
     per_column = dict(per_column_stattest or {})
     wanted = list(columns) if columns is not None else list(profile.columns)
     for name in [*wanted, *per_column]:
         if name not in profile.columns:
-            raise MonitoringError(f"Column {name!r} is not in the reference{did_you_mean(name, profile.columns)}; "
-                                  f"reference columns: {list(profile.columns)}.")
+            raise MonitoringError(
+                f"Column {name!r} is not in the reference{did_you_mean(name, profile.columns)}; "
+                f"reference columns: {list(profile.columns)}."
+            )
     tests = {name: _choose(profile[name], stattest, per_column) for name in wanted}
     current_names = {str(c): c for c in current.columns}
     if len(current.columns) and wanted and not set(wanted) & set(current_names):
@@ -221,17 +253,26 @@ def detect_drift(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, wanted))
     tested = [r for r in results if r.status == "ok"]
-    for res, rejected in zip(tested, benjamini_hochberg(
-            [1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested], fdr),
-                             strict=True):
+    for res, rejected in zip(
+        tested,
+        benjamini_hochberg([1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested], fdr),
+        strict=True,
+    ):
         res.fdr_rejected = rejected
     n_drifted = sum(r.drifted for r in tested)
     share = n_drifted / len(tested) if tested else 0.0
     return DriftReport(
-        columns=results, rows_reference=profile.rows, rows_current=rows,
-        dataset_drifted=any(r.fdr_rejected for r in tested), share_drifted=share,
-        share_rule_drifted=bool(tested) and share >= drift_share, n_tested=len(tested), n_drifted=n_drifted,
-        fdr=fdr, drift_share=drift_share, calibrated=calibrate,
+        columns=results,
+        rows_reference=profile.rows,
+        rows_current=rows,
+        dataset_drifted=any(r.fdr_rejected for r in tested),
+        share_drifted=share,
+        share_rule_drifted=bool(tested) and share >= drift_share,
+        n_tested=len(tested),
+        n_drifted=n_drifted,
+        fdr=fdr,
+        drift_share=drift_share,
+        calibrated=calibrate,
         extra_columns=[c for c in current_names if c not in profile.columns],
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -193,13 +193,21 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _profile_numeric(name: str, series: pd.Series, sample_rows: int,
-                     rng: np.random.Generator) -> ColumnProfile:
+def _profile_numeric(
+    name: str, series: pd.Series, sample_rows: int, rng: np.random.Generator
+) -> ColumnProfile:
     values = numeric_values(series)
     valid = values[~np.isnan(values)]
     n = valid.size
-    prof = ColumnProfile(name=name, kind="numeric", numeric=True, count=len(values),
-                         n_missing=len(values) - n, n_unique=0, source_numeric=True)
+    prof = ColumnProfile(
+        name=name,
+        kind="numeric",
+        numeric=True,
+        count=len(values),
+        n_missing=len(values) - n,
+        n_unique=0,
+        source_numeric=True,
+    )
     if n == 0:
         return prof
     ordered = np.sort(valid)
@@ -209,8 +217,11 @@ def _profile_numeric(name: str, series: pd.Series, sample_rows: int,
     prof.min, prof.max = float(ordered[0]), float(ordered[-1])
     prof.mean, prof.std = _finite(valid.mean()), _finite(valid.std())
     prof.quantiles = sorted_quantiles(ordered, QUANTILE_BINS).tolist()
-    edges = np.linspace(prof.min, prof.max, HIST_BINS + 1) if prof.max > prof.min else \
-        np.array([prof.min - 0.5, prof.max + 0.5])
+    edges = (
+        np.linspace(prof.min, prof.max, HIST_BINS + 1)
+        if prof.max > prof.min
+        else np.array([prof.min - 0.5, prof.max + 0.5])
+    )
     prof.hist_edges = edges.tolist()
     at = np.searchsorted(ordered, edges, side="right")
     at[0] = 0
@@ -225,15 +236,22 @@ def _profile_numeric(name: str, series: pd.Series, sample_rows: int,
     return prof
 
 
-def _profile_categorical(name: str, series: pd.Series, sample_rows: int,
-                         rng: np.random.Generator) -> ColumnProfile:
+def _profile_categorical(
+    name: str, series: pd.Series, sample_rows: int, rng: np.random.Generator
+) -> ColumnProfile:
     missing = series.isna().to_numpy()
     labels = series[~missing].astype(str)
     counts = labels.value_counts(sort=True)
     n = int(labels.size)
-    prof = ColumnProfile(name=name, kind="categorical", numeric=False, count=len(series),
-                         n_missing=int(missing.sum()), n_unique=int(counts.size),
-                         source_numeric=is_numeric_series(series))
+    prof = ColumnProfile(
+        name=name,
+        kind="categorical",
+        numeric=False,
+        count=len(series),
+        n_missing=int(missing.sum()),
+        n_unique=int(counts.size),
+        source_numeric=is_numeric_series(series),
+    )
     if n == 0:
         return prof
     prof.kind = "binary" if prof.n_unique <= 2 else "categorical"

@@ -15,8 +15,16 @@ from typing import Any
 
 __all__ = ["COLUMN_STATUSES", "ColumnDrift", "DriftReport"]
 
-COLUMN_STATUSES = ("ok", "missing_in_current", "dtype_mismatch", "too_few_rows", "all_missing",
-                   "empty_window", "no_reference_values", "not_applicable")
+COLUMN_STATUSES = (
+    "ok",
+    "missing_in_current",
+    "dtype_mismatch",
+    "too_few_rows",
+    "all_missing",
+    "empty_window",
+    "no_reference_values",
+    "not_applicable",
+)
 
 
 @dataclass

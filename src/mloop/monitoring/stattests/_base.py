@@ -25,8 +25,16 @@ import numpy as np
 from mloop.errors import MonitoringError, did_you_mean
 from mloop.monitoring.profile import ColumnProfile
 
-__all__ = ["NullSampler", "Outcome", "StatTest", "TestFunc", "Window", "get_stattest", "register_stattest",
-           "stattest_names"]
+__all__ = [
+    "NullSampler",
+    "Outcome",
+    "StatTest",
+    "TestFunc",
+    "Window",
+    "get_stattest",
+    "register_stattest",
+    "stattest_names",
+]
 
 
 @dataclass
@@ -95,9 +103,16 @@ def register_stattest(
     def decorate(func: TestFunc) -> TestFunc:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
             raise MonitoringError(f"A drift test named {name!r} is already registered; pick another name.")
-        _REGISTRY[name] = StatTest(name=name, title=title, kind=kind, threshold=threshold,
-                                   column_kinds=frozenset(column_kinds), min_rows=min_rows, func=func,
-                                   null=null)
+        _REGISTRY[name] = StatTest(
+            name=name,
+            title=title,
+            kind=kind,
+            threshold=threshold,
+            column_kinds=frozenset(column_kinds),
+            min_rows=min_rows,
+            func=func,
+            null=null,
+        )
         return func
 
     return decorate

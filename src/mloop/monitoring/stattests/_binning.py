@@ -15,8 +15,15 @@ import numpy as np
 from mloop.monitoring.profile import ColumnProfile
 from mloop.monitoring.stattests._base import Window
 
-__all__ = ["aligned_counts", "fill_zeros", "grid_counts", "grid_ks", "grid_wasserstein", "level_wasserstein",
-           "quantile_bin_counts"]
+__all__ = [
+    "aligned_counts",
+    "fill_zeros",
+    "grid_counts",
+    "grid_ks",
+    "grid_wasserstein",
+    "level_wasserstein",
+    "quantile_bin_counts",
+]
 
 
 def fill_zeros(percents: np.ndarray) -> np.ndarray:
@@ -28,8 +35,9 @@ def fill_zeros(percents: np.ndarray) -> np.ndarray:
     return np.where(out == 0, np.broadcast_to(fill, out.shape), out)
 
 
-def _numeric_level_counts(levels: np.ndarray,
-                          values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _numeric_level_counts(
+    levels: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of ``values`` on the sorted ``levels`` plus the distinct values that are not levels."""
     pos = np.searchsorted(levels, values)
     safe = np.minimum(pos, levels.size - 1)
@@ -64,11 +72,12 @@ def aligned_counts(ref: ColumnProfile, win: Window) -> tuple[list[object], np.nd
         labels.append("(other)")
         ref_all = np.append(ref_all, float(ref.other_count))
         cur = np.append(cur, 0.0)
-    return labels, ref_all, cur, int(cur[len(ref.levels):].sum())
+    return labels, ref_all, cur, int(cur[len(ref.levels) :].sum())
 
 
-def quantile_bin_counts(ref: ColumnProfile, win: Window, bins: int = 10) -> tuple[list[object], np.ndarray,
-                                                                                   np.ndarray]:
+def quantile_bin_counts(
+    ref: ColumnProfile, win: Window, bins: int = 10
+) -> tuple[list[object], np.ndarray, np.ndarray]:
     """Reference-quantile bins (deciles by default) for continuous columns; ends are open."""
     grid = np.asarray(ref.quantiles)
     g = grid.size - 1
@@ -94,8 +103,13 @@ def grid_counts(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.diff(np.concatenate(([0], at, [ordered.size])))
 
 
-def grid_wasserstein(grid: np.ndarray, counts: np.ndarray, n: np.ndarray | float, below: np.ndarray | float,
-                     above: np.ndarray | float) -> np.ndarray:
+def grid_wasserstein(
+    grid: np.ndarray,
+    counts: np.ndarray,
+    n: np.ndarray | float,
+    below: np.ndarray | float,
+    above: np.ndarray | float,
+) -> np.ndarray:
     """W1 between the reference (quantile ``grid``) and windows given as slot ``counts`` (rows).
 
     Both CDFs are taken piecewise linear between grid points; ``below``/``above`` are the sums of

@@ -29,8 +29,9 @@ def chi2_statistic(ref_counts: np.ndarray, cur_counts: np.ndarray) -> np.ndarray
     pooled = (ref_counts + cur_counts) / (m + n)
     e_ref, e_cur = pooled * m, pooled * n
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(e_ref > 0, (ref_counts - e_ref) ** 2 / e_ref, 0.0) + \
-            np.where(e_cur > 0, (cur_counts - e_cur) ** 2 / e_cur, 0.0)
+        terms = np.where(e_ref > 0, (ref_counts - e_ref) ** 2 / e_ref, 0.0) + np.where(
+            e_cur > 0, (cur_counts - e_cur) ** 2 / e_cur, 0.0
+        )
     return np.asarray(terms.sum(axis=1))
 
 

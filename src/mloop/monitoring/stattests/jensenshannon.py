@@ -27,8 +27,9 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(np.maximum((kl_p + kl_q) / 2, 0.0)))
 
 
-def two_sample_null_shares(ref: ColumnProfile, n: int, reps: int,
-                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def two_sample_null_shares(
+    ref: ColumnProfile, n: int, reps: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Shares of a re-drawn reference and of an n-row window, both from the reference's shares."""
     empty = Window(numeric=ref.numeric, n=0, values=np.empty(0), counts={})
     _, rc, _, _ = aligned_counts(ref, empty)
@@ -43,8 +44,9 @@ def _null(ref: ColumnProfile, n: int, reps: int, rng: np.random.Generator) -> np
     return js_distance(*two_sample_null_shares(ref, n, reps, rng))
 
 
-@register_stattest("jensenshannon", title="Jensen-Shannon distance", kind="distance", threshold=0.1,
-                   min_rows=1, null=_null)
+@register_stattest(
+    "jensenshannon", title="Jensen-Shannon distance", kind="distance", threshold=0.1, min_rows=1, null=_null
+)
 def jensenshannon_test(ref: ColumnProfile, win: Window) -> Outcome:
     _, rc, cc, _ = aligned_counts(ref, win)
     p, q = fill_zeros(rc / rc.sum()), fill_zeros(cc / max(cc.sum(), 1.0))

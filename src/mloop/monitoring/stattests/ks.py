@@ -20,8 +20,9 @@ __all__ = ["ks_test"]
 _EXACT_MAX_CELLS = 2_000_000
 
 
-@register_stattest("ks", title="Kolmogorov-Smirnov", kind="p_value", threshold=0.05,
-                   column_kinds=("numeric",), min_rows=1)
+@register_stattest(
+    "ks", title="Kolmogorov-Smirnov", kind="p_value", threshold=0.05, column_kinds=("numeric",), min_rows=1
+)
 def ks_test(ref: ColumnProfile, win: Window) -> Outcome:
     values = win.values if win.values is not None else np.empty(0)
     if ref.complete_sample:

@@ -25,8 +25,9 @@ def _null(ref: ColumnProfile, n: int, reps: int, rng: np.random.Generator) -> np
     return psi_value(*two_sample_null_shares(ref, n, reps, rng))
 
 
-@register_stattest("psi", title="Population Stability Index", kind="distance", threshold=0.1,
-                   min_rows=1, null=_null)
+@register_stattest(
+    "psi", title="Population Stability Index", kind="distance", threshold=0.1, min_rows=1, null=_null
+)
 def psi_test(ref: ColumnProfile, win: Window) -> Outcome:
     _, rc, cc, _ = aligned_counts(ref, win)
     p, q = fill_zeros(rc / rc.sum()), fill_zeros(cc / max(cc.sum(), 1.0))

@@ -58,8 +58,15 @@ def _null(ref: ColumnProfile, n: int, reps: int, rng: np.random.Generator) -> np
     return np.asarray(dist * np.sqrt(k / n_eff))
 
 
-@register_stattest("wasserstein", title="Wasserstein distance (normed)", kind="distance", threshold=0.1,
-                   column_kinds=("numeric",), min_rows=1, null=_null)
+@register_stattest(
+    "wasserstein",
+    title="Wasserstein distance (normed)",
+    kind="distance",
+    threshold=0.1,
+    column_kinds=("numeric",),
+    min_rows=1,
+    null=_null,
+)
 def wasserstein_test(ref: ColumnProfile, win: Window) -> Outcome:
     values = win.values if win.values is not None else np.empty(0)
     if ref.levels:

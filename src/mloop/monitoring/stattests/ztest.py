@@ -38,4 +38,3 @@ def z_test(ref: ColumnProfile, win: Window) -> Outcome:
     if min(pooled, 1 - pooled) * min(m, n) < 5:
         return Outcome(z, monte_carlo_p(rc, cc, z * z), "monte-carlo")
     return Outcome(z, float(2 * stats.norm.sf(abs(z))), "asymptotic")
-

@@ -1,0 +1,226 @@
+"""Drift benchmark: mloop vs Evidently 0.7's DataDriftPreset on the same 1M-row Parquet files.
+
+    .venv/bin/python benchmarks/drift/bench_drift.py [--rows 1000000] [--skip-evidently]
+
+The data: 25 columns (20 numeric of assorted shapes, 5 categorical of 3-200 labels); the current
+window shifts 5 numeric columns (location or scale). Both sides run as child processes on the same
+Parquet files, so time (wall clock of the whole child, and of the computation alone) and peak memory
+(the child's max RSS from ``wait4``) are measured the same way. Evidently needs pandas < 3, so it
+runs in its own virtual environment, ``.benchvenv-evidently/`` at the repository root, created on
+first use with ``evidently==0.7.*`` and ``pandas<3``.
+
+The mloop child does what a monitor does: profile the reference (then drop it), read the window,
+detect drift. The Evidently child builds a Report with DataDriftPreset from both frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_VENV = ROOT / ".benchvenv-evidently"
+SHIFTED = ["n15", "n16", "n17", "n18", "n19"]
+CATEGORICAL = ["c0", "c1", "c2", "c3", "c4"]
+LARGE_SAMPLE_TESTS = {"wasserstein", "jensenshannon"}
+
+
+def make_data(rows: int, out: Path, seed: int = 7) -> tuple[Path, Path]:
+    import numpy as np
+    import pandas as pd
+
+    def frame(rng: np.random.Generator, shifted: bool) -> pd.DataFrame:
+        cols: dict[str, np.ndarray] = {}
+        makers = [
+            lambda: rng.normal(0, 1, rows),
+            lambda: rng.normal(50, 10, rows),
+            lambda: rng.lognormal(0, 0.7, rows),
+            lambda: rng.exponential(2.0, rows),
+            lambda: rng.uniform(-3, 3, rows),
+            lambda: rng.gamma(2.0, 2.0, rows),
+            lambda: rng.integers(0, 1000, rows).astype(float),
+        ]
+        for i in range(20):
+            x = makers[i % len(makers)]()
+            if shifted and f"n{i}" in SHIFTED:
+                # Location shifts of 0.3-0.5 std and one scale change: clearly over Wasserstein's 0.1.
+                x = x * 1.5 if i == 19 else x + (0.3 + 0.05 * (i - 15)) * x.std()
+            cols[f"n{i}"] = x
+        for j, k in enumerate([3, 5, 10, 50, 200]):
+            weights = 1.0 / np.arange(1, k + 1)
+            labels = np.array([f"v{t}" for t in range(k)])
+            cols[f"c{j}"] = labels[rng.choice(k, rows, p=weights / weights.sum())]
+        return pd.DataFrame(cols)
+
+    out.mkdir(parents=True, exist_ok=True)
+    ref_path, cur_path = out / "reference.parquet", out / "current.parquet"
+    frame(np.random.default_rng(seed), False).to_parquet(ref_path, index=False)
+    frame(np.random.default_rng(seed + 1), True).to_parquet(cur_path, index=False)
+    return ref_path, cur_path
+
+
+def child_mloop(ref_path: str, cur_path: str, out: str) -> None:
+    import pandas as pd
+
+    from mloop.monitoring import build_profile, detect_drift
+
+    t0 = time.perf_counter()
+    reference = pd.read_parquet(ref_path)
+    t1 = time.perf_counter()
+    profile = build_profile(reference)
+    del reference
+    t2 = time.perf_counter()
+    current = pd.read_parquet(cur_path)
+    t3 = time.perf_counter()
+    report = detect_drift(profile, current)
+    t4 = time.perf_counter()
+    columns = {
+        c.column: {"test": c.test, "score": c.statistic, "threshold": c.threshold, "drifted": c.drifted}
+        for c in report.columns
+    }
+    Path(out).write_text(
+        json.dumps(
+            {
+                "compute_s": (t2 - t1) + (t4 - t3),
+                "read_s": (t1 - t0) + (t3 - t2),
+                "columns": columns,
+                "dataset_drifted": report.dataset_drifted,
+                "share_drifted": report.share_drifted,
+            }
+        )
+    )
+
+
+def child_evidently(ref_path: str, cur_path: str, out: str) -> None:
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    t0 = time.perf_counter()
+    reference, current = pd.read_parquet(ref_path), pd.read_parquet(cur_path)
+    t1 = time.perf_counter()
+    numeric = [c for c in reference.columns if c not in CATEGORICAL]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=CATEGORICAL)
+    snapshot = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
+    )
+    t2 = time.perf_counter()
+    columns = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        method, threshold, value = config["method"], config["threshold"], metric["value"]
+        p_value_test = "p_value" in method.lower()
+        drifted = bool(value < threshold if p_value_test else value >= threshold)
+        test = (
+            "wasserstein"
+            if "wasserstein" in method.lower()
+            else "jensenshannon"
+            if "jensen" in method.lower()
+            else method
+        )
+        columns[config["column"]] = {"test": test, "score": value, "threshold": threshold, "drifted": drifted}
+    Path(out).write_text(json.dumps({"compute_s": t2 - t1, "read_s": t1 - t0, "columns": columns}))
+
+
+def ensure_evidently_venv() -> Path:
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import evidently, pandas; print(evidently.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0 or not probe.stdout.startswith("0.7"):
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "evidently==0.7.*", "pandas<3", "pyarrow"], check=True
+        )
+    return python
+
+
+def run_child(python: Path, side: str, ref: Path, cur: Path, out: Path) -> dict[str, float]:
+    """Run one side; wall time and peak RSS of that child alone (wait4 gives its own rusage)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(python), __file__, "--child", side, str(ref), str(cur), str(out)], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} child failed with exit code {proc.returncode}")
+    result = json.loads(out.read_text())
+    return {
+        "wall_s": wall,
+        "compute_s": result["compute_s"],
+        "peak_mb": usage.ru_maxrss / 1024,
+        "columns": result["columns"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("SIDE", "REF", "CUR", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        side, ref, cur, out = args.child
+        (child_mloop if side == "mloop" else child_evidently)(ref, cur, out)
+        return
+    with tempfile.TemporaryDirectory(prefix="mloop-drift-bench-") as tmp:
+        work = Path(tmp)
+        ref, cur = make_data(args.rows, work)
+        print(
+            f"data: {args.rows:,} rows x 25 columns (20 numeric, 5 categorical, "
+            f"shifted: {', '.join(SHIFTED)})"
+        )
+        ours = run_child(Path(sys.executable), "mloop", ref, cur, work / "mloop.json")
+        sides = {"mloop": ours}
+        if not args.skip_evidently:
+            sides["evidently"] = run_child(
+                ensure_evidently_venv(), "evidently", ref, cur, work / "evidently.json"
+            )
+    print(f"{'side':<10} {'wall s':>8} {'compute s':>10} {'peak MB':>8}")
+    for name, side in sides.items():
+        print(f"{name:<10} {side['wall_s']:>8.2f} {side['compute_s']:>10.2f} {side['peak_mb']:>8.0f}")
+    detected = sorted(c for c, r in ours["columns"].items() if r["drifted"])
+    print(f"mloop drifted columns: {detected}")
+    if "evidently" in sides:
+        theirs = sides["evidently"]
+        print(
+            f"speed-up: wall {theirs['wall_s'] / ours['wall_s']:.1f}x, "
+            f"compute {theirs['compute_s'] / ours['compute_s']:.1f}x; "
+            f"memory ratio {theirs['peak_mb'] / ours['peak_mb']:.1f}x"
+        )
+        both = [
+            c
+            for c, r in ours["columns"].items()
+            if r["test"] in LARGE_SAMPLE_TESTS and theirs["columns"].get(c, {}).get("test") == r["test"]
+        ]
+        same = [c for c in both if ours["columns"][c]["drifted"] == theirs["columns"][c]["drifted"]]
+        print(
+            f"verdict agreement on large-sample columns: {len(same)}/{len(both)} "
+            f"({100 * len(same) / max(len(both), 1):.0f}%)"
+        )
+        for c in both:
+            a, b = ours["columns"][c], theirs["columns"][c]
+            flag = "" if a["drifted"] == b["drifted"] else "  <-- differs"
+            print(
+                f"  {c:<4} {a['test']:<14} mloop {a['score']:.4f} {a['drifted']!s:<5}  "
+                f"evidently {b['score']:.4f} {b['drifted']!s:<5}{flag}"
+            )
+
+
+if __name__ == "__main__":
+    main()
