@@ -8,8 +8,7 @@ as KFP artifacts. The YAML is produced by KFP's own compiler (``kfp`` extra: ``p
 ``use_secret_as_env``) before submitting.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: KFP reads the component signatures at definition time.
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ def _kfp() -> Any:
         from kfp import dsl
     except ImportError as exc:
         raise DeployError(
-            "Compiling a Kubeflow pipeline needs the kfp package: pip install 'mloop[kfp]' "
+            "Compiling a Kubeflow pipeline needs the kfp package (mloop's `kfp` extra): "
+            "pip install 'kfp>=2.7,<3' "
             "(kfp pins protobuf<7, so use a separate environment if MLflow's protobuf conflicts)."
         ) from exc
     return kfp, dsl
