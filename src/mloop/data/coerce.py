@@ -120,6 +120,10 @@ def _as_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def coerce_column(s: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
     """``(values cast to spec.dtype, mask of values present but unreadable)``; unreadable become missing."""
+    if dtype_matches(s.dtype, spec) and not (
+        spec.dtype == "int" and str(s.dtype) == "Int64" and not spec.nullable
+    ):
+        return s.rename(spec.name), pd.Series(np.zeros(len(s), dtype=bool), index=s.index)
     if spec.dtype == "int":
         out, bad = _as_int(s, spec)
     elif spec.dtype == "float":
