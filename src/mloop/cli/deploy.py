@@ -52,7 +52,7 @@ def deploy_cmd(
         "target_rps": target_rps,
     }
     try:
-        options = DeployOptions(**{k: v for k, v in chosen.items() if v is not None})
+        options = DeployOptions.model_validate({k: v for k, v in chosen.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
             f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()

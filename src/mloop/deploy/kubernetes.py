@@ -41,7 +41,7 @@ def serve_args(h: ManifestHelper) -> list[str]:
         "--port",
         f'"{CONTAINER_PORT}"',
         "--workers",
-        h.str("serving.workers"),
+        h.text("serving.workers"),
     ]
 
 

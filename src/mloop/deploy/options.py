@@ -48,11 +48,11 @@ class DeployOptions(BaseModel):
     """Python of the slim base image."""
     mloop_package: str | None = None
     """pip requirement that installs mloop in the image; by default ``mloop[postgres]==<this version>``."""
-    replicas: int = Field(2, ge=1)
+    replicas: int = Field(default=2, ge=1)
     """Serving replicas when autoscaling is off, and the autoscaler's minimum."""
-    max_replicas: int = Field(10, ge=1)
+    max_replicas: int = Field(default=10, ge=1)
     """Autoscaler maximum."""
-    target_cpu_percent: int = Field(70, ge=1, le=100)
+    target_cpu_percent: int = Field(default=70, ge=1, le=100)
     """Average CPU utilisation the autoscaler aims for."""
     target_rps: float | None = None
     """If set, also scale on requests per second per pod (a custom metric from prometheus-adapter)."""
@@ -65,17 +65,17 @@ class DeployOptions(BaseModel):
     secret_name: str | None = None
     """Secret holding ``store-url``, ``tracking-uri``, ``prediction-log-url`` and ``admin-token``;
     by default ``<name>-secrets``."""
-    drain_seconds: int = Field(20, ge=1)
+    drain_seconds: int = Field(default=20, ge=1)
     """How long a pod keeps answering in-flight requests after it is told to stop."""
     cpu_request: str = "500m"
     cpu_limit: str = "2"
     memory_request: str = "512Mi"
     memory_limit: str = "2Gi"
-    error_rate_threshold: float = Field(0.05, gt=0, lt=1)
+    error_rate_threshold: float = Field(default=0.05, gt=0, lt=1)
     """Alert when the share of 5xx answers over 5 minutes is above this."""
-    latency_slo_seconds: float = Field(0.5, gt=0)
+    latency_slo_seconds: float = Field(default=0.5, gt=0)
     """Alert when the p99 request latency over 5 minutes is above this."""
-    latency_slo_quantile: float = Field(0.99, gt=0, lt=1)
+    latency_slo_quantile: float = Field(default=0.99, gt=0, lt=1)
     stalled_loop_seconds: float | None = None
     """Alert when the closed loop has not checked its triggers for this long; by default
     ``max(300, 20 * control.interval_s)``."""

@@ -86,7 +86,7 @@ class ManifestHelper:
     def fullname(self) -> str:
         return str(self.values["fullnameOverride"])
 
-    def str(self, path: str) -> str:
+    def text(self, path: str) -> str:
         return json.dumps(str(lookup(self.values, path)))
 
     def num(self, path: str) -> str:
@@ -122,7 +122,7 @@ class HelmHelper(ManifestHelper):
     def fullname(self) -> str:
         return '{{ include "mloop.fullname" . }}'
 
-    def str(self, path: str) -> str:
+    def text(self, path: str) -> str:
         lookup(self.values, path)  # fail at generation time, not at `helm install`
         return f"{{{{ .Values.{path} | quote }}}}"
 
