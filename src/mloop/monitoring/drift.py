@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mloop.errors import MonitoringError, did_you_mean
 from mloop.monitoring.calibration import calibrate as calibrate_threshold
@@ -65,7 +64,7 @@ def _missing_changed(ref: ColumnProfile, n_missing: int, n_rows: int) -> bool:
         return False
     pooled = (ref.n_missing + n_missing) / (ref.count + n_rows)
     var = pooled * (1 - pooled) * (1 / ref.count + 1 / n_rows)
-    return var <= 0 or bool(2 * stats.norm.sf(abs(p2 - p1) / math.sqrt(var)) < MISSING_ALPHA)
+    return var <= 0 or bool(math.erfc(abs(p2 - p1) / math.sqrt(2 * var)) < MISSING_ALPHA)
 
 
 def _prepare(ref: ColumnProfile, series: pd.Series, res: ColumnDrift) -> Window | None:
@@ -91,11 +90,11 @@ def _prepare(ref: ColumnProfile, series: pd.Series, res: ColumnDrift) -> Window 
     if ref.numeric:
         values = numeric_values(series)
         nan = np.isnan(values)
-        valid = values[~nan]
+        valid = values[~nan] if nan.any() else values
         res.missing_rate_current = float(nan.mean())
         res.missing_rate_changed = _missing_changed(ref, int(nan.sum()), len(values))
         return Window(numeric=True, n=int(valid.size), values=valid)
-    counts = series[~missing].astype(str).value_counts()
+    counts = (series[~missing] if missing.any() else series).astype(str).value_counts()
     res.missing_rate_current = float(missing.mean())
     res.missing_rate_changed = _missing_changed(ref, int(missing.sum()), len(series))
     return Window(

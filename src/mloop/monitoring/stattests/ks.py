@@ -8,7 +8,6 @@ quantile grid (within 1/1000) and the p-value is the asymptotic two-sample one f
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from mloop.monitoring.profile import ColumnProfile
 from mloop.monitoring.stattests._base import Outcome, Window, register_stattest
@@ -24,6 +23,8 @@ _EXACT_MAX_CELLS = 2_000_000
     "ks", title="Kolmogorov-Smirnov", kind="p_value", threshold=0.05, column_kinds=("numeric",), min_rows=1
 )
 def ks_test(ref: ColumnProfile, win: Window) -> Outcome:
+    from scipy import stats  # imported here: scipy.stats alone costs ~70 MB of RSS
+
     values = win.values if win.values is not None else np.empty(0)
     if ref.complete_sample:
         sample = np.asarray(ref.sample, dtype=np.float64)

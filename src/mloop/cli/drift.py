@@ -1,0 +1,144 @@
+"""``mloop drift REFERENCE CURRENT``: compare two files, print a table, write HTML and JSON reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from mloop.monitoring.results import DriftReport
+
+console = Console()
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _table(report: DriftReport) -> Table:
+    table = Table(title="Drift by column")
+    for header in (
+        "column",
+        "test",
+        "statistic",
+        "threshold",
+        "method",
+        "p-value",
+        "verdict",
+        "missing ref→cur",
+        "unseen",
+        "out of range",
+    ):
+        table.add_column(header)
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    for c in report.columns:
+        verdict = (
+            ("[red]drifted[/]" if c.drifted else "[green]ok[/]")
+            if c.status == "ok"
+            else f"[yellow]{c.status}[/]"
+        )
+        missing = f"{pct(c.missing_rate_reference)}→{pct(c.missing_rate_current)}" + (
+            " !" if c.missing_rate_changed else ""
+        )
+        table.add_row(
+            c.column,
+            c.test or "-",
+            num(c.statistic),
+            num(c.threshold),
+            c.method or "-",
+            num(c.p_value),
+            verdict,
+            missing,
+            pct(c.unseen_share),
+            pct(c.out_of_range_share),
+        )
+    return table
+
+
+def drift(
+    reference: Annotated[
+        Path, typer.Argument(help="Reference: a CSV/Parquet file or a saved profile (.json).")
+    ],
+    current: Annotated[Path, typer.Argument(help="Current window: a CSV or Parquet file.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to compare (default: all).")
+    ] = None,
+    categorical: Annotated[
+        str | None, typer.Option(help="Columns holding number codes to treat as categories.")
+    ] = None,
+    stattest: Annotated[
+        str,
+        typer.Option(help="Test for every column: auto, ks, chisquare, z, wasserstein, jensenshannon, psi."),
+    ] = "auto",
+    calibrate: Annotated[bool, typer.Option(help="Calibrate thresholds for the window size.")] = True,
+    fdr: Annotated[float | None, typer.Option(help="False discovery rate of the dataset verdict.")] = None,
+    drift_share: Annotated[
+        float | None, typer.Option(help="Share of drifted columns for the share rule.")
+    ] = None,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit with code 3 when the dataset drifted.")] = False,
+) -> None:
+    """Compare CURRENT with REFERENCE column by column; print the verdicts and write HTML + JSON reports.
+
+    Without --json/--html the reports go to the project's reports directory (`.mloop/reports`).
+    """
+    from mloop.config import load_settings
+    from mloop.monitoring import detect_drift
+    from mloop.monitoring.io import load_reference, read_table
+    from mloop.monitoring.profile import ReferenceProfile, build_profile
+    from mloop.monitoring.report import write_html, write_json
+
+    settings = load_settings()
+    ref = load_reference(reference)
+    cur = read_table(current)
+    profile = (
+        ref if isinstance(ref, ReferenceProfile) else build_profile(ref, categorical=_split(categorical))
+    )
+    report = detect_drift(
+        profile,
+        cur,
+        columns=_split(columns),
+        stattest=stattest,
+        calibrate=calibrate,
+        fdr=fdr if fdr is not None else settings.monitoring.fdr,
+        drift_share=drift_share if drift_share is not None else settings.monitoring.drift_share,
+    )
+    if json_out is None and html_out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        json_out = settings.reports_dir / f"drift-{stamp}.json"
+        html_out = settings.reports_dir / f"drift-{stamp}.html"
+    console.print(_table(report))
+    verdict = "[red]DRIFT[/]" if report.dataset_drifted else "[green]no drift[/]"
+    console.print(
+        f"Dataset (Benjamini-Hochberg, FDR {report.fdr:g}): {verdict}; share rule: "
+        f"{report.n_drifted}/{report.n_tested} columns drifted "
+        f"({'drifted' if report.share_rule_drifted else 'not drifted'} at ≥ {report.drift_share:.0%})."
+    )
+    if report.extra_columns:
+        console.print(f"[yellow]Not in the reference (not compared):[/] {', '.join(report.extra_columns)}")
+    if json_out is not None:
+        console.print(f"JSON report: {write_json(report, json_out)}")
+    if html_out is not None:
+        console.print(f"HTML report: {write_html(report, html_out, reference=profile, current=cur)}")
+    if fail_on_drift and report.dataset_drifted:
+        raise typer.Exit(3)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``mloop drift`` to the CLI."""
+    app.command("drift")(drift)
+
+
+__all__ = ["drift", "register"]
