@@ -1,0 +1,101 @@
+"""The FastAPI app of ``mloop serve``: an app factory over the HTTP-free handler layer.
+
+:func:`create_app` wires :class:`~mloop.serving.PredictionService` to the routes; the model loads in
+the background when the app starts, so ``/health`` answers at once and ``/ready`` turns 200 only
+after the version is loaded and warmed. :func:`app_from_env` is the import-string factory uvicorn
+calls in each worker process (``mloop serve --workers N``): every worker loads its own copy of the
+model — memory is not shared between workers, so N workers hold N copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+
+from mloop import __version__
+from mloop.config import Settings, load_settings
+from mloop.errors import MloopError, ServingError
+from mloop.server.admin import admin_routes
+from mloop.server.http import admin_token, error_response
+from mloop.server.routes import prediction_routes
+from mloop.serving.schemas import openapi_components
+from mloop.serving.service import PredictionService
+
+__all__ = ["ENV_CONFIG", "ENV_MODEL", "app_from_env", "create_app"]
+
+log = logging.getLogger("mloop.server")
+ENV_CONFIG = "MLOOP_CONFIG"
+ENV_MODEL = "MLOOP_SERVE_MODEL"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    service: PredictionService | None = None,
+    model_name: str | None = None,
+) -> FastAPI:
+    """The serving app for ``settings`` (or an existing ``service``, e.g. one built on a test source)."""
+    settings = settings or (service.settings if service is not None else load_settings())
+    service = service or PredictionService(settings, model_name=model_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title=f"mloop serving: {service.model_name}",
+        version=__version__,
+        description=(
+            f"Predictions from `models:/{service.model_name}@{settings.serving.alias}`. Requests are "
+            "validated against the model's data contract (schemas below), micro-batched and logged."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(prediction_routes(service, settings.serving.api_key))
+    app.include_router(admin_routes(service, admin_token(settings)))
+
+    @app.exception_handler(MloopError)
+    async def _mloop_error(request: Request, exc: MloopError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("Unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            ServingError(f"Unexpected server error: {type(exc).__name__}. See the server log.")
+        )
+
+    shown: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        runtime = service.champion()
+        key = runtime.version if runtime is not None else None
+        if shown.get("key") != key or "schema" not in shown:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(openapi_components(runtime.validator if runtime else None, service.model_name))
+            shown.update(key=key, schema=schema)
+        return shown["schema"]  # type: ignore[no-any-return]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn mloop.server.app:app_from_env --factory`` (one call per worker)."""
+    settings = load_settings(os.environ.get(ENV_CONFIG) or None)
+    return create_app(settings, model_name=os.environ.get(ENV_MODEL) or None)

@@ -1,0 +1,193 @@
+"""Prediction, health and metrics routes: thin wrappers over :class:`PredictionService`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mloop.errors import MloopError, ModelNotFound, ServingError
+from mloop.server.http import check_api_key, error_response, json_response, read_json
+from mloop.serving.codecs import v2_datatype
+from mloop.serving.metrics import CONTENT_TYPE
+from mloop.serving.responses import Prediction, mlflow_body, native_body, v2_body, v2_output_type
+from mloop.serving.service import PredictionService, WireProtocol
+
+__all__ = ["prediction_routes"]
+
+
+def _body_doc(schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def prediction_routes(service: PredictionService, api_key: str | None) -> APIRouter:
+    router = APIRouter()
+    serving = service.serving
+    metrics = service.metrics
+    limit = serving.max_body_bytes
+
+    async def run(
+        request: Request,
+        endpoint: str,
+        protocol: WireProtocol,
+        encode: Callable[[Prediction, Any], dict[str, Any]],
+    ) -> Response:
+        started = time.perf_counter()
+        version = ""
+        try:
+            check_api_key(request, api_key)
+            body = await read_json(request, limit)
+            p = await service.predict(body, protocol, key=request.headers.get("x-routing-key"))
+            version = p.version
+            response = json_response(
+                encode(p, body), headers={"X-Mloop-Version": version, "X-Mloop-Arm": p.arm}
+            )
+        except MloopError as exc:
+            response = error_response(exc)
+            if not version:
+                champion = service.champion()
+                version = champion.version if champion is not None else ""
+        metrics.observe_request(
+            service.model_name, version, endpoint, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    @router.post(
+        "/predict",
+        tags=["predict"],
+        openapi_extra=_body_doc("PredictRequest"),
+        responses={
+            200: {
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}}
+            }
+        },
+    )
+    async def predict(request: Request) -> Response:
+        """Predict one record, a list of records or positional rows (see the request schema)."""
+        return await run(request, "predict", "native", lambda p, _: native_body(p))
+
+    @router.post("/invocations", tags=["mlflow"], openapi_extra=_body_doc("InvocationsRequest"))
+    async def invocations(request: Request) -> Response:
+        """MLflow scoring protocol, answered as ``mlflow models serve`` answers."""
+        return await run(request, "invocations", "mlflow", lambda p, _: mlflow_body(p))
+
+    def _v2_encode(p: Prediction, body: Any) -> dict[str, Any]:
+        rid = body.get("id") if isinstance(body, dict) else None
+        return v2_body(p, rid if isinstance(rid, str) else None)
+
+    def _check_name(name: str, version: str | None = None) -> None:
+        if name != service.model_name:
+            raise ModelNotFound(f"This server serves model {service.model_name!r}, not {name!r}.")
+        if version is not None and version not in {r.runtime.version for r in service.router.routes}:
+            loaded = ", ".join(r.runtime.version for r in service.router.routes) or "none"
+            raise ModelNotFound(f"Version {version!r} of {name!r} is not loaded here; loaded: {loaded}.")
+
+    async def _v2_infer(request: Request, name: str, version: str | None) -> Response:
+        try:
+            _check_name(name, version)
+        except MloopError as exc:
+            return error_response(exc)
+        return await run(request, "v2_infer", "v2", _v2_encode)
+
+    @router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=_body_doc("InferenceRequest"))
+    async def v2_infer(name: str, request: Request) -> Response:
+        """Open Inference Protocol (KServe V2) inference."""
+        return await _v2_infer(request, name, None)
+
+    @router.post(
+        "/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=_body_doc("InferenceRequest")
+    )
+    async def v2_infer_version(name: str, version: str, request: Request) -> Response:
+        """V2 inference naming a version (it must be the one serving)."""
+        return await _v2_infer(request, name, version)
+
+    @router.get("/v2/models/{name}", tags=["v2"])
+    async def v2_metadata(name: str) -> Response:
+        """V2 model metadata: versions, input fields with datatypes, outputs."""
+        try:
+            _check_name(name)
+            runtime = service.champion()
+            if runtime is None:
+                raise ServingError("No model is loaded yet; wait for /v2/health/ready.")
+        except MloopError as exc:
+            return error_response(exc)
+        inputs = [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": [-1]} for s in runtime.specs]
+        kind = v2_output_type(runtime.classes) if runtime.is_classifier else "FP64"
+        outputs = [{"name": "predict", "datatype": kind, "shape": [-1]}]
+        if runtime.is_classifier:
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(runtime.classes)]})
+        return json_response(
+            {
+                "name": runtime.name,
+                "versions": [r.runtime.version for r in service.router.routes],
+                "platform": "mloop-sklearn",
+                "inputs": inputs,
+                "outputs": outputs,
+            }
+        )
+
+    @router.get("/v2/models/{name}/ready", tags=["v2"])
+    async def v2_model_ready(name: str) -> Response:
+        ok = name == service.model_name and service.ready
+        return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+
+    @router.get("/v2/health/live", tags=["v2"])
+    async def v2_live() -> Response:
+        return json_response({"live": True})
+
+    @router.get("/v2/health/ready", tags=["v2"])
+    async def v2_ready() -> Response:
+        return json_response({"ready": service.ready}, 200 if service.ready else 503)
+
+    @router.get("/v2", tags=["v2"])
+    async def v2_server() -> Response:
+        from mloop import __version__
+
+        return json_response({"name": "mloop", "version": __version__, "extensions": []})
+
+    @router.get("/health", tags=["health"])
+    async def health() -> Response:
+        """Liveness: the process answers."""
+        return json_response({"status": "ok"})
+
+    @router.get("/ping", tags=["health"], include_in_schema=False)
+    async def ping() -> Response:  # MLflow's scoring server health path
+        return json_response({"status": "ok"}, 200 if service.ready else 503)
+
+    @router.get("/ready", tags=["health"])
+    async def ready() -> Response:
+        """Readiness: a version is loaded and warmed."""
+        return json_response(service.status(), 200 if service.ready else 503)
+
+    @router.get("/metrics", tags=["health"])
+    async def prometheus() -> Response:
+        """Prometheus exposition."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @router.post("/feedback", tags=["predict"], openapi_extra=_body_doc("FeedbackRequest"))
+    async def feedback(request: Request) -> Response:
+        """Ground-truth labels by prediction id (one or many), stored for monitoring."""
+        return await _simple(request, "feedback", lambda body: service.feedback(body))
+
+    async def _simple(request: Request, endpoint: str, call: Callable[[Any], Awaitable[Any]]) -> Response:
+        started = time.perf_counter()
+        try:
+            check_api_key(request, api_key)
+            response = json_response(await call(await read_json(request, limit)))
+        except MloopError as exc:
+            response = error_response(exc)
+        champion = service.champion()
+        metrics.observe_request(
+            service.model_name,
+            champion.version if champion else "",
+            endpoint,
+            response.status_code,
+            time.perf_counter() - started,
+        )
+        return response
+
+    return router

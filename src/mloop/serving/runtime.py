@@ -1,0 +1,238 @@
+"""One loaded model version ready to serve: the model, its contract validator and its batcher.
+
+A :class:`ModelRuntime` is built from a :class:`~mloop.tracking.LoadedModel`, warmed with the input
+example saved with the version, then started (its batcher runs on the event loop). Several runtimes
+can live at once — the champion and any rollout arms — and the :class:`~mloop.serving.router.Router`
+picks one per request. Classifiers are called once per batch through ``predict_proba``; the predicted
+class is the most probable one (what ``predict`` returns for scikit-learn classifiers).
+
+The frame handed to the model is built once per batch with the dtypes the training pipeline saw
+(see :mod:`mloop.data.coerce`): ``int64``/``Int64``, ``float64``, ``bool``/``boolean``, pandas'
+string dtype for categories and text, ``datetime64`` for date-times.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mloop.config.settings import ServingSettings
+from mloop.data.coerce import STR_DTYPE
+from mloop.data.schema import ColumnSpec, DataContract
+from mloop.errors import ServingError
+from mloop.serving.batcher import MicroBatcher
+from mloop.serving.metrics import ServingMetrics
+from mloop.serving.validation import Columns, ContractValidator
+from mloop.tracking import LoadedModel
+
+__all__ = ["BatchOutput", "ModelRuntime", "build_frame"]
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """The model's answer for one request's rows."""
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    model_seconds: float
+
+
+def _column(spec: ColumnSpec, values: list[Any]) -> Any:
+    has_none = None in values
+    if spec.dtype == "float":
+        return np.array(values, dtype="float64")  # None becomes NaN
+    if spec.dtype == "int":
+        return (
+            pd.array(values, dtype="Int64") if has_none or spec.nullable else np.array(values, dtype="int64")
+        )
+    if spec.dtype == "bool":
+        return (
+            pd.array(values, dtype="boolean") if has_none or spec.nullable else np.array(values, dtype="bool")
+        )
+    if spec.dtype == "datetime":
+        return pd.to_datetime(pd.Series(values, dtype="object"), utc=None, format="ISO8601")
+    return pd.array(values, dtype=STR_DTYPE)
+
+
+def build_frame(specs: Sequence[ColumnSpec], parts: Sequence[Columns]) -> pd.DataFrame:
+    """One DataFrame from the validated rows of several requests, in order, with contract dtypes."""
+    data: dict[str, Any] = {}
+    for spec in specs:
+        if len(parts) == 1:
+            values = parts[0].values[spec.name]
+        else:
+            values = [v for part in parts for v in part.values[spec.name]]
+        data[spec.name] = _column(spec, values)
+    return pd.DataFrame(data)
+
+
+def _python(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+class ModelRuntime:
+    """A loaded version with everything needed to answer requests for it."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: ServingSettings | None = None,
+        *,
+        metrics: ServingMetrics | None = None,
+        alias: str = "champion",
+    ) -> None:
+        self.settings = settings or ServingSettings()
+        self.loaded = loaded
+        self.model = loaded.model
+        self.name = loaded.info.name
+        self.version = str(loaded.info.version)
+        self.alias = alias
+        self.contract = DataContract.from_dict(loaded.contract)
+        self.task = self.contract.task or (
+            "classification" if hasattr(self.model, "predict_proba") else "regression"
+        )
+        self.is_classifier = self.task == "classification" and hasattr(self.model, "predict_proba")
+        self.classes: list[Any] = _python(getattr(self.model, "classes_", [])) if self.is_classifier else []
+        self.class_labels = [str(c) for c in self.classes]
+        features = (loaded.evaluation or {}).get("features") or {}
+        used = list(features.get("numeric", [])) + list(features.get("categorical", []))
+        self.validator = ContractValidator(
+            self.contract,
+            required=used or None,
+            unseen_category=self.settings.unseen_category,
+            out_of_range=self.settings.out_of_range,
+        )
+        self.specs = self.validator.specs()
+        self.mlflow_output = _mlflow_output(loaded)
+        self.metrics = metrics
+        self.loaded_at = time.time()
+        self.inflight = 0
+        self.batcher: MicroBatcher[Columns, BatchOutput] = MicroBatcher(
+            self._run_batch,
+            size=lambda c: c.n,
+            max_batch_rows=self.settings.max_batch_rows,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue=self.settings.max_queue,
+            on_depth=self._depth_gauge(),
+            name=f"{self.name} v{self.version}",
+        )
+
+    def __repr__(self) -> str:
+        return f"ModelRuntime({self.name!r}, version={self.version}, alias={self.alias!r})"
+
+    def _depth_gauge(self) -> Any:
+        if self.metrics is None:
+            return None
+        return self.metrics.depth_child(self.name).set
+
+    # -- model calls (worker thread) -------------------------------------------------------------
+    def predict_frame(self, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities for classifiers) for a frame of contract columns."""
+        if self.is_classifier:
+            proba = np.asarray(self.model.predict_proba(frame), dtype="float64")
+            picked = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+            return list(picked), proba.tolist()
+        return _python(self.model.predict(frame)), None
+
+    def _run_batch(self, items: list[Columns]) -> list[BatchOutput]:
+        frame = build_frame(self.specs, items)
+        started = time.perf_counter()
+        try:
+            predictions, proba = self.predict_frame(frame)
+        except Exception as exc:
+            raise ServingError(
+                f"Model {self.name} v{self.version} failed on a batch of {len(frame)} rows: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        seconds = time.perf_counter() - started
+        self._observe(len(frame), predictions, seconds)
+        out: list[BatchOutput] = []
+        start = 0
+        for item in items:
+            stop = start + item.n
+            out.append(BatchOutput(predictions[start:stop], proba[start:stop] if proba else None, seconds))
+            start = stop
+        return out
+
+    def _observe(self, rows: int, predictions: list[Any], seconds: float) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.model_latency_child(self.name, self.version).observe(seconds)
+        m.batch_child(self.name).observe(rows)
+        if self.is_classifier:
+            labels, counts = np.unique(np.asarray([str(p) for p in predictions]), return_counts=True)
+            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+                m.class_child(self.name, self.version, label).inc(count)
+        else:
+            child = m.value_child(self.name, self.version)
+            for value in predictions:
+                child.observe(float(value))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def example_rows(self) -> list[dict[str, Any]]:
+        """The input example saved with the version (MLflow's ``input_example.json``) as records."""
+        path = self.loaded.path / "input_example.json"
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "columns" in data and "data" in data:
+                return [dict(zip(data["columns"], row, strict=False)) for row in data["data"]]
+            if isinstance(data, list):
+                return [r for r in data if isinstance(r, dict)]
+        return [_typical_row(self.specs)]
+
+    def warm(self) -> None:
+        """Run the input example through validation and the model once (first calls are slow)."""
+        columns = self.validator.from_records(self.example_rows())
+        for _ in range(2):  # warm-up calls stay out of the metrics: they are not traffic
+            self.predict_frame(build_frame(self.specs, [columns]))
+
+    def start(self) -> None:
+        """Start the batcher on the running event loop; record the version as loaded."""
+        self.batcher.start()
+        if self.metrics is not None:
+            self.metrics.set_loaded(self.name, self.version, self.alias, self.loaded_at)
+
+    async def stop(self) -> None:
+        """Finish queued work, then release the batcher."""
+        await self.batcher.close()
+        if self.metrics is not None:
+            self.metrics.set_unloaded(self.name, self.version, self.alias, self.loaded_at)
+
+    async def predict(self, columns: Columns) -> BatchOutput:
+        """Predict validated rows through the batcher."""
+        return await self.batcher.submit(columns)
+
+
+def _typical_row(specs: Sequence[ColumnSpec]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for s in specs:
+        if s.dtype in ("int", "float"):
+            mid = ((s.min or 0.0) + (s.max if s.max is not None else (s.min or 0.0))) / 2
+            row[s.name] = int(mid) if s.dtype == "int" else float(mid)
+        elif s.dtype == "bool":
+            row[s.name] = False
+        elif s.dtype == "category":
+            row[s.name] = (s.categories or ("",))[0]
+        elif s.dtype == "datetime":
+            row[s.name] = "2024-01-01T00:00:00"
+        else:
+            row[s.name] = ""
+    return row
+
+
+def _mlflow_output(loaded: LoadedModel) -> str:
+    """What ``mlflow models serve`` returns for this model: ``predict_proba`` or ``predict`` output."""
+    try:
+        meta = yaml.safe_load((loaded.path / "MLmodel").read_text(encoding="utf-8"))
+        fn = meta["flavors"]["python_function"].get("predict_fn", "predict")
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        fn = "predict"
+    return "predict_proba" if fn == "predict_proba" else "predict"

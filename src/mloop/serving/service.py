@@ -1,0 +1,337 @@
+"""The handler layer of ``mloop serve``: everything a prediction server does, with no HTTP in it.
+
+:class:`PredictionService` loads the version the serving alias points at (``models:/NAME@champion``),
+warms it with the saved input example and only then reports ready. It validates and batches
+requests through the chosen :class:`~mloop.serving.runtime.ModelRuntime`, gives every prediction an
+id, hands each to the prediction log off the hot path, stores feedback labels, and swaps versions
+without downtime: the new version loads and warms beside the old one, the route table switches in
+one assignment, and the old runtime is retired only when its in-flight requests are done.
+
+The HTTP app (:mod:`mloop.server`) is a thin shell over this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from mloop.config import Settings
+from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
+from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
+from mloop.serving.metrics import ServingMetrics
+from mloop.serving.predlog import PredictionLogger, PredictionRecord, open_prediction_log
+from mloop.serving.responses import Prediction
+from mloop.serving.router import Route, Router
+from mloop.serving.runtime import ModelRuntime
+from mloop.serving.source import ModelSource, RegistrySource
+from mloop.serving.validation import Columns, ContractValidator
+
+__all__ = ["PredictionService", "WireProtocol"]
+
+log = logging.getLogger("mloop.serving")
+WireProtocol = Literal["native", "mlflow", "v2"]
+_DECODERS: dict[str, Callable[[Any, ContractValidator, int], Any]] = {
+    "mlflow": decode_mlflow,
+    "v2": decode_v2,
+}
+
+
+class PredictionService:
+    """Serve the model ``source`` names (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: ModelSource | None = None,
+        model_name: str | None = None,
+        metrics: ServingMetrics | None = None,
+        logger: PredictionLogger | None = None,
+        store: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.serving = settings.serving
+        self.alias = self.serving.alias
+        self._source = source
+        self.model_name = model_name or (source.name if source is not None else settings.model.name)
+        self.metrics = metrics or ServingMetrics()
+        self.logger = logger
+        self.store = store
+        self.router = Router()
+        self.state = "starting"
+        self.last_error: str | None = None
+        self._lock: asyncio.Lock | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._retiring: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, *, wait: bool = False) -> None:
+        """Open the prediction log, then load the model in the background (``wait`` to block)."""
+        self._lock = asyncio.Lock()
+        if self.logger is None:
+            self.logger = await asyncio.to_thread(self._open_logger)
+        first = asyncio.create_task(self._first_load(), name="mloop-first-load")
+        self._tasks.append(first)
+        if wait:
+            await first
+
+    def _open_logger(self) -> PredictionLogger:
+        pl = self.settings.prediction_log
+        return PredictionLogger(
+            open_prediction_log(self.settings.prediction_log_url),
+            buffer_size=pl.buffer_size,
+            flush_interval_s=pl.flush_interval_s,
+            flush_rows=pl.flush_rows,
+            on_drop=self.metrics.log_dropped.inc,
+        )
+
+    @property
+    def source(self) -> ModelSource:
+        if self._source is None:
+            self._source = RegistrySource(self.settings, name=self.model_name, events=self.store)
+        return self._source
+
+    async def _first_load(self) -> None:
+        try:
+            await self.reload(reason="startup")
+        except MloopError as exc:
+            self.state, self.last_error = "failed", exc.message
+            log.error(
+                "Could not load %s@%s: %s (retrying every poll)", self.model_name, self.alias, exc.message
+            )
+        if self.serving.poll_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._poll(), name="mloop-alias-poll"))
+
+    async def stop(self) -> None:
+        """Stop polling, finish queued predictions, flush the prediction log."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for runtime in self.router.runtimes():
+            await runtime.stop()
+        for task in list(self._retiring):
+            with contextlib.suppress(Exception):
+                await task
+        if self.logger is not None:
+            await asyncio.to_thread(self.logger.close)
+        if self.store is not None and hasattr(self.store, "close"):
+            await asyncio.to_thread(self.store.close)
+
+    @property
+    def ready(self) -> bool:
+        return self.router.ready
+
+    def champion(self) -> ModelRuntime | None:
+        route = self.router.arm("champion")
+        return route.runtime if route is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """Readiness and what is loaded (``/ready`` and ``/admin/status``)."""
+        return {
+            "ready": self.ready,
+            "state": "ready" if self.ready else self.state,
+            "model": self.model_name,
+            "alias": self.alias,
+            "error": None if self.ready else self.last_error,
+            "arms": [
+                {
+                    "arm": r.arm,
+                    "version": r.runtime.version,
+                    "weight": r.weight,
+                    "shadow": r.shadow,
+                    "loaded_at": r.runtime.loaded_at,
+                }
+                for r in self.router.routes
+            ],
+            "prediction_log": self.logger.stats() if self.logger is not None else None,
+        }
+
+    # -- loading and swapping --------------------------------------------------------------------
+    async def load_runtime(self, ref: str | int, *, alias: str | None = None) -> ModelRuntime:
+        """Load and warm a version beside the running ones (not yet routed); rollout uses this too."""
+        loaded = await asyncio.to_thread(self.source.load, ref)
+        runtime = ModelRuntime(loaded, self.serving, metrics=self.metrics, alias=alias or self.alias)
+        await asyncio.to_thread(runtime.warm)
+        runtime.start()
+        return runtime
+
+    async def reload(self, ref: str | int | None = None, *, reason: str = "reload") -> dict[str, Any]:
+        """Load ``ref`` (default: the serving alias) and make it the champion arm, without downtime."""
+        assert self._lock is not None, "start() the service first"
+        async with self._lock:
+            before = self.champion()
+            target = f"@{self.alias}" if ref is None else ref
+            if ref is None and before is not None:
+                current = await asyncio.to_thread(self.source.resolve, self.alias)
+                if current is not None and str(current) == before.version:
+                    return {"changed": False, "version": before.version, "previous": before.version}
+            runtime = await self.load_runtime(target)
+            others = [r for r in self.router.routes if r.arm != "champion"]
+            self.router.set_routes([Route("champion", runtime, 1.0), *others])
+            self.state, self.last_error = "ready", None
+            if before is not None:
+                self.retire(before)
+            log.info(
+                "Serving %s v%s (%s; was %s)",
+                runtime.name,
+                runtime.version,
+                reason,
+                before.version if before else "nothing",
+            )
+            return {
+                "changed": True,
+                "version": runtime.version,
+                "previous": before.version if before else None,
+            }
+
+    def retire(self, runtime: ModelRuntime, *, timeout_s: float = 60.0) -> None:
+        """Stop ``runtime`` once no request uses it any more (it must already be out of the routes)."""
+
+        async def _retire() -> None:
+            deadline = time.monotonic() + timeout_s
+            while runtime.inflight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await runtime.stop()
+
+        task = asyncio.create_task(_retire(), name=f"mloop-retire-{runtime.version}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.serving.poll_interval_s)
+            try:
+                await self.reload(reason=f"alias {self.alias} moved")
+            except MloopError as exc:
+                self.last_error = exc.message
+                log.warning("Alias poll for %s@%s failed: %s", self.model_name, self.alias, exc.message)
+            except Exception:  # keep polling whatever a registry call raised
+                log.exception("Alias poll for %s@%s failed", self.model_name, self.alias)
+
+    # -- predictions -----------------------------------------------------------------------------
+    async def predict(
+        self, body: Any, protocol: WireProtocol = "native", *, key: str | None = None
+    ) -> Prediction:
+        """Validate, batch and predict one request's rows; log each prediction."""
+        started = time.perf_counter()
+        route, shadows = self.router.choose(key)
+        runtime = route.runtime
+        runtime.inflight += 1
+        try:
+            single = False
+            try:
+                if protocol == "native":
+                    columns, single = decode_native(body, runtime.validator, self.serving.max_request_rows)
+                else:
+                    columns = _DECODERS[protocol](body, runtime.validator, self.serving.max_request_rows)
+            except RequestValidationError as exc:
+                self._count_invalid(runtime.name, exc)
+                raise
+            output = await runtime.predict(columns)
+        finally:
+            runtime.inflight -= 1
+        ids = [uuid.uuid4().hex for _ in range(columns.n)]
+        prediction = Prediction(runtime, route.arm, ids, columns, output, single)
+        self._log(prediction, (time.perf_counter() - started) * 1000.0)
+        for shadow in shadows:
+            task = asyncio.create_task(self._shadow(shadow, columns, ids))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return prediction
+
+    def _count_invalid(self, model: str, exc: RequestValidationError) -> None:
+        for err in exc.errors:
+            self.metrics.validation_child(model, str(err.get("field")), str(err.get("rule"))).inc()
+
+    def _log(self, p: Prediction, latency_ms: float, flags: Mapping[str, Any] | None = None) -> None:
+        logger = self.logger
+        if logger is None:
+            return
+        labels = p.runtime.class_labels
+        proba = p.output.probabilities
+        row_flags = p.columns.flags
+        for i, pid in enumerate(p.ids):
+            extra = row_flags[i]
+            merged = {**extra, **flags} if extra and flags else (extra or flags)
+            logger.log(
+                PredictionRecord(
+                    pid,
+                    p.runtime.name,
+                    p.runtime.version,
+                    p.columns.record(i),
+                    p.output.predictions[i],
+                    dict(zip(labels, proba[i], strict=True)) if proba is not None else None,
+                    latency_ms,
+                    arm=p.arm,
+                    flags=merged,
+                )
+            )
+
+    async def _shadow(self, route: Route, columns: Columns, ids: list[str]) -> None:
+        """Score a copy on a shadow arm: logged with the champion's ids, never returned."""
+        started = time.perf_counter()
+        runtime = route.runtime
+        runtime.inflight += 1
+        try:
+            shadow_cols = runtime.validator.from_columns(columns.values, columns.n)
+            output = await runtime.predict(shadow_cols)
+        except MloopError as exc:
+            log.warning("Shadow arm %s v%s failed: %s", route.arm, runtime.version, exc.message)
+            return
+        finally:
+            runtime.inflight -= 1
+        p = Prediction(runtime, route.arm, ids, shadow_cols, output)
+        self._log(p, (time.perf_counter() - started) * 1000.0, {"shadow": True})
+
+    # -- feedback --------------------------------------------------------------------------------
+    async def feedback(self, body: Any) -> dict[str, Any]:
+        """Store ground-truth labels: ``{"prediction_id", "label"}``, a list of those, or
+        ``{"feedback": [...]}``."""
+        items = body.get("feedback", body) if isinstance(body, Mapping) and "feedback" in body else body
+        if isinstance(items, Mapping):
+            items = [items]
+        if not isinstance(items, list) or not items:
+            raise _feedback_error(
+                "body", items, 'an object {"prediction_id", "label"} or a non-empty list of them'
+            )
+        pairs: list[tuple[str, Any]] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise _feedback_error(f"[{i}]", item, 'an object {"prediction_id", "label"}')
+            pid, label = item.get("prediction_id"), item.get("label")
+            if not isinstance(pid, str) or not pid or len(pid) > 128:
+                raise _feedback_error(
+                    f"[{i}].prediction_id", pid, "the id string returned with the prediction"
+                )
+            if label is None or isinstance(label, Mapping):
+                raise _feedback_error(f"[{i}].label", label, "the observed value (number, string or boolean)")
+            pairs.append((pid, label))
+        store = await self._store()
+        written = await asyncio.to_thread(store.add_feedback, pairs, self.model_name)
+        return {"received": len(pairs), "stored": written}
+
+    async def _store(self) -> Any:
+        if self.store is None:
+            from mloop.store import open_store
+
+            try:
+                self.store = await asyncio.to_thread(open_store, self.settings.store_url)
+            except StoreError as exc:
+                raise ServingError(f"Feedback cannot be stored: {exc.message}") from exc
+        return self.store
+
+
+def _feedback_error(field: str, value: Any, allowed: str) -> RequestValidationError:
+    shown = value if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    return RequestValidationError(
+        f"Feedback field {field} is invalid: expected {allowed}; got {shown!r}.",
+        [{"field": field, "rule": "feedback", "received": shown, "allowed": allowed, "rows": [], "count": 1}],
+    )
