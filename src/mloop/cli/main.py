@@ -34,6 +34,7 @@ app = typer.Typer(
 # Modules that add commands; each exposes register(app). Order is the order in --help.
 COMMAND_MODULES = [
     "mloop.cli.project",
+    "mloop.cli.serve",
 ]
 
 
