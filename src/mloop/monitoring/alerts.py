@@ -22,8 +22,8 @@ Rules come from ``settings.monitoring.alerts``, a list of mappings validated int
         - {name: accuracy-low, when: quality, metric: accuracy, below: 0.8}
 
 Each :meth:`AlertEngine.observe` call is one window (a drift report and/or live quality metrics).
-A rule fires when its condition held in at least ``windows`` of the last ``of_last`` windows in
-which it could be evaluated, unless it is cooling down (``cooldown_s`` since its last
+A rule fires on a window where its condition holds and held in at least ``windows`` of the last
+``of_last`` windows in which it could be evaluated, unless it is cooling down (``cooldown_s`` since its last
 notification) or the alert is a duplicate (same rule and same facts as the last notification while
 the condition has kept holding, and ``repeat_s`` has not elapsed). A fired alert is sent to every
 notifier of its rule and recorded through ``record_event(kind, subject, reason, *, data=...)`` of
@@ -298,6 +298,8 @@ class AlertEngine:
             if sum(st.history) < rule.windows:
                 st.active = False
                 continue
+            if not holds:
+                continue  # the incident is still open (N of M), but this window adds nothing new
             alert = self._maybe_fire(rule, st, message, facts, now)
             if alert is not None:
                 fired.append(alert)

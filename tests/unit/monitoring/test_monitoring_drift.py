@@ -14,11 +14,13 @@ from mloop.monitoring import DriftReport, benjamini_hochberg, build_profile, det
 
 def _frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "x": rng.normal(shift, 1, n),
-        "c": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2]),
-        "b": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "x": rng.normal(shift, 1, n),
+            "c": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2]),
+            "b": rng.integers(0, 2, n),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,10 @@ def test_no_drift_and_clear_drift(profile) -> None:
     x = moved.column("x")
     assert x.drifted and x.fdr_rejected and x.statistic > x.threshold and moved.dataset_drifted
     assert moved.drifted_columns == ["x"] and moved.share_drifted == pytest.approx(1 / 3)
-    assert not moved.share_rule_drifted and detect_drift(profile, _frame(2000, 2, 0.8), drift_share=0.3).share_rule_drifted
+    assert (
+        not moved.share_rule_drifted
+        and detect_drift(profile, _frame(2000, 2, 0.8), drift_share=0.3).share_rule_drifted
+    )
 
 
 def test_reference_may_be_a_dataframe_and_columns_can_be_chosen() -> None:

@@ -18,14 +18,16 @@ def frame() -> pd.DataFrame:
     n = 5000
     x = rng.normal(10, 2, n)
     x[:50] = np.nan
-    return pd.DataFrame({
-        "x": x,
-        "k": rng.integers(0, 4, n),
-        "flag": rng.random(n) < 0.3,
-        "city": rng.choice(["paris", "rome", "oslo"], n),
-        "zip": rng.integers(100, 105, n),
-        "const": np.ones(n),
-    })
+    return pd.DataFrame(
+        {
+            "x": x,
+            "k": rng.integers(0, 4, n),
+            "flag": rng.random(n) < 0.3,
+            "city": rng.choice(["paris", "rome", "oslo"], n),
+            "zip": rng.integers(100, 105, n),
+            "const": np.ones(n),
+        }
+    )
 
 
 def test_profile_records_kinds_counts_and_quantiles(frame: pd.DataFrame) -> None:
@@ -34,7 +36,9 @@ def test_profile_records_kinds_counts_and_quantiles(frame: pd.DataFrame) -> None
     assert (x.kind, x.numeric, x.count, x.n_missing) == ("numeric", True, 5000, 50)
     assert x.missing_rate == pytest.approx(0.01)
     assert len(x.quantiles) == QUANTILE_BINS + 1
-    assert x.quantiles[0] == pytest.approx(np.nanmin(frame.x)) and x.quantiles[-1] == pytest.approx(np.nanmax(frame.x))
+    assert x.quantiles[0] == pytest.approx(np.nanmin(frame.x)) and x.quantiles[-1] == pytest.approx(
+        np.nanmax(frame.x)
+    )
     assert x.quantiles[500] == pytest.approx(np.nanmedian(frame.x))
     assert sum(x.hist_counts) == x.n_valid
     assert len(x.sample) == 1000 and not x.complete_sample
@@ -66,7 +70,9 @@ def test_categories_beyond_the_cap_are_counted_as_other() -> None:
 
 
 def test_all_missing_and_empty_columns_have_defined_profiles() -> None:
-    prof = build_profile(pd.DataFrame({"a": [np.nan] * 5, "b": [None] * 5}, dtype=object).astype({"a": float}))
+    prof = build_profile(
+        pd.DataFrame({"a": [np.nan] * 5, "b": [None] * 5}, dtype=object).astype({"a": float})
+    )
     assert prof["a"].n_valid == 0 and prof["a"].quantiles == [] and prof["a"].missing_rate == 1.0
     assert prof["b"].n_valid == 0
     empty = build_profile(pd.DataFrame({"a": pd.Series([], dtype=float)}))

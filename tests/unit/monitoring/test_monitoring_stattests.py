@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +30,7 @@ def _cat(labels: list[str]) -> Window:
 
 def test_every_registered_test_is_tested_here() -> None:
     assert set(stattest_names()) >= BUILTIN
-    tested = {name for name in BUILTIN if f"test_{name}_" in open(__file__).read()}
+    tested = {name for name in BUILTIN if f"test_{name}_" in Path(__file__).read_text()}
     assert tested == BUILTIN
 
 
@@ -37,7 +39,9 @@ def test_ks_matches_scipy_exactly_on_small_references() -> None:
     prof = build_profile(pd.DataFrame({"x": ref_x}))
     out = get_stattest("ks").func(prof["x"], _num(cur_x))
     expected = stats.ks_2samp(ref_x, cur_x, method="exact")
-    assert out.statistic == pytest.approx(expected.statistic) and out.p_value == pytest.approx(expected.pvalue)
+    assert out.statistic == pytest.approx(expected.statistic) and out.p_value == pytest.approx(
+        expected.pvalue
+    )
 
 
 def test_ks_on_quantile_grid_is_close_for_large_references() -> None:
@@ -49,9 +53,11 @@ def test_ks_on_quantile_grid_is_close_for_large_references() -> None:
 
 
 def test_wasserstein_matches_scipy_normed_by_reference_std() -> None:
-    for ref_x, cur_x in [(rng.normal(size=20_000), rng.normal(0.2, 1.3, 5000)),
-                         (rng.lognormal(size=20_000), rng.lognormal(0.1, size=5000)),
-                         (rng.integers(0, 4, 5000).astype(float), rng.integers(0, 5, 3000).astype(float))]:
+    for ref_x, cur_x in [
+        (rng.normal(size=20_000), rng.normal(0.2, 1.3, 5000)),
+        (rng.lognormal(size=20_000), rng.lognormal(0.1, size=5000)),
+        (rng.integers(0, 4, 5000).astype(float), rng.integers(0, 5, 3000).astype(float)),
+    ]:
         prof = build_profile(pd.DataFrame({"x": ref_x}))
         out = get_stattest("wasserstein").func(prof["x"], _num(cur_x))
         expected = stats.wasserstein_distance(ref_x, cur_x) / ref_x.std()
@@ -112,16 +118,19 @@ def test_z_matches_two_proportion_test_and_handles_non_binary_windows() -> None:
     assert "not binary" in other.method and other.p_value < 0.05
 
 
-@pytest.mark.parametrize(("frame", "expected"), [
-    (pd.DataFrame({"v": np.arange(500) % 2}), "z"),
-    (pd.DataFrame({"v": np.arange(500) % 4}), "chisquare"),
-    (pd.DataFrame({"v": np.arange(500.0)}), "ks"),
-    (pd.DataFrame({"v": ["a", "b"] * 250}), "z"),
-    (pd.DataFrame({"v": ["a", "b", "c", "d"] * 125}), "chisquare"),
-    (pd.DataFrame({"v": np.arange(5000) % 5}), "jensenshannon"),
-    (pd.DataFrame({"v": np.arange(5000) % 6}), "wasserstein"),
-    (pd.DataFrame({"v": ["a", "b"] * 2500}), "jensenshannon"),
-])
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (pd.DataFrame({"v": np.arange(500) % 2}), "z"),
+        (pd.DataFrame({"v": np.arange(500) % 4}), "chisquare"),
+        (pd.DataFrame({"v": np.arange(500.0)}), "ks"),
+        (pd.DataFrame({"v": ["a", "b"] * 250}), "z"),
+        (pd.DataFrame({"v": ["a", "b", "c", "d"] * 125}), "chisquare"),
+        (pd.DataFrame({"v": np.arange(5000) % 5}), "jensenshannon"),
+        (pd.DataFrame({"v": np.arange(5000) % 6}), "wasserstein"),
+        (pd.DataFrame({"v": ["a", "b"] * 2500}), "jensenshannon"),
+    ],
+)
 def test_auto_choice_follows_evidently_defaults(frame: pd.DataFrame, expected: str) -> None:
     assert auto_stattest(build_profile(frame)["v"]) == expected
 
