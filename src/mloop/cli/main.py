@@ -35,6 +35,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "mloop.cli.project",
     "mloop.cli.serve",
+    "mloop.cli.drift",
 ]
 
 
