@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,7 +14,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from mloop.monitoring.results import DriftReport
 
-console = Console()
+# Piped output (CI logs) gets a fixed width so the table is not squeezed into ellipses.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -133,7 +135,9 @@ def drift(
     if html_out is not None:
         console.print(f"HTML report: {write_html(report, html_out, reference=profile, current=cur)}")
     if fail_on_drift and report.dataset_drifted:
-        raise typer.Exit(3)
+        # SystemExit, not typer.Exit: the app runs with standalone_mode=False, where click turns
+        # Exit into a return value that the entry point does not pass on.
+        raise SystemExit(3)
 
 
 def register(app: typer.Typer) -> None:
