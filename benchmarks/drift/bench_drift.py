@@ -164,7 +164,9 @@ def ensure_evidently_venv() -> Path:
 
 def run_child(python: Path, side: str, ref: Path, cur: Path, out: Path) -> dict[str, float]:
     """Run one side; wall time and peak RSS of that child alone (wait4 gives its own rusage)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # Both sides run with glibc's mmap threshold fixed at 128 KiB: by default glibc raises it after
+    # the first large free, and column-sized buffers freed later stay in the heap (counted as RSS).
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "131072"}
     start = time.perf_counter()
     proc = subprocess.Popen([str(python), __file__, "--child", side, str(ref), str(cur), str(out)], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -191,11 +193,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         side, ref, cur, out = args.child
-        (child_mloop if side == "mloop" else child_evidently)(ref, cur, out)
+        if side == "generate":
+            make_data(int(out), Path(ref))
+        else:
+            (child_mloop if side == "mloop" else child_evidently)(ref, cur, out)
         return
     with tempfile.TemporaryDirectory(prefix="mloop-drift-bench-") as tmp:
         work = Path(tmp)
-        ref, cur = make_data(args.rows, work)
+        # Generated in a child too: a child's max RSS counts the parent's at fork/exec time, so the
+        # parent must stay small for the two measurements to be the children's own.
+        subprocess.run([sys.executable, __file__, "--child", "generate", str(work), "-", str(args.rows)],
+                       check=True)
+        ref, cur = work / "reference.parquet", work / "current.parquet"
         print(
             f"data: {args.rows:,} rows x 25 columns (20 numeric, 5 categorical, "
             f"shifted: {', '.join(SHIFTED)})"
