@@ -181,7 +181,7 @@ def numeric_values(series: pd.Series) -> np.ndarray:
     inf = np.isinf(values)
     if inf.any():
         values = np.where(inf, np.nan, values)
-    return values
+    return np.asarray(values, dtype=np.float64)
 
 
 def sorted_quantiles(ordered: np.ndarray, bins: int) -> np.ndarray:
@@ -189,7 +189,7 @@ def sorted_quantiles(ordered: np.ndarray, bins: int) -> np.ndarray:
     pos = np.linspace(0.0, ordered.size - 1, bins + 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, ordered.size - 1)
-    return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo])
+    return np.asarray(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
 
 
 def _finite(x: float) -> float | None:

@@ -49,6 +49,7 @@ def _numeric_level_counts(
 
 def aligned_counts(ref: ColumnProfile, win: Window) -> tuple[list[object], np.ndarray, np.ndarray, int]:
     """(labels, reference counts, current counts, current count of unseen values) over the union."""
+    labels: list[object]
     if ref.numeric and not ref.levels:
         labels, rc, cc = quantile_bin_counts(ref, win)
         return labels, rc, cc, 0
@@ -57,7 +58,7 @@ def aligned_counts(ref: ColumnProfile, win: Window) -> tuple[list[object], np.nd
         levels = np.asarray(ref.levels, dtype=np.float64)
         values = win.values if win.values is not None else np.empty(0)
         on_levels, extra, extra_counts = _numeric_level_counts(levels, values)
-        labels: list[object] = [*ref.levels, *extra.tolist()]
+        labels = [*ref.levels, *extra.tolist()]
         cur = np.concatenate((on_levels, extra_counts)).astype(np.float64)
         ref_all = np.concatenate((ref_counts, np.zeros(extra.size)))
         return labels, ref_all, cur, int(extra_counts.sum())
@@ -65,7 +66,7 @@ def aligned_counts(ref: ColumnProfile, win: Window) -> tuple[list[object], np.nd
     known = set(ref.levels)
     extra_labels = [k for k in counts if k not in known]
     labels = [*ref.levels, *extra_labels]
-    cur = np.array([counts.get(k, 0) for k in labels], dtype=np.float64)
+    cur = np.array([counts.get(str(k), 0) for k in labels], dtype=np.float64)
     ref_all = np.concatenate((ref_counts, np.zeros(len(extra_labels))))
     if ref.other_count:
         # Categories beyond the kept top levels: a shared bucket, so the totals still agree.
