@@ -17,8 +17,10 @@ from rich.console import Console
 
 from mloop.errors import MloopError
 
-err_console = Console(stderr=True)
-console = Console()
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of Rich's 80 columns, so tables
+# are not squeezed into ellipses.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 app = typer.Typer(
     name="mloop",
@@ -35,6 +37,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "mloop.cli.project",
     "mloop.cli.serve",
+    "mloop.cli.deploy",
     "mloop.cli.drift",
 ]
 
@@ -62,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     except MloopError as exc:
         if os.environ.get("MLOOP_VERBOSE") == "1":
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print("[bold red]error:[/] ", end="")
+        # The message is plain text: "mloop[kfp]" must print as written, not as Rich markup.
+        err_console.print(exc.message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -108,7 +108,7 @@ class Registry:
         self._events = events
 
     # ---- reading -------------------------------------------------------------------------------
-    def _info(self, mv: Any) -> VersionInfo:
+    def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
         metrics: dict[str, float] = {}
         if mv.run_id:
             try:
@@ -119,7 +119,7 @@ class Registry:
             name=mv.name,
             version=int(mv.version),
             run_id=mv.run_id,
-            aliases=tuple(sorted(getattr(mv, "aliases", []) or [])),
+            aliases=tuple(sorted(set(getattr(mv, "aliases", None) or []) | set(aliases or []))),
             tags=dict(mv.tags or {}),
             metrics=metrics,
             created_at=int(mv.creation_timestamp or 0),
@@ -144,7 +144,12 @@ class Registry:
             found = self.client.search_model_versions(f"name = '{self.name}'")
         except MlflowException as exc:
             raise TrackingError(f"Cannot list versions of {self.name!r}: {exc.message}") from exc
-        infos = [self._info(mv) for mv in found]
+        # search_model_versions does not fill aliases on every store; the registered model has them.
+        by_version: dict[str, list[str]] = {}
+        if found:
+            for alias, version in (self.client.get_registered_model(self.name).aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+        infos = [self._info(mv, by_version.get(str(mv.version), [])) for mv in found]
         return sorted(infos, key=lambda v: v.version, reverse=True)
 
     def by_alias(self, alias: str) -> VersionInfo | None:
@@ -242,7 +247,7 @@ class Registry:
         """Load a version's fitted pipeline with its contract, profile and evaluation."""
         info, path = self.download(ref, dst)
         model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types)
-        contract = _read_json(path / CONTRACT_FILE)
+        contract = _read_json(_artifact(path, CONTRACT_FILE))
         if contract is None:
             raise TrackingError(
                 f"{info.ref} carries no {CONTRACT_FILE}; it was not registered by mloop. Retrain with `mloop train`."
@@ -251,10 +256,16 @@ class Registry:
             info=info,
             model=model,
             contract=contract,
-            profile=_read_json(path / PROFILE_FILE),
-            evaluation=_read_json(path / EVALUATION_FILE),
+            profile=_read_json(_artifact(path, PROFILE_FILE)),
+            evaluation=_read_json(_artifact(path, EVALUATION_FILE)),
             path=path,
         )
+
+
+def _artifact(model_dir: Path, name: str) -> Path:
+    """MLflow stores ``extra_files`` under ``extra_files/`` in the model directory."""
+    nested = model_dir / "extra_files" / name
+    return nested if nested.is_file() else model_dir / name
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

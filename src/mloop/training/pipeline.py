@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,27 @@ def _git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _pip_requirements(model: Any) -> list[str]:
+    """Pinned requirements of the saved model, from what is installed.
+
+    Given explicitly because MLflow's inference of them re-loads the model in a subprocess, which
+    costs seconds per training run and adds nothing: we know what the pipeline is built from.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    wanted = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
+    modules = {type(step).__module__.split(".")[0] for step in getattr(model, "named_steps", {}).values()}
+    wanted += [pkg for mod, pkg in (("xgboost", "xgboost"), ("lightgbm", "lightgbm")) if mod in modules]
+    pins = []
+    for pkg in wanted:
+        try:
+            pins.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            if pkg == "xgboost":
+                pins.append(f"xgboost=={version('xgboost-cpu')}")
+    return pins
+
+
 def _champion_contract(registry: Any) -> dict[str, Any] | None:
     champion = registry.by_alias("champion")
     if champion is None:
@@ -125,6 +147,10 @@ def train(
                 f"Target column {ms.target!r} (model.target) is not in the data from {source_desc}."
                 f"{did_you_mean(ms.target, [str(c) for c in raw.columns])} Columns: {', '.join(map(str, raw.columns))}."
             )
+        # Columns named in model.drop_columns are never features: leave them out of the contract
+        # (the time column of a time split stays, it is needed to cut the holdout).
+        unused_cols = [c for c in ms.drop_columns if c in raw.columns and c != settings.split.time_column]
+        raw = raw.drop(columns=unused_cols)
         # ---- validate --------------------------------------------------------------------------
         say("validating against the data contract")
         with timer.step("validate"):
@@ -139,7 +165,7 @@ def train(
                 raw,
                 target=ms.target,
                 task=ms.task,
-                drop_columns=ms.drop_columns,
+                drop_columns=(),
                 max_categories=settings.contract.max_categories,
             )
             checked = validate(raw, enforce, settings.contract, require_target=True)
@@ -261,13 +287,15 @@ def train(
         say("logging to MLflow")
         with timer.step("log"), tempfile.TemporaryDirectory(prefix="mloop-train-") as tmp:
             out = Path(tmp)
-            plots, importance = evaluation_plots(
-                out / "plots", task=ms.task, model=model, x=x_test, y=y_test, y_pred=y_pred, proba=proba,
-                classes=classes, seed=ms.seed,
-            )
+            with timer.step("plots"):
+                plots, importance = evaluation_plots(
+                    out / "plots", task=ms.task, model=model, x=x_test, y=y_test, y_pred=y_pred, proba=proba,
+                    classes=classes, seed=ms.seed,
+                )
             for p in plots:
                 mlflow.log_artifact(str(p), artifact_path="plots")
-            profile = build_profile(clean[features], categorical=categorical, seed=ms.seed)
+            with timer.step("profile"):
+                profile = build_profile(clean[features], categorical=categorical, seed=ms.seed)
             pred_frame = pd.DataFrame({"prediction": y_pred})
             if proba is not None and classes is not None and len(classes) == 2:
                 pred_frame["score"] = proba[:, 1]
@@ -315,17 +343,23 @@ def train(
             example = x_test.head(5)
             from mlflow.models import infer_signature
 
-            signature = infer_signature(example, proba[:5] if proba is not None else y_pred[:5])
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=trusted_types_for(model, ms.trusted_types),
-                signature=signature,
-                input_example=example,
-                extra_files=[str(out / f) for f in files],
-                pyfunc_predict_fn="predict_proba" if ms.task == "classification" else "predict",
-            )
+            with warnings.catch_warnings():
+                # MLflow hints that integer columns cannot hold missing values; the data contract,
+                # not the signature, decides nullability at serving time.
+                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+                signature = infer_signature(example, proba[:5] if proba is not None else y_pred[:5])
+            with timer.step("log_model"):
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=trusted_types_for(model, ms.trusted_types),
+                    signature=signature,
+                    input_example=example,
+                    extra_files=[str(out / f) for f in files],
+                    pip_requirements=_pip_requirements(model),
+                    pyfunc_predict_fn="predict_proba" if ms.task == "classification" else "predict",
+                )
 
         # ---- register and decide -----------------------------------------------------------------
         say("registering the version")

@@ -1,0 +1,5 @@
+"""``python -m mloop`` runs the ``mloop`` command."""
+
+from mloop.cli.main import main
+
+main()
