@@ -123,6 +123,7 @@ class MicroBatcher(Generic[T, R]):
     async def _loop(self) -> None:
         assert self._wake is not None and self._full is not None
         loop = asyncio.get_running_loop()
+        free_since = 0.0
         while True:
             if not self._queue:
                 if self._closing:
@@ -131,7 +132,11 @@ class MicroBatcher(Generic[T, R]):
                 await self._wake.wait()
                 continue
             if self.depth < self.max_batch_rows and self.max_wait_s > 0 and not self._closing:
-                remaining = self._queue[0][3] + self.max_wait_s - time.perf_counter()
+                # The wait counts from when the oldest request arrived or the model became free,
+                # whichever is later: requests that queued during the previous call have not been
+                # waiting for company, they were waiting for the model.
+                opened = max(self._queue[0][3], free_since)
+                remaining = opened + self.max_wait_s - time.perf_counter()
                 if remaining > 0:
                     self._full.clear()
                     with contextlib.suppress(TimeoutError):
@@ -154,7 +159,8 @@ class MicroBatcher(Generic[T, R]):
                     raise
                 continue
             finally:
-                self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * (time.perf_counter() - started)
+                free_since = time.perf_counter()
+                self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * (free_since - started)
             for future, result in zip(futures, results, strict=True):
                 if not future.done():  # the caller may have gone away (cancelled)
                     future.set_result(result)

@@ -1,0 +1,6 @@
+-- wrk script: POST the JSON body read from the file named in WRK_BODY.
+local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
