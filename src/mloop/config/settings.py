@@ -186,6 +186,10 @@ class ServingSettings(Section):
     """Unseen categorical values: reject with 422, or accept and flag in the response and log."""
     out_of_range: Literal["reject", "flag"] = "flag"
     """Numeric values outside the training range: reject with 422, or accept and flag."""
+    model_threads: int | None = 1
+    """Threads one model call may use (sets every ``n_jobs`` parameter of the loaded pipeline); None keeps
+    the model's own setting. Micro-batching already amortises a call over many rows, and parallel tree
+    evaluation on a handful of rows costs more in thread hand-offs than it saves."""
 
 
 class PredictionLogSettings(Section):
