@@ -5,6 +5,7 @@ workers sharing one study), so a second process started on the same study adds t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,17 +53,26 @@ def open_study(storage: str, name: str, metric: str, seed: int) -> Any:
     optuna.logging.set_verbosity(logging.WARNING)
     if storage.startswith("postgresql://"):
         storage = "postgresql+psycopg://" + storage[len("postgresql://") :]
-    try:
-        return optuna.create_study(
-            study_name=name,
-            storage=storage,
-            load_if_exists=True,
-            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-        )
-    except (SQLAlchemyError, ValueError, ImportError) as exc:
-        raise TrainingError(f"Cannot open Optuna study {name!r} at {storage!r}: {exc}. Check `tuning.storage`.") from exc
+    last: Exception | None = None
+    # Workers started together race to create Optuna's tables and the study row; the loser gets an
+    # integrity error, and on retry finds what the winner created.
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+                sampler=optuna.samplers.TPESampler(seed=seed),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+            )
+        except SQLAlchemyError as exc:
+            last = exc
+            time.sleep(0.2 * (attempt + 1))
+        except (ValueError, ImportError) as exc:
+            last = exc
+            break
+    raise TrainingError(f"Cannot open Optuna study {name!r} at {storage!r}: {last}. Check `tuning.storage`.") from last
 
 
 def tune(
@@ -96,7 +106,10 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space)
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        parent = mlflow.active_run()
+        # Nested runs go to the parent's experiment, not MLflow's default one.
+        experiment = parent.info.experiment_id if parent is not None else None
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, experiment_id=experiment):
             mlflow.log_params({**params, "trial": trial.number, "study": study_name})
             scores: list[float] = []
             for step, (tr, va) in enumerate(splits):
