@@ -13,6 +13,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# Kubeflow Pipelines' SDK pins protobuf<7 while MLflow needs protobuf 7, so the KFP compiler gets a
+# virtualenv of its own, used only by `mloop pipeline compile --target kfp` tests.
+KFP_VENV ?= .venv-kfp
+$(KFP_VENV)/.installed: pyproject.toml
+	test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
+	$(KFP_VENV)/bin/python -m pip install -q "kfp>=2.7,<3" pydantic pydantic-settings pyyaml jinja2 typer rich packaging
+	$(KFP_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
 demo: $(VENV)/.installed
 	rm -rf demo
 	$(MLOOP) init demo --template fraud
@@ -20,7 +29,7 @@ demo: $(VENV)/.installed
 	cd demo && ../$(MLOOP) train --data data/transactions_shifted.csv
 	cd demo && ../$(MLOOP) models list
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(KFP_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed
@@ -37,4 +46,4 @@ lock: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) $(KFP_VENV) demo .pytest_cache
