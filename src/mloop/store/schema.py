@@ -13,7 +13,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["JSONType", "UTCDateTime", "events", "feedback", "leases", "metadata"]
+__all__ = [
+    "JSONType",
+    "UTCDateTime",
+    "deployments",
+    "events",
+    "feedback",
+    "leases",
+    "metadata",
+    "rollout_arms",
+    "rollout_counters",
+    "rollouts",
+]
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -75,4 +86,61 @@ leases = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# -- rollouts (revision 0002) -------------------------------------------------------------------
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("champion_version", sa.String(50), nullable=True),
+    sa.Column("previous_version", sa.String(50), nullable=True),
+    sa.Column("active_rollout_id", BigId, nullable=True),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("strategy", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("baseline_version", sa.String(50), nullable=True),
+    sa.Column("candidate_version", sa.String(50), nullable=False),
+    sa.Column("step", sa.Integer(), nullable=False),
+    sa.Column("step_started_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("config", JSONType, nullable=True),
+    sa.Column("analysis", JSONType, nullable=True),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Index("ix_rollouts_model_state", "model_name", "state"),
+    sa.Index("ix_rollouts_created_at", "created_at"),
+)
+
+rollout_arms = sa.Table(
+    "rollout_arms",
+    metadata,
+    sa.Column("rollout_id", BigId, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("arm", sa.String(50), primary_key=True),
+    sa.Column("version", sa.String(50), nullable=False),
+    sa.Column("weight", sa.Float(), nullable=False),
+    sa.Column("shadow", sa.Boolean(), nullable=False),
+    sa.Column("share", sa.Float(), nullable=False),
+)
+
+rollout_counters = sa.Table(
+    "rollout_counters",
+    metadata,
+    sa.Column("rollout_id", BigId, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("arm", sa.String(50), primary_key=True),
+    sa.Column("process", sa.String(200), primary_key=True),
+    sa.Column("requests", sa.BigInteger(), nullable=False),
+    sa.Column("errors", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
