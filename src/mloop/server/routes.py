@@ -132,8 +132,12 @@ def prediction_routes(service: PredictionService, api_key: str | None) -> APIRou
 
     @router.get("/v2/models/{name}/ready", tags=["v2"])
     async def v2_model_ready(name: str) -> Response:
-        ok = name == service.model_name and service.ready
-        return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+        """V2 per-model readiness (404 for a model this server does not serve)."""
+        try:
+            _check_name(name)
+        except MloopError as exc:
+            return error_response(exc)
+        return json_response({"name": name, "ready": service.ready}, 200 if service.ready else 503)
 
     @router.get("/v2/health/live", tags=["v2"])
     async def v2_live() -> Response:
