@@ -40,9 +40,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 180.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before {url} answered")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -122,7 +124,7 @@ def measure(
         cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        wait_http(ready)
+        wait_http(ready, proc)
         run_wrk(url, body, args.connections, args.warmup)
         result = run_wrk(url, body, args.connections, args.duration)
     finally:
@@ -208,6 +210,8 @@ def main() -> None:
             **base_env,
             "MLFLOW_TRACKING_URI": settings.tracking_uri,
             "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+            # mlflow models serve runs `uvicorn` from PATH: the one of this environment.
+            "PATH": f"{BIN}{os.pathsep}{base_env.get('PATH', '')}",
         }
         results["mlflow"] = measure(
             "mlflow",
