@@ -20,6 +20,8 @@ __all__ = [
     "events",
     "feedback",
     "leases",
+    "loop_cycles",
+    "loop_state",
     "metadata",
     "rollout_arms",
     "rollout_counters",
@@ -142,5 +144,35 @@ rollout_counters = sa.Table(
     sa.Column("process", sa.String(200), primary_key=True),
     sa.Column("requests", sa.BigInteger(), nullable=False),
     sa.Column("errors", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# -- the closed loop (revision 0003) ------------------------------------------------------------
+loop_cycles = sa.Table(
+    "loop_cycles",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("trigger_kind", sa.String(40), nullable=False),
+    sa.Column("trigger_key", sa.String(300), nullable=False),
+    sa.Column("state", sa.String(30), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("version", sa.String(50), nullable=True),
+    sa.Column("rollout_id", BigId, nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=True),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("data", JSONType, nullable=True),
+    sa.UniqueConstraint("model_name", "trigger_key", name="uq_loop_cycles_trigger"),
+    sa.Index("ix_loop_cycles_model_state", "model_name", "state"),
+)
+
+loop_state = sa.Table(
+    "loop_state",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("value", JSONType, nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -1,0 +1,153 @@
+"""The closed loop's tables: one row per retraining cycle, and a small key/value state.
+
+A cycle is a persisted state machine. Every transition is a compare-and-set on ``revision``, so two
+loop processes (or a loop and ``mloop approve``) can never both apply a change, and a restarted loop
+reads exactly the state the last transition wrote. Creating a cycle is an insert under a unique
+``(model_name, trigger_key)``: the same trigger can never start two cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from mloop.errors import ConflictError
+from mloop.store.jsonutil import to_jsonable
+from mloop.store.schema import loop_cycles as cycles_t
+from mloop.store.schema import loop_state as state_t
+from mloop.store.store import Store
+
+__all__ = ["TERMINAL_STATES", "Cycle", "LoopRepository"]
+
+#: States after which a cycle never changes again.
+TERMINAL_STATES = frozenset({"promoted", "rolled_back", "rejected", "failed", "dry_run", "aborted"})
+
+
+@dataclass(frozen=True)
+class Cycle:
+    id: int
+    model_name: str
+    trigger_kind: str
+    trigger_key: str
+    state: str
+    reason: str
+    version: str | None
+    rollout_id: int | None
+    attempts: int
+    pid: int | None
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    data: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def _row(r: Any) -> Cycle:
+    return Cycle(
+        id=int(r.id), model_name=r.model_name, trigger_kind=r.trigger_kind, trigger_key=r.trigger_key,
+        state=r.state, reason=r.reason, version=r.version, rollout_id=r.rollout_id, attempts=int(r.attempts),
+        pid=r.pid, revision=int(r.revision), created_at=r.created_at, updated_at=r.updated_at, data=dict(r.data or {}),
+    )
+
+
+class LoopRepository:
+    """Cycles and loop state on top of an open :class:`~mloop.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None) -> Cycle | None:
+        """A new cycle in state ``triggered``; None if this trigger already has one."""
+        now = datetime.now(UTC)
+        values = dict(
+            model_name=model_name, trigger_kind=kind, trigger_key=key[:300], state="triggered", reason=reason,
+            attempts=0, revision=1, created_at=now, updated_at=now, data=to_jsonable(data or {}),
+        )
+        with self.store._write("create a loop cycle") as conn:
+            exists = conn.execute(
+                sa.select(cycles_t.c.id).where(cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300])
+            ).first()
+            if exists is not None:
+                return None
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(cycles_t.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+            except sa.exc.IntegrityError:
+                return None  # another process created it between our check and insert
+        return self.get(int(new_id))
+
+    def get(self, cycle_id: int) -> Cycle:
+        with self.store._read("read a loop cycle") as conn:
+            row = conn.execute(sa.select(cycles_t).where(cycles_t.c.id == cycle_id)).first()
+        if row is None:
+            raise ConflictError(f"Loop cycle {cycle_id} does not exist.")
+        return _row(row)
+
+    def active(self, model_name: str) -> Cycle | None:
+        """The oldest cycle of the model that is not finished."""
+        with self.store._read("read active loop cycles") as conn:
+            row = conn.execute(
+                sa.select(cycles_t)
+                .where(cycles_t.c.model_name == model_name, cycles_t.c.state.not_in(sorted(TERMINAL_STATES)))
+                .order_by(cycles_t.c.id)
+                .limit(1)
+            ).first()
+        return _row(row) if row is not None else None
+
+    def cycles(self, model_name: str, *, limit: int = 50, since: datetime | None = None) -> list[Cycle]:
+        """Newest first."""
+        q = sa.select(cycles_t).where(cycles_t.c.model_name == model_name)
+        if since is not None:
+            q = q.where(cycles_t.c.created_at >= since)
+        with self.store._read("list loop cycles") as conn:
+            rows = conn.execute(q.order_by(cycles_t.c.id.desc()).limit(limit)).all()
+        return [_row(r) for r in rows]
+
+    def transition(self, cycle: Cycle, state: str, **changes: Any) -> Cycle:
+        """Move ``cycle`` to ``state`` if nobody moved it since it was read; else ConflictError."""
+        if cycle.terminal:
+            raise ConflictError(f"Loop cycle {cycle.id} is already {cycle.state}; it cannot become {state}.")
+        allowed = {"reason", "version", "rollout_id", "attempts", "pid", "data"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)} of a cycle")
+        if "data" in changes:
+            changes["data"] = to_jsonable({**cycle.data, **changes["data"]})
+        with self.store._write("update a loop cycle") as conn:
+            result = conn.execute(
+                cycles_t.update()
+                .where(cycles_t.c.id == cycle.id, cycles_t.c.revision == cycle.revision)
+                .values(state=state, revision=cycle.revision + 1, updated_at=datetime.now(UTC), **changes)
+            )
+            if result.rowcount != 1:
+                raise ConflictError(
+                    f"Loop cycle {cycle.id} changed while it was being moved to {state}; re-read it and retry."
+                )
+        return self.get(cycle.id)
+
+    # -- key/value state -------------------------------------------------------------------------
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self.store._read("read loop state") as conn:
+            row = conn.execute(sa.select(state_t.c.value).where(state_t.c.key == key)).first()
+        return default if row is None else row[0]
+
+    def set_state(self, key: str, value: Any) -> None:
+        now = datetime.now(UTC)
+        with self.store._write("write loop state") as conn:
+            updated = conn.execute(
+                state_t.update().where(state_t.c.key == key).values(value=to_jsonable(value), updated_at=now)
+            )
+            if updated.rowcount == 0:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(state_t.insert().values(key=key, value=to_jsonable(value), updated_at=now))
+                except sa.exc.IntegrityError:
+                    conn.execute(
+                        state_t.update().where(state_t.c.key == key).values(value=to_jsonable(value), updated_at=now)
+                    )
