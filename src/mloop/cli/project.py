@@ -50,14 +50,32 @@ def train_cmd(
     data: Annotated[str | None, typer.Option("--data", help="Train on this source instead of source.uri.")] = None,
     config: ConfigOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Extra KEY=VALUE tag on the run and version.")] = None,
+    actor: Annotated[str, typer.Option(help="Who asked for this training (recorded with every event).")] = "cli",
+    reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "manual training",
 ) -> None:
     """Train, evaluate, log to MLflow, register a version and gate it against the champion."""
     from mloop.cli.main import console
     from mloop.training import train
 
+    from mloop.errors import ConfigError
+
     settings = settings_from_cli(config, source={"uri": data} if data else None)
+    tags = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag expects KEY=VALUE; got {item!r}.")
+        tags[key] = value
     with console.status("training…", spinner="dots") as status:
-        result = train(settings, tune_trials=tune, progress=lambda msg: status.update(f"[bold]{msg}[/]…"))
+        result = train(
+            settings,
+            tune_trials=tune,
+            progress=lambda msg: status.update(f"[bold]{msg}[/]…"),
+            actor=actor,
+            reason=reason,
+            extra_tags=tags,
+        )
     if json_out:
         console.print_json(
             json.dumps(

@@ -114,6 +114,7 @@ def train(
     progress: Progress | None = None,
     actor: str = "cli",
     reason: str = "manual training",
+    extra_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train, evaluate, log, register and gate one model version. See the module docstring."""
     import mlflow
@@ -333,6 +334,8 @@ def train(
                 "mloop.contract_hash": contract.hash(),
                 "mloop.gate": "passed" if gate.passed else "failed",
                 "mloop.actor": actor,
+                "mloop.reason": reason[:500],
+                **(extra_tags or {}),
             }
             commit = _git_commit(settings.root)
             if commit:
