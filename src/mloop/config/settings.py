@@ -212,7 +212,8 @@ class MonitoringSettings(Section):
     window_rows: int = 5000
     """Rows of the prediction log compared with the reference by default."""
     interval_s: float = 60.0
-    """How often the server recomputes drift gauges in the background."""
+    """How often the server runs a monitoring cycle in the background (drift, live quality, alerts,
+    Prometheus gauges); ``0`` turns the background loop off (``mloop monitor`` from cron still works)."""
     drift_share: float = 0.5
     """Share of drifted columns at which the dataset counts as drifted."""
     fdr: float = 0.05
@@ -221,6 +222,9 @@ class MonitoringSettings(Section):
     """Where HTML/JSON reports go; by default ``<home>/reports``."""
     alerts: list[dict[str, Any]] = Field(default_factory=list)
     """Alert rules (see ``mloop.monitoring.alerts``)."""
+    min_labelled_rows: int = Field(30, ge=1)
+    """Labelled predictions (``/feedback``) a window needs before live quality metrics are computed;
+    fewer labels are reported as a count only, so quality alerts do not fire on noise."""
 
 
 class RolloutSettings(Section):
