@@ -254,6 +254,20 @@ class RolloutSettings(Section):
     """Header or request field whose hash makes A/B assignment sticky."""
     refresh_s: float = 2.0
     """How often each serving process re-reads the traffic split from the store."""
+    ab_weights: list[float] | None = None
+    """A/B traffic weights, champion first then each challenger; equal shares when unset."""
+    ab_min_effect: float = 0.05
+    """Smallest difference of the compared metric (accuracy, or mean absolute error for regressors)
+    an A/B test must be able to detect; sets the minimum labelled sample per arm."""
+    confidence: float = 0.95
+    """Confidence level of A/B tests and their intervals (significance level = 1 - confidence)."""
+    power: float = 0.8
+    """Statistical power used for the A/B minimum sample size."""
+    min_labelled: int = 50
+    """Labelled predictions each arm needs before live quality is compared (canary check, A/B test)."""
+    auto_advance: bool = True
+    """Serving processes drive canary steps themselves: the one holding the store lease runs one
+    analysis every ``refresh_s``. Turn off when ``mloop run`` or ``mloop rollout status --watch`` drives."""
 
 
 class ControlSettings(Section):

@@ -50,6 +50,9 @@ class _Table:
     serving: tuple[Route, ...]
     cumulative: tuple[float, ...]
     shadows: tuple[Route, ...]
+    # Arms at weight 0 stay loaded and listed but get no traffic (e.g. the champion while a canary
+    # takes 100%), so sending traffic back to them is one table swap, with no load.
+    idle: tuple[Route, ...] = ()
 
 
 class Router:
@@ -77,13 +80,14 @@ class Router:
             acc += r.weight / total
             cumulative.append(acc)
         cumulative[-1] = 1.0
-        self._table = _Table(serving, tuple(cumulative), shadows)
+        idle = tuple(r for r in routes if not r.shadow and r.weight <= 0)
+        self._table = _Table(serving, tuple(cumulative), shadows, idle)
 
     @property
     def routes(self) -> tuple[Route, ...]:
-        """The current table (serving arms, then shadows)."""
+        """The current table (serving arms, then shadows, then idle arms at weight 0)."""
         t = self._table
-        return () if t is None else t.serving + t.shadows
+        return () if t is None else t.serving + t.shadows + t.idle
 
     @property
     def ready(self) -> bool:

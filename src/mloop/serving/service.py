@@ -64,6 +64,8 @@ class PredictionService:
         self.logger = logger
         self.store = store
         self.router = Router()
+        self.on_result: Callable[[str, bool], None] | None = None
+        """Called with (arm, ok) after each model call; the rollout layer counts errors per arm."""
         self.state = "starting"
         self.last_error: str | None = None
         self._lock: asyncio.Lock | None = None
@@ -241,7 +243,14 @@ class PredictionService:
             except RequestValidationError as exc:
                 self._count_invalid(runtime.name, exc)
                 raise
-            output = await runtime.predict(columns)
+            try:
+                output = await runtime.predict(columns)
+            except MloopError:
+                if self.on_result is not None:
+                    self.on_result(route.arm, False)
+                raise
+            if self.on_result is not None:
+                self.on_result(route.arm, True)
         finally:
             runtime.inflight -= 1
         ids = [uuid.uuid4().hex for _ in range(columns.n)]
@@ -291,9 +300,13 @@ class PredictionService:
             output = await runtime.predict(shadow_cols)
         except MloopError as exc:
             log.warning("Shadow arm %s v%s failed: %s", route.arm, runtime.version, exc.message)
+            if self.on_result is not None:
+                self.on_result(route.arm, False)
             return
         finally:
             runtime.inflight -= 1
+        if self.on_result is not None:
+            self.on_result(route.arm, True)
         p = Prediction(runtime, route.arm, ids, shadow_cols, output)
         self._log(p, (time.perf_counter() - started) * 1000.0, {"shadow": True})
 

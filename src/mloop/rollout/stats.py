@@ -1,0 +1,133 @@
+"""Per-arm observations of a rollout, gathered from where the serving layer leaves them.
+
+Where each number comes from (a deliberate split):
+
+* **requests and errors** — every serving process counts, per arm, the requests its model answered
+  and the ones the model failed (an exception, a timeout, a full queue) and writes its cumulative
+  counts to the store's ``rollout_counters`` every ``rollout.refresh_s``; the sum over processes is
+  the arm's total. Failed requests leave no prediction, so the prediction log cannot count them.
+* **latency, outputs** — the prediction log (``arm`` and ``latency_ms`` of every logged prediction).
+* **live quality** — labels sent to ``/feedback``, joined to the arm's predictions by prediction id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mloop.store.rollouts import Rollout
+
+__all__ = ["ArmStats", "collect_stats", "same_label"]
+
+
+@dataclass
+class ArmStats:
+    """What one arm did since the rollout started."""
+
+    arm: str
+    version: str
+    requests: int = 0
+    errors: int = 0
+    logged: int = 0
+    latency_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    predictions: list[Any] = field(default_factory=list)
+    prediction_ids: list[str] = field(default_factory=list)
+    outcomes: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Per labelled prediction: 1/0 correct (classifiers) or the absolute error (regressors)."""
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def labelled(self) -> int:
+        return int(self.outcomes.size)
+
+    def latency_p99(self) -> float | None:
+        return float(np.percentile(self.latency_ms, 99)) if self.latency_ms.size else None
+
+    def quality(self, classification: bool) -> float | None:
+        """Accuracy (classifiers) or mean absolute error (regressors) on labelled predictions."""
+        if not self.outcomes.size:
+            return None
+        return float(self.outcomes.mean())
+
+    def summary(self, classification: bool) -> dict[str, Any]:
+        p99 = self.latency_p99()
+        return {
+            "arm": self.arm,
+            "version": self.version,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 6),
+            "logged": self.logged,
+            "latency_p99_ms": None if p99 is None else round(p99, 3),
+            "labelled": self.labelled,
+            ("accuracy" if classification else "mae"): self.quality(classification),
+        }
+
+
+def same_label(prediction: Any, label: Any) -> bool:
+    """Whether a prediction equals a label, comparing numbers as numbers (``1`` == ``1.0`` == ``"1"``)."""
+    if prediction == label:
+        return True
+    try:
+        return float(prediction) == float(label)
+    except (TypeError, ValueError):
+        return str(prediction) == str(label)
+
+
+def _outcomes(predictions: list[Any], labels: list[Any], classification: bool) -> np.ndarray:
+    if classification:
+        return np.array([1.0 if same_label(p, y) else 0.0 for p, y in zip(predictions, labels, strict=True)])
+    out = []
+    for p, y in zip(predictions, labels, strict=True):
+        try:
+            out.append(abs(float(p) - float(y)))
+        except (TypeError, ValueError):
+            continue  # a label that is not a number cannot score a regressor
+    return np.asarray(out, dtype="float64")
+
+
+def collect_stats(
+    rollout: Rollout,
+    counters: Mapping[str, tuple[int, int]],
+    log: pd.DataFrame,
+    labels: Mapping[str, Any],
+    *,
+    classification: bool,
+    since: datetime | None = None,
+) -> dict[str, ArmStats]:
+    """Stats per arm of ``rollout`` from its counters, its prediction-log rows and their labels.
+
+    ``log`` is the prediction log of the model since the rollout started (``since`` narrows it);
+    rows are matched to an arm by arm name *and* version, so rows of another rollout never count.
+    """
+    out: dict[str, ArmStats] = {}
+    frame = log
+    if since is not None and not frame.empty:
+        frame = frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(since)]
+    for arm in rollout.arms:
+        req, err = counters.get(arm.arm, (0, 0))
+        stats = ArmStats(arm.arm, arm.version, requests=req, errors=err)
+        if not frame.empty:
+            rows = frame[(frame["arm"] == arm.arm) & (frame["model_version"].astype(str) == arm.version)]
+            stats.logged = len(rows)
+            stats.latency_ms = pd.to_numeric(rows["latency_ms"], errors="coerce").dropna().to_numpy(float)
+            stats.predictions = rows["prediction"].tolist()
+            stats.prediction_ids = rows["prediction_id"].astype(str).tolist()
+            pairs = [
+                (p, labels[i])
+                for p, i in zip(stats.predictions, stats.prediction_ids, strict=True)
+                if i in labels
+            ]
+            if pairs:
+                preds, ys = zip(*pairs, strict=True)
+                stats.outcomes = _outcomes(list(preds), list(ys), classification)
+        out[arm.arm] = stats
+    return out
