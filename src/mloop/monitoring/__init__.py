@@ -4,23 +4,46 @@ A model version carries a :class:`ReferenceProfile` (built by :func:`build_profi
 training features plus holdout predictions). :func:`detect_drift` compares a window of current rows
 with it and returns a :class:`DriftReport`; :func:`write_html` / :func:`write_json` render it, and
 :class:`AlertEngine` turns a history of reports into alerts sent to webhooks and email.
+
+Live monitoring of a served version: :func:`run_monitor` runs one cycle over the current window of
+the prediction log (data and prediction drift against the version's :class:`ModelReference`, live
+quality from ``/feedback`` labels, alerts, a ``monitor.window`` event, HTML + JSON reports) and
+returns a :class:`MonitorResult`; :class:`MonitoringGauges` exports it to Prometheus and
+:class:`BackgroundMonitor` repeats it beside the server.
 """
 
+from mloop.monitoring.background import BackgroundMonitor
+from mloop.monitoring.cycle_result import MonitorResult
 from mloop.monitoring.drift import benjamini_hochberg, detect_drift
+from mloop.monitoring.gauges import MonitoringGauges
+from mloop.monitoring.monitor import run_monitor
 from mloop.monitoring.profile import ColumnProfile, ReferenceProfile, build_profile
+from mloop.monitoring.quality import LiveQuality, live_quality
+from mloop.monitoring.reference import ModelReference, fetch_reference
 from mloop.monitoring.results import ColumnDrift, DriftReport
 from mloop.monitoring.stattests import auto_stattest, get_stattest, register_stattest, stattest_names
+from mloop.monitoring.window import WindowSpec, parse_since
 
 __all__ = [
+    "BackgroundMonitor",
     "ColumnDrift",
     "ColumnProfile",
     "DriftReport",
+    "LiveQuality",
+    "ModelReference",
+    "MonitorResult",
+    "MonitoringGauges",
     "ReferenceProfile",
+    "WindowSpec",
     "auto_stattest",
     "benjamini_hochberg",
     "build_profile",
     "detect_drift",
+    "fetch_reference",
     "get_stattest",
+    "live_quality",
+    "parse_since",
     "register_stattest",
+    "run_monitor",
     "stattest_names",
 ]

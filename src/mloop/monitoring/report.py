@@ -18,9 +18,9 @@ from mloop.monitoring.plots import column_plot_svg
 from mloop.monitoring.profile import ReferenceProfile, build_profile
 from mloop.monitoring.results import ColumnDrift, DriftReport
 
-__all__ = ["render_html", "write_html", "write_json"]
+__all__ = ["REPORT_CSS", "render_body", "render_html", "write_html", "write_json"]
 
-_CSS = """
+REPORT_CSS = _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;font-size:.85rem}
 td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
@@ -71,11 +71,28 @@ def render_html(
     report: DriftReport, *, reference: ReferenceProfile | pd.DataFrame, current: pd.DataFrame
 ) -> str:
     """The report as one HTML document (see the module docstring)."""
+    return "".join(
+        [
+            "<!doctype html><html><head><meta charset='utf-8'><title>mloop drift report</title>",
+            f"<style>{_CSS}</style></head><body><h1>Drift report</h1>",
+            render_body(report, reference=reference, current=current),
+            "</body></html>",
+        ]
+    )
+
+
+def render_body(
+    report: DriftReport,
+    *,
+    reference: ReferenceProfile | pd.DataFrame,
+    current: pd.DataFrame,
+    heading: str = "Columns",
+) -> str:
+    """The report's HTML without the document around it (verdicts, table, per-column plots), so
+    other reports (``mloop monitor``) can embed it; style it with :data:`REPORT_CSS`."""
     profile = reference if isinstance(reference, ReferenceProfile) else build_profile(reference)
     verdict = "DRIFT" if report.dataset_drifted else "no drift"
     head = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>mloop drift report</title>",
-        f"<style>{_CSS}</style></head><body><h1>Drift report</h1>",
         f"<p>Created {html.escape(report.created_at)}. Reference: {report.rows_reference:,} rows; current "
         f"window: {report.rows_current:,} rows; {report.n_tested} columns tested.</p>",
         f"<p><b>Dataset verdict (Benjamini-Hochberg, FDR {report.fdr:g}):</b> "
@@ -112,7 +129,7 @@ def render_html(
         *[f"<th>{h}</th>" for h in header],
         "</tr>",
         *[_row(c) for c in report.columns],
-        "</table><h2>Columns</h2>",
+        f"</table><h2>{html.escape(heading)}</h2>",
     ]
     sections = []
     names = {str(c): c for c in current.columns}
@@ -125,7 +142,7 @@ def render_html(
             f"<p class='small'>{html.escape(col.test or '-')}: {_fmt(col.statistic)} vs threshold "
             f"{_fmt(col.threshold)} ({html.escape(col.method or '-')})</p>{plot}</section>"
         )
-    return "".join([*head, *table, *sections, "</body></html>"])
+    return "".join([*head, *table, *sections])
 
 
 def write_html(

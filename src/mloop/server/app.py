@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from mloop import __version__
 from mloop.config import Settings, load_settings
 from mloop.errors import MloopError, ServingError
+from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
 from mloop.server.http import admin_token, error_response
 from mloop.server.routes import prediction_routes
@@ -45,12 +46,16 @@ def create_app(
     settings = settings or (service.settings if service is not None else load_settings())
     service = service or PredictionService(settings, model_name=model_name)
 
+    monitor = BackgroundMonitor.for_service(service)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        await monitor.start()  # drift, live quality, alerts and gauges every monitoring.interval_s
         try:
             yield
         finally:
+            await monitor.stop()
             await service.stop()
 
     app = FastAPI(
@@ -63,6 +68,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.monitor = monitor
     app.include_router(prediction_routes(service, settings.serving.api_key))
     app.include_router(admin_routes(service, admin_token(settings)))
 

@@ -1,0 +1,112 @@
+"""Prometheus gauges of live monitoring, named as in the platform's metrics contract (METRICS.md).
+
+``mloop_drift_score{model,feature}``, ``mloop_drift_detected{model,feature}``,
+``mloop_drift_share{model}``, ``mloop_live_quality{model,version,metric}`` and
+``mloop_labelled_rows{model,version}``, set from a window summary (see
+:mod:`mloop.monitoring.history`). They live on the serving registry so ``/metrics`` shows them.
+
+With several worker processes (``PROMETHEUS_MULTIPROC_DIR``) the gauges use the ``livemostrecent``
+mode: every worker refreshes them from the newest persisted window, and the scrape shows the most
+recently written value, not a sum over workers. Prometheus' multiprocess mode cannot remove a label
+set, so a feature that left the reference is set to NaN there instead of being removed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+__all__ = ["MonitoringGauges"]
+
+_MODE = "livemostrecent"
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class MonitoringGauges:
+    """The monitoring gauges on ``registry`` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.drift_score = Gauge(
+            "mloop_drift_score",
+            "Drift statistic of each feature in the latest monitoring window.",
+            ["model", "feature"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.drift_detected = Gauge(
+            "mloop_drift_detected",
+            "1 when the feature drifted in the latest monitoring window.",
+            ["model", "feature"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.drift_share = Gauge(
+            "mloop_drift_share",
+            "Share of drifted features in the latest monitoring window.",
+            ["model"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.live_quality = Gauge(
+            "mloop_live_quality",
+            "Live quality from delayed labels (/feedback) in the latest window.",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.labelled_rows = Gauge(
+            "mloop_labelled_rows",
+            "Labelled predictions in the latest monitoring window.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self._features: dict[str, set[str]] = {}
+        self._metrics: dict[tuple[str, str], set[str]] = {}
+        self.last_ts: dict[str, str] = {}
+
+    def update(self, summary: Mapping[str, Any]) -> None:
+        """Set every gauge from one window summary (``MonitorResult.summary()`` or the stored event)."""
+        model, version = str(summary["model"]), str(summary["version"])
+        drift = summary.get("drift") or {}
+        scores: Mapping[str, float | None] = drift.get("scores") or {}
+        detected: Mapping[str, bool] = drift.get("detected") or {}
+        for feature, score in scores.items():
+            self.drift_score.labels(model, feature).set(math.nan if score is None else float(score))
+            self.drift_detected.labels(model, feature).set(1.0 if detected.get(feature) else 0.0)
+        self._forget(self._features, model, set(scores), (self.drift_score, self.drift_detected), (model,))
+        if drift:
+            self.drift_share.labels(model).set(float(drift.get("share_drifted") or 0.0))
+        quality = summary.get("quality") or {}
+        metrics: Mapping[str, float] = quality.get("metrics") or {}
+        for metric, value in metrics.items():
+            self.live_quality.labels(model, version, metric).set(float(value))
+        self._forget(self._metrics, (model, version), set(metrics), (self.live_quality,), (model, version))
+        self.labelled_rows.labels(model, version).set(float(quality.get("labelled_rows") or 0))
+        self.last_ts[model] = str(summary.get("ts") or "")
+
+    @staticmethod
+    def _forget(
+        seen: dict[Any, set[str]], key: Any, now: set[str], gauges: tuple[Gauge, ...], prefix: tuple[str, ...]
+    ) -> None:
+        """Drop label sets that the newest window no longer has (NaN in multiprocess mode)."""
+        for gone in seen.get(key, set()) - now:
+            for gauge in gauges:
+                if _multiprocess():
+                    gauge.labels(*prefix, gone).set(math.nan)
+                else:
+                    gauge.remove(*prefix, gone)
+        seen[key] = now
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """The current value of one sample (tests)."""
+        return self.registry.get_sample_value(name, labels or {})

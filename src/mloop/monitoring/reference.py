@@ -1,0 +1,102 @@
+"""What a model version is monitored against: the artifacts saved with it, never the training set.
+
+:class:`ModelReference` gathers, for one registered version, the reference profile of the training
+features, the profile of the holdout's outputs (``prediction`` and, for binary classifiers, ``score``),
+the task, classes and holdout metrics. It is built from a loaded version (the server already has one)
+or fetched from the registry by :func:`fetch_reference`, which downloads the version's artifacts once
+per process (versions never change) and does not load the model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mloop.errors import MonitoringError
+from mloop.monitoring.profile import ReferenceProfile
+
+if TYPE_CHECKING:
+    from mloop.config import Settings
+
+__all__ = ["ModelReference", "fetch_reference"]
+
+_CACHE: dict[tuple[str, str, str], ModelReference] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+@dataclass
+class ModelReference:
+    """One version's monitoring reference (see the module docstring)."""
+
+    name: str
+    version: str
+    profile: ReferenceProfile
+    prediction_profile: ReferenceProfile | None = None
+    task: str | None = None
+    classes: list[Any] | None = None
+    holdout: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.profile.columns)
+
+    @classmethod
+    def from_artifacts(
+        cls, name: str, version: str | int, profile: dict[str, Any] | None, evaluation: dict[str, Any] | None
+    ) -> ModelReference:
+        """From the ``profile.json`` and ``evaluation.json`` dicts saved with a version."""
+        if not profile:
+            raise MonitoringError(
+                f"Model {name!r} version {version} carries no reference profile (profile.json), so its "
+                "traffic cannot be compared with its training data. Retrain it with `mloop train`."
+            )
+        evaluation = evaluation or {}
+        pred = evaluation.get("prediction_profile")
+        metrics = evaluation.get("metrics") or {}
+        return cls(
+            name=name,
+            version=str(version),
+            profile=ReferenceProfile.from_dict(profile),
+            prediction_profile=ReferenceProfile.from_dict(pred) if pred else None,
+            task=evaluation.get("task"),
+            classes=evaluation.get("classes"),
+            holdout={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        )
+
+    @classmethod
+    def from_loaded(cls, loaded: Any) -> ModelReference:
+        """From a :class:`~mloop.tracking.LoadedModel` (what the server holds)."""
+        return cls.from_artifacts(loaded.info.name, loaded.info.version, loaded.profile, loaded.evaluation)
+
+
+def _read(model_dir: Path, name: str) -> dict[str, Any] | None:
+    for path in (model_dir / "extra_files" / name, model_dir / name):
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def fetch_reference(settings: Settings, name: str, version: str | int) -> ModelReference:
+    """The reference of ``name`` version ``version`` from the registry (cached per process)."""
+    key = (settings.tracking_uri, name, str(version))
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    import tempfile
+
+    from mloop.tracking import Registry
+
+    registry = Registry(settings, name=name)
+    with tempfile.TemporaryDirectory(prefix="mloop-monitor-") as tmp:
+        info, path = registry.download(version, Path(tmp))
+        ref = ModelReference.from_artifacts(
+            name, info.version, _read(path, "profile.json"), _read(path, "evaluation.json")
+        )
+    with _CACHE_LOCK:
+        _CACHE[key] = ref
+    return ref
