@@ -29,6 +29,7 @@ from mloop.config.settings import ServingSettings
 from mloop.data.schema import ColumnSpec, DataContract
 from mloop.errors import ServingError
 from mloop.serving.batcher import MicroBatcher
+from mloop.serving.fastpath import compile_model
 from mloop.serving.metrics import ServingMetrics
 from mloop.serving.validation import Columns, ContractValidator
 from mloop.tracking import LoadedModel
@@ -104,6 +105,9 @@ class ModelRuntime:
             "classification" if hasattr(self.model, "predict_proba") else "regression"
         )
         self.is_classifier = self.task == "classification" and hasattr(self.model, "predict_proba")
+        # Supported tree-ensemble pipelines answer through numpy tables built once here (same outputs,
+        # ~10x less time per batch); anything else keeps the pipeline itself.
+        self.compiled = compile_model(self.model)
         self.classes: list[Any] = _python(getattr(self.model, "classes_", [])) if self.is_classifier else []
         self.class_labels = [str(c) for c in self.classes]
         features = (loaded.evaluation or {}).get("features") or {}
@@ -142,12 +146,13 @@ class ModelRuntime:
         """Predictions (and class probabilities for classifiers) for a frame of contract columns."""
         # The contract validator has already refused non-finite numbers (and JSON cannot carry them),
         # so scikit-learn's per-step finiteness scans are skipped; missing values stay NaN for imputers.
+        model = self.compiled or self.model
         with sklearn.config_context(assume_finite=True):
             if self.is_classifier:
-                proba = np.asarray(self.model.predict_proba(frame), dtype="float64")
+                proba = np.asarray(model.predict_proba(frame), dtype="float64")
                 picked = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
                 return list(picked), proba.tolist()
-            return _python(self.model.predict(frame)), None
+            return _python(model.predict(frame)), None
 
     def _run_batch(self, items: list[Columns]) -> list[BatchOutput]:
         frame = build_frame(self.specs, items)
