@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "mloop.cli.serve",
     "mloop.cli.deploy",
     "mloop.cli.drift",
+    "mloop.cli.rollout",
     "mloop.cli.monitor",
 ]
 

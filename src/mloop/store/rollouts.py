@@ -17,7 +17,7 @@ rollback commands can never both apply, whichever processes or machines they run
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +87,14 @@ class Rollout:
 
     def weights(self) -> dict[str, float]:
         return {a.arm: a.weight for a in self.arms}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the CLI's ``--json`` and the admin API)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "arms"}
+        for key in ("step_started_at", "created_at", "updated_at", "ended_at"):
+            out[key] = out[key].isoformat() if out[key] is not None else None
+        out["arms"] = [asdict(a) for a in self.arms]
+        return out
 
 
 @dataclass(frozen=True)

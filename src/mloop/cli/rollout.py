@@ -1,0 +1,253 @@
+"""``mloop rollout start|status|promote|rollback|abort``: drive rollouts from the command line.
+
+Thin: each command builds a :class:`~mloop.rollout.RolloutController` for the project and prints the
+rollout it returns. ``status --watch`` also drives the rollout (one analysis per ``rollout.refresh_s``)
+until it ends, for setups where no serving process does (``rollout.auto_advance: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mloop.cli.project import ConfigOpt
+
+if TYPE_CHECKING:
+    from mloop.rollout import RolloutController
+    from mloop.store.rollouts import Rollout
+
+__all__ = ["register"]
+
+rollout_app = typer.Typer(
+    help="Roll a new version out: canary steps, A/B test, shadow or direct; promote, roll back, abort.",
+    no_args_is_help=True,
+)
+
+IdOpt = Annotated[int | None, typer.Option("--id", help="Rollout id (default: the active, else latest one).")]
+ActorOpt = Annotated[str, typer.Option("--actor", help="Who does this (recorded in the event).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the event).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the rollout as JSON.")]
+
+
+def _controller(config: Path | None, model: str | None = None) -> RolloutController:
+    from mloop.cli.project import settings_from_cli
+    from mloop.rollout import RolloutController
+
+    return RolloutController(settings_from_cli(config), model_name=model)
+
+
+def _show(r: Rollout, as_json: bool) -> None:
+    from rich.table import Table
+
+    from mloop.cli.main import console
+
+    if as_json:
+        console.print_json(json.dumps(r.to_dict(), default=str))
+        return
+    colour = {"promoted": "green", "rolled_back": "red", "aborted": "yellow"}.get(r.state, "cyan")
+    console.print(
+        f"Rollout [bold]#{r.id}[/] of {r.model_name}: {r.strategy} v{r.candidate_version} against "
+        f"v{r.baseline_version} — [{colour}]{r.state}[/] (step {r.step + 1})",
+        highlight=False,
+    )
+    console.print(f"  {r.reason}", markup=False, highlight=False)
+    table = Table("arm", "version", "traffic", box=None)
+    for a in r.arms:
+        share = f"copy of {a.share:.0%}" if a.shadow else f"{a.weight:.0%}"
+        table.add_row(a.arm, f"v{a.version}", share)
+    console.print(table)
+    analysis = r.analysis or {}
+    checks = analysis.get("checks") or []
+    if checks:
+        t = Table("check", "value", "threshold", "result", "detail", box=None)
+        for c in checks:
+            result = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]pending[/]"}[c["passed"]]
+            value = "-" if c["value"] is None else f"{c['value']:.4g}"
+            t.add_row(c["name"], value, f"{c['threshold']:g}", result, c["detail"])
+        console.print(t)
+    if "verdict" in analysis and "comparisons" in analysis:
+        console.print(f"  A/B: {analysis['verdict']}", markup=False, highlight=False)
+        for c in analysis["comparisons"]:
+            ci = c.get("ci")
+            console.print(
+                f"  {c['arm']} vs champion on {c['metric']}: n={c['n_challenger']}/{c['n_champion']} "
+                f"(min {c['min_sample_size']}), effect {c['effect']}, CI {ci}, p={c['p_value']}",
+                markup=False,
+                highlight=False,
+            )
+    if "agreement_rate" in analysis:
+        console.print(
+            f"  shadow: agreement {analysis['agreement_rate']} over {analysis['compared']} requests, "
+            f"latency ratio {analysis['latency_ratio']}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def start(
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", "-s", help="canary | ab | shadow | direct (default: rollout.strategy)."),
+    ] = None,
+    version: Annotated[
+        list[str] | None,
+        typer.Option("--version", "-V", help="Version to roll out (default @challenger); repeat for A/B."),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="A/B weights, champion first: e.g. 50,50.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (default: model.name).")
+    ] = None,
+    actor: ActorOpt = "cli",
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Start a rollout of a new version."""
+    from mloop.errors import ConfigError
+
+    parsed = None
+    if weights:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError as exc:
+            raise ConfigError(
+                f"--weights must be comma-separated numbers like 50,50; got {weights!r}."
+            ) from exc
+    ctl = _controller(config, model)
+    try:
+        r = ctl.start(strategy=strategy, versions=version or None, weights=parsed, actor=actor, reason=reason)
+    finally:
+        ctl.close()
+    _show(r, as_json)
+
+
+def status(
+    rollout_id: IdOpt = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Advance and print until the rollout ends.")
+    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List recent rollouts.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (default: model.name).")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Show a rollout: arms, traffic, the last analysis (``--watch`` drives it to the end)."""
+    from rich.table import Table
+
+    from mloop.cli.main import console
+
+    ctl = _controller(config, model)
+    try:
+        if show_all:
+            rows = ctl.repo.list(ctl.model_name, limit=50)
+            if as_json:
+                console.print_json(json.dumps([r.to_dict() for r in rows], default=str))
+                return
+            table = Table("id", "strategy", "candidate", "baseline", "state", "started", "reason")
+            for r in rows:
+                table.add_row(
+                    str(r.id),
+                    r.strategy,
+                    f"v{r.candidate_version}",
+                    f"v{r.baseline_version}",
+                    r.state,
+                    r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    r.reason,
+                )
+            console.print(table)
+            return
+        r = ctl.get(rollout_id)
+        while watch and not r.terminal:
+            r = ctl.advance(r.id, actor="cli:watch")
+            _show(r, as_json)
+            if r.terminal:
+                break
+            time.sleep(ctl.cfg.refresh_s)
+        if not watch:
+            _show(r, as_json)
+    finally:
+        ctl.close()
+
+
+def promote(
+    rollout_id: IdOpt = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Arm version to promote (A/B).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (default: model.name).")
+    ] = None,
+    actor: ActorOpt = "cli",
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Promote now: all traffic to the candidate (or the A/B winner) and move the champion alias."""
+    ctl = _controller(config, model)
+    try:
+        r = ctl.promote(rollout_id, version=version, actor=actor, reason=reason)
+    finally:
+        ctl.close()
+    _show(r, as_json)
+
+
+def rollback(
+    rollout_id: IdOpt = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (default: model.name).")
+    ] = None,
+    actor: ActorOpt = "cli",
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Roll back the active rollout; with none active, move champion back to the previous champion."""
+    from mloop.cli.main import console
+
+    ctl = _controller(config, model)
+    try:
+        if rollout_id is None and ctl.current() is None:
+            dep = ctl.rollback_deployment(actor=actor, reason=reason)
+            console.print(
+                f"Champion of {dep.model_name} is back on v{dep.champion_version} "
+                f"(was v{dep.previous_version}).",
+                highlight=False,
+            )
+            return
+        r = ctl.rollback(rollout_id, actor=actor, reason=reason, check="manual")
+    finally:
+        ctl.close()
+    _show(r, as_json)
+
+
+def abort(
+    rollout_id: IdOpt = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (default: model.name).")
+    ] = None,
+    actor: ActorOpt = "cli",
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop the rollout without judging it: the champion takes all traffic again."""
+    ctl = _controller(config, model)
+    try:
+        r = ctl.abort(rollout_id, actor=actor, reason=reason)
+    finally:
+        ctl.close()
+    _show(r, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (start, status, promote, rollback, abort):
+        rollout_app.command(fn.__name__)(fn)
+    app.add_typer(rollout_app, name="rollout")
