@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "mloop.cli.drift",
     "mloop.cli.rollout",
     "mloop.cli.monitor",
+    "mloop.cli.loop",
 ]
 
 

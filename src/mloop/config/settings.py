@@ -293,6 +293,65 @@ class ControlSettings(Section):
     """Record what the loop would do, without doing it."""
     interval_s: float = 5.0
     """How often the loop checks its triggers."""
+    monitor_interval_s: float = 60.0
+    """How often the loop runs a monitoring cycle (drift and quality alerts are its triggers)."""
+    retrain_data: Literal["auto", "source", "recent", "both"] = "auto"
+    """What a triggered retraining trains on: the configured ``source``, the ``recent`` labelled traffic
+    (prediction log joined with /feedback labels), ``both``, or ``auto`` (recent if at least
+    ``min_recent_rows`` labelled rows exist, else the source)."""
+    recent_rows: int = 20_000
+    """Most recent labelled rows used when training on recent traffic."""
+    min_recent_rows: int = 300
+    """Fewest labelled rows for ``retrain_data: recent`` to be used."""
+    training_timeout_s: float = 3600.0
+    """A training subprocess running longer than this is killed and the cycle fails."""
+
+
+class BatchSettings(Section):
+    """``mloop batch-predict``: offline scoring of files, tables and queries."""
+
+    model: str = "@champion"
+    """Version to score with: an alias (``@champion``), a version number (``3``), or
+    ``NAME@alias``/``NAME/3`` for another registered model."""
+    engine: Literal["local", "spark"] = "local"
+    """``local`` scores chunk by chunk on this machine; ``spark`` runs the model on a Spark cluster."""
+    chunk_rows: int = Field(100_000, ge=1)
+    """Rows per chunk (local engine): memory use is about ``workers + 2`` chunks, whatever the input size."""
+    workers: int | None = None
+    """Processes scoring chunks in parallel (local engine); by default one per CPU core. Each worker
+    runs its model single-threaded, so workers do not fight over cores."""
+    log_sample: float = Field(0.01, ge=0.0, le=1.0)
+    """Share of scored rows sent to the prediction log (``arm: batch``), so monitoring sees batch traffic."""
+    spark_master: str = "local[*]"
+    """Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ``k8s://…``) for ``engine: spark``."""
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    """Extra Spark configuration, e.g. ``{"spark.executor.memory": "4g"}``."""
+
+
+class StreamSettings(Section):
+    """``mloop stream``: score events from a stream and write results to another."""
+
+    source: str | None = None
+    """Stream to consume: ``redis://host:port/db?stream=NAME&group=G`` or ``kafka://host:port/topic?group=G``."""
+    sink: str | None = None
+    """Where results go, same URL forms (``stream=``/topic is the result stream)."""
+    dead_letter: str | None = None
+    """Stream for malformed or invalid events with the reason; by default ``<source stream>.dead``."""
+    model: str = "@champion"
+    """Version to score with (same forms as ``batch.model``)."""
+    batch_size: int = Field(256, ge=1)
+    """Most events read and scored together."""
+    block_ms: int = Field(1000, ge=1)
+    """Longest a read waits for new events."""
+    max_in_flight: int = Field(1024, ge=1)
+    """Events read but not yet acknowledged, at most (backpressure: reading pauses above it)."""
+    claim_idle_ms: int = Field(60_000, ge=1)
+    """Pending events of another consumer idle this long are claimed (Redis) — a crashed consumer's work."""
+    dedupe_ttl_s: int = Field(86_400, ge=1)
+    """How long a sink remembers source ids it already wrote, so a replay does not duplicate results
+    (only used when source and sink are not the same Redis, where write and acknowledge are atomic)."""
+    log_sample: float = Field(0.01, ge=0.0, le=1.0)
+    """Share of scored events sent to the prediction log (``arm: stream``)."""
 
 
 class Settings(Section):
@@ -315,6 +374,8 @@ class Settings(Section):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
     # Not a key of mloop.yaml: the directory the file was read from (set by the loader).
     root: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -1,0 +1,164 @@
+"""``mloop run`` (serve + the closed loop), ``mloop status`` and ``mloop approve``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mloop.cli.project import ConfigOpt, settings_from_cli
+
+__all__ = ["register"]
+
+RUN_HELP = """Serve the champion and run the closed loop beside it.
+
+Triggers (mloop.yaml `control.*`): a cron `schedule`, drift or quality alerts from monitoring
+(`monitoring.alerts`, checked every `control.monitor_interval_s`), new data at the source
+(`watch_source`). A trigger retrains in a separate process (serving is unaffected), the gates decide,
+a passing challenger is rolled out (`rollout.strategy`), and the rollout's analysis promotes or
+rolls back. Every step is an event (`mloop status`). `kill -9` is safe: a restart resumes each cycle
+where it was and never trains twice for the same trigger.
+"""
+
+
+def build_loop(settings: Any, *, with_monitor: bool = True) -> tuple[Any, Any, Any]:
+    """The app, its controller and the store they share (used by `mloop run` and `mloop demo`)."""
+    from mloop.control import Controller
+    from mloop.server.app import create_app
+    from mloop.store import open_store
+
+    store = open_store(settings.store_url)
+    app = create_app(settings)
+    monitor = None
+    if with_monitor:
+        from mloop.monitoring.monitor import run_monitor
+
+        def monitor() -> Any:
+            return run_monitor(settings, store=store, notify=True)
+
+    controller = Controller(
+        settings, store=store, monitor=monitor, metrics_registry=app.state.service.metrics.registry
+    )
+    return app, controller, store
+
+
+def run(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    import uvicorn
+
+    from mloop.cli.main import console
+
+    given = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings_from_cli(config, serving=given or None)
+    app, controller, store = build_loop(settings)
+    stop = threading.Event()
+    loop = threading.Thread(target=controller.run, args=(stop,), name="mloop-loop", daemon=True)
+    console.print(
+        f"Serving [bold]{settings.model.name}@{settings.serving.alias}[/] on "
+        f"http://{settings.serving.host}:{settings.serving.port} and running the loop "
+        f"(strategy {settings.rollout.strategy}, approval {settings.control.approval}"
+        f"{', DRY RUN' if settings.control.dry_run else ''}). `mloop status` shows what it does.",
+        highlight=False,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.serving.host, port=settings.serving.port, log_level=log_level, access_log=False
+        )
+    )
+    loop.start()
+    try:
+        server.run()
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        store.close()
+
+
+def status(
+    config: ConfigOpt = None,
+    events: Annotated[int, typer.Option(help="How many recent events to show.")] = 25,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What serves where, rollouts and retraining cycles in flight, last drift/quality, and the timeline."""
+    from mloop.cli.main import console
+    from mloop.control import status_report
+
+    settings = settings_from_cli(config)
+    report = status_report(settings, events=events)
+    if json_out:
+        console.print_json(json.dumps(report, default=str))
+        return
+    print_status(report)
+
+
+def print_status(report: dict[str, Any]) -> None:
+    from mloop.cli.main import console
+
+    aliases = report["serving"]["aliases"]
+    console.print(
+        f"[bold]{report['model']}[/]  "
+        + ("  ".join(f"{a}: v{v}" for a, v in sorted(aliases.items())) or "no versions")
+    )
+    arms = report["serving"].get("arms") or []
+    if arms:
+        t = Table(title="traffic")
+        for col in ("arm", "version", "weight", "shadow"):
+            t.add_column(col)
+        for arm in arms:
+            t.add_row(
+                str(arm.get("arm")),
+                str(arm.get("version")),
+                f"{float(arm.get('weight', 0)):.0%}",
+                "yes" if arm.get("shadow") else "",
+            )
+        console.print(t)
+    if report["cycles"]:
+        t = Table(title="retraining cycles (newest first)")
+        for col in ("cycle", "state", "trigger", "version", "reason"):
+            t.add_column(col)
+        for c in report["cycles"]:
+            t.add_row(str(c["id"]), c["state"], c["trigger"], str(c["version"] or ""), c["reason"][:90])
+        console.print(t)
+    mon = report.get("monitoring")
+    if mon:
+        drift = mon.get("drift") or {}
+        quality = mon.get("quality") or {}
+        console.print(
+            f"last monitoring window: {mon.get('rows', '?')} rows of v{mon.get('version')}, "
+            f"drift share {drift.get('share_drifted', 0):.0%} ({', '.join(drift.get('drifted_columns') or []) or 'none'})"
+            + (f", quality {json.dumps(quality.get('metrics', quality))[:120]}" if quality else "")
+        )
+    t = Table(title="timeline")
+    for col in ("time (UTC)", "event", "subject", "by", "why"):
+        t.add_column(col)
+    for e in report["timeline"]:
+        t.add_row(e["ts"][11:19], e["kind"], e["subject"], e["actor"], e["reason"][:100])
+    console.print(t)
+
+
+def approve(
+    version: Annotated[str, typer.Argument(help="The version waiting for approval.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Approve a challenger waiting in manual-approval mode (`control.approval: manual`)."""
+    from mloop.cli.main import console
+    from mloop.control import approve as do_approve
+    from mloop.store import open_store
+
+    settings = settings_from_cli(config)
+    with open_store(settings.store_url) as store:
+        do_approve(store, settings.model.name, version.lstrip("v"), actor="cli")
+    console.print(f"[green]v{version} approved[/]; the loop starts its rollout on its next tick.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=RUN_HELP)(run)
+    app.command("status")(status)
+    app.command("approve")(approve)

@@ -1,0 +1,139 @@
+"""Retraining outside the serving process: the data it trains on, and the training subprocess.
+
+Training runs as ``python -m mloop train`` in a child process so that serving latency is unaffected
+(a separate interpreter, a separate GIL) and a crash of either side leaves the other intact. The run
+is tagged ``mloop.cycle_id``; a restarted loop finds the version a cycle produced by that tag, which
+is how it never trains twice for the same trigger.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mloop.config import Settings
+from mloop.errors import ControlError
+
+__all__ = [
+    "CYCLE_TAG",
+    "find_cycle_version",
+    "pid_alive",
+    "recent_labelled",
+    "retrain_dataset",
+    "spawn_training",
+]
+
+CYCLE_TAG = "mloop.cycle_id"
+
+
+def recent_labelled(settings: Settings, store: Any, limit: int) -> pd.DataFrame:
+    """The latest ``limit`` served rows that have a /feedback label, as training rows (features + target)."""
+    from mloop.serving.predlog import BASE_COLUMNS, open_prediction_log
+
+    log = open_prediction_log(settings.prediction_log_url)
+    try:
+        # Labels arrive for a fraction of traffic: read more rows than we need.
+        frame = log.read(model_name=settings.model.name, last_n=max(limit * 4, limit))
+    finally:
+        log.close()
+    if frame.empty:
+        return frame
+    labels = store.feedback(ids=frame["prediction_id"].tolist())
+    frame = frame.assign(**{settings.model.target: frame["prediction_id"].map(labels)})
+    frame = frame.dropna(subset=[settings.model.target]).tail(limit)
+    keep = [c for c in frame.columns if c not in BASE_COLUMNS and not c.startswith(("proba_", "flag_"))]
+    if settings.model.target not in keep:
+        keep.append(settings.model.target)
+    return frame[keep].reset_index(drop=True)
+
+
+def retrain_dataset(settings: Settings, store: Any, out: Path) -> tuple[Path | None, str]:
+    """Write the retraining data per ``control.retrain_data``; return (file or None for the source, how)."""
+    from mloop.data import load_source
+
+    mode = settings.control.retrain_data
+    recent = pd.DataFrame()
+    if mode in ("auto", "recent", "both"):
+        recent = recent_labelled(settings, store, settings.control.recent_rows)
+    if mode == "recent" and len(recent) < settings.control.min_recent_rows:
+        raise ControlError(
+            f"control.retrain_data is 'recent' but only {len(recent)} labelled rows exist (need "
+            f"{settings.control.min_recent_rows}); send labels to /feedback or use 'auto'."
+        )
+    if mode == "source" or (mode == "auto" and len(recent) < settings.control.min_recent_rows):
+        return None, "the configured source"
+    frame = recent
+    how = f"{len(recent)} recent labelled rows"
+    if mode == "both":
+        source = load_source(settings.source, root=settings.root)
+        frame = pd.concat([source, recent], ignore_index=True, sort=False)
+        how = f"the source ({len(source)} rows) and {len(recent)} recent labelled rows"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    return out, how
+
+
+def spawn_training(
+    settings: Settings, *, cycle_id: int, data: Path | None, reason: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``mloop train`` for a cycle in a child process (its own session: a kill of the loop
+    does not take an almost-finished training down with it)."""
+    config = settings.root / "mloop.yaml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mloop",
+        "train",
+        "--json",
+        "--actor",
+        "loop",
+        "--reason",
+        reason[:400],
+        "--tag",
+        f"{CYCLE_TAG}={cycle_id}",
+    ]
+    if config.is_file():
+        cmd += ["--config", str(config)]
+    if data is not None:
+        cmd += ["--data", str(data)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd,
+            cwd=settings.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "MLOOP_VERBOSE": "1"},
+        )
+
+
+def find_cycle_version(registry: Any, cycle_id: int) -> Any | None:
+    """The version registered by the training of ``cycle_id``, if any."""
+    for info in registry.versions():
+        if info.tags.get(CYCLE_TAG) == str(cycle_id):
+            return info
+    return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,121 @@
+"""The controller's state machine with real training subprocesses and the real MLflow registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from loop_support import ScriptedRollouts, make_project, wait_terminal
+
+from mloop.config import load_settings
+from mloop.control import Controller, Trigger, approve
+from mloop.control.retrain import CYCLE_TAG
+from mloop.errors import ControlError
+from mloop.store import open_store
+
+
+def controller_for(settings, **kw):  # type: ignore[no-untyped-def]
+    store = open_store(settings.store_url)
+    return Controller(settings, store=store, rollouts=ScriptedRollouts(settings, store, **kw))
+
+
+def versions_of_cycle(ctrl: Controller, cycle_id: int) -> list[int]:
+    return [v.version for v in ctrl.registry.versions() if v.tags.get(CYCLE_TAG) == str(cycle_id)]
+
+
+def test_full_cycle_is_recorded_and_promotes(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p")
+    ctrl = controller_for(settings)
+    cycle = ctrl.start_cycle(Trigger("manual", "manual:1", "test trigger"))
+    assert cycle is not None and cycle.state == "triggered"
+    assert ctrl.start_cycle(Trigger("manual", "manual:1", "same trigger again")) is None
+    done = wait_terminal(ctrl, cycle.id)
+    assert done.state == "promoted", done.reason
+    assert versions_of_cycle(ctrl, cycle.id) == [2]
+    assert ctrl.registry.by_alias("champion").version == 2
+    kinds = [e.kind for e in reversed(ctrl.store.events(kind="loop.", limit=50))]
+    assert kinds == ["loop.triggered", "loop.training", "loop.trained", "loop.rolling_out", "loop.promoted"]
+    training = ctrl.store.events(kind="loop.training", limit=1)[0]
+    assert "retraining on the configured source" in training.reason
+
+
+def test_restart_mid_training_finds_the_running_training(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p")
+    first = controller_for(settings)
+    cycle = first.start_cycle(Trigger("manual", "manual:restart", "test"))
+    assert first.tick().state == "training"
+    # A new controller (as after a restart) has no handle on the child: it must find it by pid/tag.
+    second = controller_for(settings)
+    done = wait_terminal(second, cycle.id)
+    assert done.state == "promoted"
+    assert versions_of_cycle(second, cycle.id) == [2]  # trained once, not twice
+
+
+def test_gate_failure_rejects_and_champion_stays(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p", gates={"min_improvement": 0.5})
+    ctrl = controller_for(settings)
+    cycle = ctrl.start_cycle(Trigger("manual", "manual:gate", "test"))
+    done = wait_terminal(ctrl, cycle.id)
+    assert done.state == "rejected"
+    assert ctrl.registry.by_alias("champion").version == 1
+
+
+def test_failed_training_backs_off(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p", control={"backoff_s": 3600})
+    (settings.root / "data" / "transactions.csv").unlink()  # the retraining source is gone
+    ctrl = controller_for(settings)
+    cycle = ctrl.start_cycle(Trigger("manual", "manual:fail", "test"))
+    done = wait_terminal(ctrl, cycle.id)
+    assert done.state == "failed"
+    assert "transactions.csv" in done.reason
+    assert ctrl.start_cycle(Trigger("manual", "manual:next", "test")) is None
+    throttled = ctrl.store.events(kind="loop.throttled", limit=1)[0]
+    assert "backing off" in throttled.reason
+
+
+def test_retrain_budget(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p", control={"max_retrains": 1, "dry_run": True})
+    # dry-run cycles do not count against the budget; a real one does
+    ctrl = controller_for(settings)
+    c1 = ctrl.start_cycle(Trigger("manual", "manual:a", "test"))
+    assert wait_terminal(ctrl, c1.id).state == "dry_run"
+    assert len(ctrl.registry.versions()) == 1  # nothing trained in dry run
+    real = load_settings(settings.root / "mloop.yaml", overrides={"control": {"dry_run": False}})
+    ctrl2 = controller_for(real)
+    c2 = ctrl2.start_cycle(Trigger("manual", "manual:b", "test"))
+    assert c2 is not None
+    ctrl2.repo.transition(c2, "failed", reason="stopped by the test")
+    assert ctrl2.start_cycle(Trigger("manual", "manual:c", "test")) is None
+    assert "control.max_retrains=1" in ctrl2.store.events(kind="loop.throttled", limit=1)[0].reason
+
+
+def test_manual_approval(tmp_path: Path) -> None:
+    settings = make_project(tmp_path / "p", control={"approval": "manual"})
+    ctrl = controller_for(settings)
+    cycle = ctrl.start_cycle(Trigger("manual", "manual:approve", "test"))
+    for _ in range(600):
+        current = ctrl.tick() or ctrl.repo.get(cycle.id)
+        if current.state == "awaiting_approval":
+            break
+    assert current.state == "awaiting_approval"
+    with pytest.raises(ControlError, match="not waiting for approval"):
+        approve(ctrl.store, settings.model.name, "7")
+    approve(ctrl.store, settings.model.name, current.version)
+    assert wait_terminal(ctrl, cycle.id).state == "promoted"
+
+
+def test_schedule_and_new_data_triggers(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    settings = make_project(tmp_path / "p", control={"watch_source": True, "schedule": "*/5 * * * *"})
+    now = [datetime(2026, 1, 1, 12, 1, tzinfo=UTC)]
+    ctrl = Controller(settings, clock=lambda: now[0])
+    assert ctrl.check_triggers() is None  # first look: baseline fingerprint, schedule starts now
+    now[0] += timedelta(minutes=12)
+    trig = ctrl.check_triggers()
+    assert trig is not None and trig.kind == "schedule" and trig.key == "schedule:2026-01-01T12:10:00+00:00"
+    assert ctrl.check_triggers() is None
+    with open(settings.root / "data" / "transactions.csv", "a") as fh:
+        fh.write(open(settings.root / "data" / "transactions.csv").readlines()[1])
+    trig = ctrl.check_triggers()
+    assert trig is not None and trig.kind == "new_data"
