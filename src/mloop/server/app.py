@@ -25,6 +25,7 @@ from mloop.errors import MloopError, ServingError
 from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
 from mloop.server.http import admin_token, error_response
+from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import prediction_routes
 from mloop.serving.schemas import openapi_components
 from mloop.serving.service import PredictionService
@@ -71,6 +72,7 @@ def create_app(
     app.state.monitor = monitor
     app.include_router(prediction_routes(service, settings.serving.api_key))
     app.include_router(admin_routes(service, admin_token(settings)))
+    app.include_router(rollout_routes(service, admin_token(settings)))
 
     @app.exception_handler(MloopError)
     async def _mloop_error(request: Request, exc: MloopError) -> Response:

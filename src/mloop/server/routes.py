@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mloop.errors import MloopError, ModelNotFound, ServingError
+from mloop.rollout.keys import routing_key
 from mloop.server.http import check_api_key, error_response, json_response, read_json
 from mloop.serving.codecs import v2_datatype
 from mloop.serving.metrics import CONTENT_TYPE
@@ -41,7 +42,8 @@ def prediction_routes(service: PredictionService, api_key: str | None) -> APIRou
         try:
             check_api_key(request, api_key)
             body = await read_json(request, limit)
-            p = await service.predict(body, protocol, key=request.headers.get("x-routing-key"))
+            key = routing_key(service.settings.rollout.routing_key, request.headers, body)
+            p = await service.predict(body, protocol, key=key)
             version = p.version
             response = json_response(
                 encode(p, body), headers={"X-Mloop-Version": version, "X-Mloop-Arm": p.arm}

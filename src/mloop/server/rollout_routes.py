@@ -1,0 +1,172 @@
+"""Rollout admin API (``/admin/rollout/*``, bearer token) and the serving process's rollout sync.
+
+The router carries a lifespan that starts :class:`~mloop.rollout.sync.RolloutSync` beside the
+prediction service, so including the router is all the app factory does: every serving process then
+follows the traffic split in the store and, when elected, drives the canary steps.
+
+    GET  /admin/rollout            the active (else latest) rollout, the deployment, this process's arms
+    POST /admin/rollout/start      {"strategy", "version" | "versions", "weights", "reason"}
+    POST /admin/rollout/promote    {"id", "version", "reason"}
+    POST /admin/rollout/rollback   {"id", "reason"} (no active rollout: back to the previous champion)
+    POST /admin/rollout/abort      {"id", "reason"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from mloop.errors import MloopError, RequestValidationError
+from mloop.rollout.controller import RolloutController
+from mloop.rollout.sync import RolloutSync
+from mloop.server.http import check_admin, error_response, json_response, read_json
+from mloop.serving.service import PredictionService
+
+__all__ = ["rollout_routes"]
+
+_FIELDS = {
+    "start": {
+        "strategy": str,
+        "version": (str, int),
+        "versions": list,
+        "weights": list,
+        "reason": str,
+        "actor": str,
+    },
+    "promote": {"id": int, "version": (str, int), "reason": str, "actor": str},
+    "rollback": {"id": int, "reason": str, "actor": str},
+    "abort": {"id": int, "reason": str, "actor": str},
+}
+
+
+def _body(action: str, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _invalid("body", body, "a JSON object")
+    allowed = _FIELDS[action]
+    for key, value in body.items():
+        if key not in allowed:
+            raise _invalid(key, value, f"one of the fields {sorted(allowed)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, allowed[key]):
+            raise _invalid(key, value, f"a value of type {allowed[key]}")
+    return body
+
+
+def _invalid(field: str, value: Any, allowed: str) -> RequestValidationError:
+    shown = repr(value)[:80]
+    return RequestValidationError(
+        f"Rollout request field {field!r} is invalid: expected {allowed}; got {shown}.",
+        [{"field": field, "rule": "rollout", "received": shown, "allowed": allowed, "rows": [], "count": 1}],
+    )
+
+
+def rollout_routes(
+    service: PredictionService, token: str | None, *, controller: RolloutController | None = None
+) -> APIRouter:
+    """The admin routes plus the lifespan that runs the rollout sync of ``service``."""
+    sync = RolloutSync(service, controller)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sync.start()
+        try:
+            yield
+        finally:
+            await sync.stop()
+
+    router = APIRouter(prefix="/admin/rollout", tags=["admin"], lifespan=lifespan)
+
+    async def act(
+        request: Request, action: str, call: Callable[[RolloutController, dict[str, Any]], Any]
+    ) -> Response:
+        try:
+            check_admin(request, token)
+            raw = await read_json(request, 10_000) if await request.body() else {}
+            body = _body(action, raw)
+            result = await asyncio.to_thread(call, sync.controller, body)
+            if service.ready:
+                await sync.refresh()  # apply the change in this process now; others within refresh_s
+        except MloopError as exc:
+            return error_response(exc)
+        return json_response(result.to_dict() if hasattr(result, "to_dict") else result)
+
+    @router.get("")
+    async def status(request: Request) -> Response:
+        """The active rollout (else the latest), the deployment and the arms this process serves."""
+        try:
+            check_admin(request, token)
+            ctl = sync.controller
+            rollout = await asyncio.to_thread(lambda: ctl.current() or ctl.latest())
+            dep = await asyncio.to_thread(ctl.deployment)
+        except MloopError as exc:
+            return error_response(exc)
+        return json_response(
+            {
+                "rollout": rollout.to_dict() if rollout else None,
+                "deployment": None
+                if dep is None
+                else {**dep.__dict__, "updated_at": dep.updated_at.isoformat()},
+                "serving": [
+                    {"arm": r.arm, "version": r.runtime.version, "weight": r.weight, "shadow": r.shadow}
+                    for r in service.router.routes
+                ],
+                "sync_error": sync.last_error,
+            }
+        )
+
+    @router.post("/start")
+    async def start(request: Request) -> Response:
+        """Start a rollout (``strategy`` canary | ab | shadow | direct)."""
+
+        def call(ctl: RolloutController, b: dict[str, Any]) -> Any:
+            return ctl.start(
+                b.get("version"),
+                b.get("strategy"),
+                versions=b.get("versions"),
+                weights=b.get("weights"),
+                actor=b.get("actor") or "api",
+                reason=b.get("reason"),
+            )
+
+        return await act(request, "start", call)
+
+    @router.post("/promote")
+    async def promote(request: Request) -> Response:
+        """Promote the candidate (or ``version``) now: all traffic, and the champion alias moves."""
+        return await act(
+            request,
+            "promote",
+            lambda ctl, b: ctl.promote(
+                b.get("id"), version=b.get("version"), actor=b.get("actor") or "api", reason=b.get("reason")
+            ),
+        )
+
+    @router.post("/rollback")
+    async def rollback(request: Request) -> Response:
+        """Roll the active rollout back; with none, return to the previous champion."""
+
+        def call(ctl: RolloutController, b: dict[str, Any]) -> Any:
+            actor = b.get("actor") or "api"
+            if b.get("id") is None and ctl.current() is None:
+                dep = ctl.rollback_deployment(actor=actor, reason=b.get("reason"))
+                return {**dep.__dict__, "updated_at": dep.updated_at.isoformat()}
+            return ctl.rollback(b.get("id"), actor=actor, reason=b.get("reason"), check="manual")
+
+        return await act(request, "rollback", call)
+
+    @router.post("/abort")
+    async def abort(request: Request) -> Response:
+        """Stop the rollout without a verdict: the champion takes all traffic again."""
+        return await act(
+            request,
+            "abort",
+            lambda ctl, b: ctl.abort(b.get("id"), actor=b.get("actor") or "api", reason=b.get("reason")),
+        )
+
+    return router
