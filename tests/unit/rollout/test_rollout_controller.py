@@ -55,7 +55,7 @@ def test_canary_walks_every_step_then_promotes_and_keeps_the_rollback_target(
     assert (r.state, r.step, r.baseline_version, r.candidate_version) == ("running", 0, "1", "2")
     assert r.weights() == {"champion": 0.9, "canary": 0.1}
     assert ctl.advance(r.id).analysis["verdict"] == "wait"
-    for step in range(3):
+    for _step in range(3):
         _traffic(ctl, predlog, r.id, "champion", "1", 25)
         _traffic(ctl, predlog, r.id, "canary", "2", 25)
         r = ctl.advance(r.id)
