@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from mloop.errors import MloopError
+from mloop.errors import ConflictError, MloopError, RolloutError
 from mloop.rollout.controller import RolloutController
 from mloop.rollout.plan import BASELINE
 from mloop.serving.router import Route
@@ -170,13 +170,15 @@ class RolloutSync:
                 except MloopError as exc:
                     if arm.arm == BASELINE:
                         raise
-                    await asyncio.to_thread(
-                        self.controller.rollback,
-                        rollout.id,
-                        actor="rollout:sync",
-                        reason=f"v{arm.version} ({arm.arm}) failed to load: {exc.message}",
-                        check="load",
-                    )
+                    # Another process (or this one's other task) may have rolled it back first.
+                    with contextlib.suppress(RolloutError, ConflictError):
+                        await asyncio.to_thread(
+                            self.controller.rollback,
+                            rollout.id,
+                            actor="rollout:sync",
+                            reason=f"v{arm.version} ({arm.arm}) failed to load: {exc.message}",
+                            check="load",
+                        )
                     self._retire(set(have.values()) - before)
                     return
                 routes.append(Route(arm.arm, runtime, arm.weight, shadow=arm.shadow, share=arm.share))

@@ -14,6 +14,7 @@ follows the traffic split in the store and, when elected, drives the canary step
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,7 +92,10 @@ def rollout_routes(
             body = _body(action, raw)
             result = await asyncio.to_thread(call, sync.controller, body)
             if service.ready:
-                await sync.refresh()  # apply the change in this process now; others within refresh_s
+                # Apply the change in this process now (others follow within refresh_s); the action
+                # itself succeeded, so a failed refresh is left to the background loop to retry.
+                with contextlib.suppress(MloopError):
+                    await sync.refresh()
         except MloopError as exc:
             return error_response(exc)
         return json_response(result.to_dict() if hasattr(result, "to_dict") else result)

@@ -51,7 +51,7 @@ class Faulty:
         if self.calls > 2 and self.mode == "error":
             raise RuntimeError("challenger is broken")
         if self.calls > 2 and self.mode == "slow":
-            time.sleep(0.03)
+            time.sleep(0.2)
         return self.model.predict_proba(frame)
 
 
