@@ -1,0 +1,254 @@
+"""Validate rows against a model's contract and score the valid ones: the one place batch and stream share.
+
+A :class:`Scorer` is a loaded model version plus its data contract, compiled for whole DataFrames.
+``score(df)`` splits the frame into scored rows (pass-through columns, ``prediction``, ``proba_<class>``
+for classifiers, ``flags``) and rejected rows (the input values as text and ``_reason``, one line per
+broken rule). Nothing is dropped silently: every input row ends up in exactly one of the two.
+
+The rules are the serving rules (:mod:`mloop.serving.validation`), applied column-wise so millions of
+rows cost little: a value that cannot be read as its type or is infinite is rejected; a missing value
+is rejected when the model uses the column and the contract does not allow missing values; values
+outside the training range and unseen categories are rejected or flagged following
+``serving.out_of_range`` / ``serving.unseen_category`` (default: flagged), so a model behaves the same
+online, in batch and on a stream. Values are read with the training coercion
+(:func:`mloop.data.coerce.coerce_column`), so text such as ``"12.5"`` from a CSV file is a number.
+Predictions follow :meth:`mloop.serving.runtime.ModelRuntime.predict_frame`: classifiers are called
+through ``predict_proba`` and the predicted class is the most probable one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import sklearn
+
+from mloop.data.coerce import coerce_column, empty_column
+from mloop.data.report import safe_example
+from mloop.data.schema import ColumnSpec, DataContract
+from mloop.errors import DataError, ServingError, did_you_mean
+
+__all__ = ["REASON", "ROW", "ScoredChunk", "Scorer"]
+
+ROW = "_row"
+"""Column with the input row number (0-based) in scored and rejected output."""
+REASON = "_reason"
+"""Column of rejected output with why the row was refused."""
+Policy = Literal["reject", "flag"]
+
+
+@dataclass
+class ScoredChunk:
+    """One chunk's outcome: ``scored`` and ``rejected`` rows (together: every input row, once)."""
+
+    scored: pd.DataFrame
+    rejected: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        return len(self.scored) + len(self.rejected)
+
+
+_TYPES = {
+    "float": "a finite number",
+    "int": "an integer",
+    "bool": "true or false",
+    "datetime": "an ISO 8601 date-time",
+    "category": "text",
+    "string": "text",
+}
+
+
+def _describe(spec: ColumnSpec, rule: str) -> str:
+    if rule == "category" and spec.categories is not None:
+        return "one of: " + ", ".join(spec.categories[:10]) + (", …" if len(spec.categories) > 10 else "")
+    if rule == "range":
+        low = -np.inf if spec.min is None else spec.min
+        high = np.inf if spec.max is None else spec.max
+        return f"between {low:g} and {high:g} (the range seen at training)"
+    if rule == "missing":
+        return f"{_TYPES[spec.dtype]}; the column does not allow missing values"
+    return _TYPES[spec.dtype]
+
+
+class Scorer:
+    """A model version ready to score DataFrames (picklable: process pools and Spark ship it)."""
+
+    def __init__(
+        self,
+        model: Any,
+        contract: DataContract | dict[str, Any],
+        *,
+        name: str = "model",
+        version: str = "0",
+        required: Sequence[str] | None = None,
+        unseen_category: Policy = "flag",
+        out_of_range: Policy = "flag",
+    ) -> None:
+        if not isinstance(contract, DataContract):
+            contract = DataContract.from_dict(contract)
+        for label, policy in (("unseen_category", unseen_category), ("out_of_range", out_of_range)):
+            if policy not in ("reject", "flag"):
+                raise DataError(f"{label} must be 'reject' or 'flag'; got {policy!r}.")
+        self.model = model
+        self.name = name
+        self.version = str(version)
+        self.contract = contract.without_target()
+        self.specs = list(self.contract.columns)
+        self.required = set(required) if required else {c.name for c in self.specs}
+        self.unseen_category = unseen_category
+        self.out_of_range = out_of_range
+        task = contract.task or ("classification" if hasattr(model, "predict_proba") else "regression")
+        self.is_classifier = task == "classification" and hasattr(model, "predict_proba")
+        classes = getattr(model, "classes_", []) if self.is_classifier else []
+        self.classes: list[Any] = classes.tolist() if hasattr(classes, "tolist") else list(classes)
+        self.proba_columns = [f"proba_{c}" for c in self.classes]
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: Any, *, unseen_category: Policy = "flag", out_of_range: Policy = "flag"
+    ) -> Scorer:
+        """From a :class:`~mloop.tracking.LoadedModel`; the model's used features are the required ones."""
+        features = (loaded.evaluation or {}).get("features") or {}
+        used = list(features.get("numeric", [])) + list(features.get("categorical", []))
+        return cls(
+            loaded.model,
+            loaded.contract,
+            name=loaded.info.name,
+            version=str(loaded.info.version),
+            required=used or None,
+            unseen_category=unseen_category,
+            out_of_range=out_of_range,
+        )
+
+    # -- validation ----------------------------------------------------------------------------
+    def check_columns(self, columns: Sequence[str]) -> None:
+        """Raise :class:`DataError` when a column the model needs is absent from the input."""
+        present = [str(c) for c in columns]
+        missing = [s.name for s in self.specs if s.name in self.required and s.name not in present]
+        if missing:
+            raise DataError(
+                f"The input lacks column(s) {', '.join(map(repr, missing))} that model {self.name} "
+                f"v{self.version} needs.{did_you_mean(missing[0], present)} "
+                f"Input columns: {', '.join(present) or '(none)'}."
+            )
+
+    def _validate(
+        self, df: pd.DataFrame
+    ) -> tuple[dict[str, pd.Series], np.ndarray, dict[int, list[str]], Any]:
+        n = len(df)
+        reject = np.zeros(n, dtype=bool)
+        reasons: dict[int, list[str]] = {}
+        flags: dict[int, dict[str, list[str]]] = {}
+        values: dict[str, pd.Series] = {}
+
+        def note(mask: np.ndarray, spec: ColumnSpec, rule: str, raw: pd.Series | None) -> None:
+            allowed = _describe(spec, rule)
+            for pos in np.flatnonzero(mask).tolist():
+                got = "missing" if raw is None else repr(safe_example(raw.iat[pos]))
+                reasons.setdefault(pos, []).append(f"{spec.name}: {rule} (got {got}, expected {allowed})")
+            reject[mask] = True
+
+        def flag(mask: np.ndarray, spec: ColumnSpec, kind: str) -> None:
+            for pos in np.flatnonzero(mask).tolist():
+                flags.setdefault(pos, {}).setdefault(kind, []).append(spec.name)
+
+        for spec in self.specs:
+            raw = df[spec.name] if spec.name in df.columns else None
+            if isinstance(raw, pd.DataFrame):
+                raise DataError(f"Column {spec.name!r} appears more than once; column names must be unique.")
+            col, bad = coerce_column(raw, spec) if raw is not None else (empty_column(spec, df.index), None)
+            bad_mask = np.zeros(n, dtype=bool) if bad is None else bad.to_numpy(dtype=bool, copy=True)
+            if spec.dtype == "float":
+                numbers = col.to_numpy(dtype="float64", na_value=np.nan)
+                bad_mask |= np.isinf(numbers)
+            if bad_mask.any():
+                note(bad_mask, spec, "type", raw)
+            missing = col.isna().to_numpy(dtype=bool) & ~bad_mask
+            if missing.any() and not spec.nullable and spec.name in self.required:
+                note(missing, spec, "missing", raw)
+            if spec.dtype in ("int", "float") and (spec.min is not None or spec.max is not None):
+                numbers = col.to_numpy(dtype="float64", na_value=np.nan)
+                low = -np.inf if spec.min is None else spec.min
+                high = np.inf if spec.max is None else spec.max
+                with np.errstate(invalid="ignore"):
+                    outside = ((numbers < low) | (numbers > high)) & ~bad_mask
+                if outside.any():
+                    if self.out_of_range == "reject":
+                        note(outside, spec, "range", raw)
+                    else:
+                        flag(outside, spec, "out_of_range")
+            if spec.dtype == "category" and spec.categories is not None:
+                unseen = (col.notna() & ~col.isin(spec.categories)).to_numpy(dtype=bool) & ~bad_mask
+                if unseen.any():
+                    if self.unseen_category == "reject":
+                        note(unseen, spec, "category", raw)
+                    else:
+                        flag(unseen, spec, "unseen_category")
+            values[spec.name] = col
+        return values, reject, reasons, flags
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions (and class probabilities for classifiers) for validated contract columns."""
+        # Validation refused infinite numbers, so scikit-learn's finiteness scans are skipped, as online.
+        try:
+            with sklearn.config_context(assume_finite=True):
+                if self.is_classifier:
+                    proba = np.asarray(self.model.predict_proba(frame), dtype="float64")
+                    return np.asarray(self.classes)[proba.argmax(axis=1)], proba
+                return np.asarray(self.model.predict(frame)), None
+        except Exception as exc:
+            raise ServingError(
+                f"Model {self.name} v{self.version} failed on {len(frame)} rows: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def model_frame(self, values: dict[str, pd.Series], keep: np.ndarray) -> pd.DataFrame:
+        """The frame the model sees: contract columns, text as plain objects (what serving hands it)."""
+        data: dict[str, Any] = {}
+        for spec in self.specs:
+            col = values[spec.name][keep]
+            data[spec.name] = col.astype(object) if spec.dtype in ("category", "string") else col
+        return pd.DataFrame(data)
+
+    def score(
+        self, df: pd.DataFrame, *, row_offset: int = 0, keep: Sequence[str] | None = None
+    ) -> ScoredChunk:
+        """Validate ``df``, predict its valid rows; ``keep`` names the input columns to pass through."""
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"Scorer.score expects a pandas DataFrame; got {type(df).__name__}.")
+        df = df.reset_index(drop=True)
+        values, reject, reasons, flags = self._validate(df)
+        ok = ~reject
+        rows = np.arange(row_offset, row_offset + len(df), dtype="int64")
+        passthrough = [str(c) for c in df.columns] if keep is None else list(keep)
+        out: dict[str, Any] = {ROW: rows[ok]}
+        for name in passthrough:
+            if name in (ROW, "prediction", "flags", *self.proba_columns):
+                continue
+            column = values[name] if name in values else df[name]
+            out[name] = column[ok].reset_index(drop=True)
+        frame = self.model_frame(values, ok)
+        if len(frame):
+            prediction, proba = self.predict(frame)
+        else:
+            prediction, proba = np.array([], dtype=object), np.zeros((0, len(self.classes)))
+        out["prediction"] = prediction
+        if proba is not None:
+            for j, name in enumerate(self.proba_columns):
+                out[name] = proba[:, j]
+        kept = np.flatnonzero(ok).tolist()
+        out["flags"] = pd.array(
+            [json.dumps(flags[p], sort_keys=True) if p in flags else None for p in kept], dtype="string"
+        )
+        scored = pd.DataFrame(out)
+        bad = np.flatnonzero(reject)
+        rejected = pd.DataFrame({ROW: rows[bad]})
+        for name in df.columns:
+            rejected[str(name)] = df[name].iloc[bad].astype("string").to_numpy()
+        rejected[REASON] = pd.array(["; ".join(reasons[p]) for p in bad.tolist()], dtype="string")
+        return ScoredChunk(scored=scored, rejected=rejected)
