@@ -35,8 +35,10 @@ def _field(body: Any, name: str) -> Any:
         return None
     if name in body:
         return body[name]
-    for key in ("instances", "records", "inputs", "dataframe_records"):
+    for key in ("features", "instances", "records", "inputs", "dataframe_records"):
         inner = body.get(key)
+        if isinstance(inner, Mapping) and name in inner:
+            return inner[name]
         if isinstance(inner, list) and inner:
             found = _field(inner, name) if isinstance(inner[0], Mapping) else None
             if found is not None:
