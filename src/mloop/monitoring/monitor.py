@@ -79,21 +79,16 @@ def _lease(store: Any, name: str, wait_s: float) -> Iterator[None]:
 
 
 def _resolve_version(settings: Settings, name: str, version: str | int | None, log: Any) -> str | None:
-    """The version to monitor: as given, else the serving alias, else the newest one in the log."""
-    if version is not None:
-        text = str(version).strip()
-        if text.lower().startswith("v") and text[1:].isdigit():
-            return text[1:]
-        if text.isdigit():
-            return text
+    """The version to monitor: as given (it must exist), else the serving alias, else the newest logged."""
     from mloop.tracking import Registry
 
-    alias = str(version).lstrip("@") if version is not None else settings.serving.alias
+    registry = Registry(settings, name=name)
+    if version is not None:
+        return str(registry.get(version).version)  # ModelNotFound names the versions and aliases there are
     try:
-        return str(Registry(settings, name=name).get(f"@{alias}").version)
+        return str(registry.get(f"@{settings.serving.alias}").version)
     except ModelNotFound:
-        if version is not None:
-            raise
+        pass
     newest = log.read(model_name=name, last_n=1)
     return None if newest.empty else str(newest["model_version"].iloc[-1])
 
