@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Gauge
 
 __all__ = ["MonitoringGauges"]
 
-_MODE = "livemostrecent"
+_MODE: Final = "livemostrecent"
 
 
 def _multiprocess() -> bool:

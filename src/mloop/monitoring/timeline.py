@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
 __all__ = ["drift_share_svg", "feature_scores_svg", "quality_svg"]
@@ -28,24 +28,23 @@ def _svg(fig: Figure) -> str:
     return text[text.find("<svg") :]
 
 
-def _times(history: Sequence[Mapping[str, Any]]) -> list[datetime]:
-    return [datetime.fromisoformat(str(h["ts"])) for h in history]
+def _times(history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Window times as matplotlib date numbers (floats: the axes' own unit)."""
+    stamps = [datetime.fromisoformat(str(h["ts"])) for h in history]
+    return [float(x) for x in date2num(stamps)]  # type: ignore[no-untyped-call]
 
 
 def _dates(ax: Any) -> None:
-    locator = AutoDateLocator()
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     ax.tick_params(labelsize=7)
 
 
 def drift_share_svg(history: Sequence[Mapping[str, Any]], drift_share: float) -> str:
     """Share of drifted features per window, with the share-rule line; empty without drift data."""
-    points = [
-        (t, (h.get("drift") or {}).get("share_drifted"))
-        for t, h in zip(_times(history), history, strict=True)
-    ]
-    points = [(t, v) for t, v in points if v is not None]
+    shares = [(h.get("drift") or {}).get("share_drifted") for h in history]
+    points = [(t, float(v)) for t, v in zip(_times(history), shares, strict=True) if v is not None]
     if not points:
         return ""
     fig = Figure(figsize=(7.5, 2.4), dpi=80)
