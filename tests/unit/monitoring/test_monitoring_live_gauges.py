@@ -63,3 +63,13 @@ def test_untestable_feature_is_nan_and_versions_keep_their_quality() -> None:
     assert g.sample("mloop_labelled_rows", {"model": "fraud", "version": "3"}) == 120
     assert g.sample("mloop_labelled_rows", {"model": "fraud", "version": "4"}) == 120
     assert g.last_ts["fraud"] == "2025-05-01T12:00:00+00:00"
+
+
+def test_every_public_name_is_exported() -> None:
+    import mloop.monitoring as monitoring
+
+    assert len(set(monitoring.__all__)) == len(monitoring.__all__)
+    for name in monitoring.__all__:
+        assert hasattr(monitoring, name), name
+    for name in ("run_monitor", "MonitorResult", "MonitoringGauges", "BackgroundMonitor", "LiveQuality"):
+        assert name in monitoring.__all__
