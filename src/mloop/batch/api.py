@@ -15,7 +15,7 @@ from typing import Any
 
 from mloop.batch.inputs import open_input
 from mloop.batch.local import BatchReport, Progress, run_local
-from mloop.batch.outputs import FileOutput, open_output
+from mloop.batch.outputs import JOB_FILE, FileOutput, open_output
 from mloop.batch.sampling import PredictionSampler
 from mloop.batch.scorer import Scorer
 from mloop.config.settings import Settings
@@ -61,7 +61,7 @@ def load_scorer(settings: Settings, ref: str) -> Scorer:
 def _previous_version(output: Any) -> str | None:
     """The version an unfinished job in ``output`` was pinned to, if any."""
     if isinstance(output, FileOutput):
-        marker = output.staging / "job.json"
+        marker = output.staging / JOB_FILE
         if marker.is_file():
             return str(json.loads(marker.read_text(encoding="utf-8")).get("model_version"))
     return None

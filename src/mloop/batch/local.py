@@ -1,11 +1,11 @@
-"""The local batch engine: chunks scored in parallel worker processes, written in order of completion.
+"""The local batch engine: chunks scored in parallel worker processes, each writing its own chunks.
 
-The main process reads chunks and writes results; ``workers`` processes (one per core by default)
-each hold one copy of the model and score one chunk at a time, single-threaded so they do not compete
-for cores. At most ``workers + 1`` chunks are in flight, so memory is bounded by a few chunks whatever
-the input size. Chunks already finished by an interrupted run of the same job are read but not
-scored again. With ``workers=1`` everything runs in the calling process, the model keeping its own
-threading.
+The main process reads chunks; ``workers`` processes (one per core by default) each hold one copy of
+the model, score one chunk at a time (single-threaded, so they do not compete for cores) and write it
+to the output themselves, sending back only counts and the rows sampled for the prediction log. At
+most ``workers + 1`` chunks are in flight, so memory is bounded by a few chunks whatever the input
+size. Chunks already finished by an interrupted run of the same job are read but not scored again.
+With ``workers=1`` everything runs in the calling process, the model keeping its own threading.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pandas as pd
 
 from mloop.batch.inputs import BatchInput
 from mloop.batch.outputs import BatchOutput
-from mloop.batch.sampling import PredictionSampler
-from mloop.batch.scorer import ROW, ScoredChunk, Scorer
+from mloop.batch.sampling import PredictionSampler, sample_mask
+from mloop.batch.scorer import REASON, ROW, Scorer
 
-__all__ = ["BatchReport", "Progress", "run_local"]
+__all__ = ["BatchReport", "ChunkDone", "Progress", "process_chunk", "run_local"]
 
 Progress = Callable[[int, int | None], None]
 """Called with (rows done so far, total rows or None) after each chunk."""
@@ -56,29 +56,69 @@ class BatchReport:
         return self.rows_in / self.seconds if self.seconds > 0 else 0.0
 
 
-_WORKER_SCORER: Scorer | None = None
+@dataclass
+class ChunkDone:
+    """What a worker sends back for one chunk: counts and the rows sampled for the prediction log."""
+
+    index: int
+    rows: int
+    scored: int
+    rejected: int
+    reasons: dict[str, int]
+    sample: pd.DataFrame | None
+
+
+def _reasons(rejected: pd.DataFrame) -> dict[str, int]:
+    """Rejected rows per ``column: rule``."""
+    counts: dict[str, int] = {}
+    if REASON in rejected.columns:
+        for text in rejected[REASON].dropna().tolist():
+            for part in str(text).split("; "):
+                key = part.split(" (", 1)[0]
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def process_chunk(
+    scorer: Scorer,
+    output: BatchOutput,
+    index: int,
+    df: pd.DataFrame,
+    offset: int,
+    keep: Sequence[str] | None,
+    log_rate: float,
+) -> ChunkDone:
+    """Score one chunk and write it (in a worker process or in the caller)."""
+    result = scorer.score(df, row_offset=offset, keep=keep)
+    output.write_chunk(index, result.scored, result.rejected)
+    sample = None
+    if log_rate > 0 and len(result.scored):
+        picked = sample_mask(result.scored[ROW].to_numpy(), log_rate)
+        sample = result.scored[picked] if picked.any() else None
+    return ChunkDone(
+        index, result.rows, len(result.scored), len(result.rejected), _reasons(result.rejected), sample
+    )
+
+
+_WORKER: tuple[Scorer, BatchOutput] | None = None
 
 
 def _init_worker(blob: bytes) -> None:
-    global _WORKER_SCORER
+    global _WORKER
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1)  # one process per core; a model's own threads would oversubscribe them
-    _WORKER_SCORER = pickle.loads(blob)
+    _WORKER = pickle.loads(blob)
+    # After unpickling, so the model's OpenMP/BLAS libraries are loaded and get limited too: one
+    # process per core, and a model's own threads would oversubscribe the cores.
+    threadpool_limits(1)
 
 
-def _score_in_worker(df: pd.DataFrame, offset: int, keep: Sequence[str] | None) -> ScoredChunk:
-    assert _WORKER_SCORER is not None, "worker not initialised"
-    return _WORKER_SCORER.score(df, row_offset=offset, keep=keep)
-
-
-def _count_reasons(report: BatchReport, rejected: pd.DataFrame) -> None:
-    if "_reason" not in rejected.columns:
-        return
-    for text in rejected["_reason"].dropna().tolist():
-        for part in str(text).split("; "):
-            key = part.split(" (", 1)[0]
-            report.reasons[key] = report.reasons.get(key, 0) + 1
+def _in_worker(
+    index: int, df: pd.DataFrame, offset: int, keep: Sequence[str] | None, log_rate: float
+) -> ChunkDone:
+    assert _WORKER is not None, "worker not initialised"
+    scorer, output = _WORKER
+    return process_chunk(scorer, output, index, df, offset, keep, log_rate)
 
 
 def run_local(
@@ -106,18 +146,18 @@ def run_local(
     done = output.begin(job, restart=restart)
     total = source.total_rows()
     checked = False
+    log_rate = sampler.rate if sampler is not None and sampler.logger is not None else 0.0
 
-    def finish_chunk(index: int, result: ScoredChunk) -> None:
-        output.write_chunk(index, result.scored, result.rejected)
+    def finish_chunk(result: ChunkDone) -> None:
         report.chunks += 1
         report.rows_in += result.rows
-        report.rows_scored += len(result.scored)
-        report.rows_rejected += len(result.rejected)
-        _count_reasons(report, result.rejected)
-        if sampler is not None:
-            report.rows_logged += sampler.offer(
-                result.scored, result.scored[ROW].to_numpy(), scorer.proba_columns
-            )
+        report.rows_scored += result.scored
+        report.rows_rejected += result.rejected
+        for key, count in result.reasons.items():
+            report.reasons[key] = report.reasons.get(key, 0) + count
+        if sampler is not None and result.sample is not None:
+            sample = result.sample
+            report.rows_logged += sampler.offer(sample, sample[ROW].to_numpy(), scorer.proba_columns)
         if progress is not None:
             progress(report.rows_in, total)
 
@@ -127,9 +167,9 @@ def run_local(
             workers,
             mp_context=multiprocessing.get_context("spawn"),  # fork is unsafe beside the logger's thread
             initializer=_init_worker,
-            initargs=(pickle.dumps(scorer),),
+            initargs=(pickle.dumps((scorer, output)),),
         )
-    pending: dict[Future[ScoredChunk], int] = {}
+    pending: dict[Future[ChunkDone], int] = {}
     try:
         for index, df in enumerate(source.chunks(chunk_rows)):
             if not checked:
@@ -143,13 +183,13 @@ def run_local(
                     progress(report.rows_in, total)
                 continue
             if pool is None:
-                finish_chunk(index, scorer.score(df, row_offset=offset, keep=keep))
+                finish_chunk(process_chunk(scorer, output, index, df, offset, keep, log_rate))
                 continue
             while len(pending) > workers:
-                _drain(pending, finish_chunk, FIRST_COMPLETED)
-            pending[pool.submit(_score_in_worker, df, offset, keep)] = index
+                _drain(pending, finish_chunk)
+            pending[pool.submit(_in_worker, index, df, offset, keep, log_rate)] = index
         while pending:
-            _drain(pending, finish_chunk, FIRST_COMPLETED)
+            _drain(pending, finish_chunk)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -158,10 +198,8 @@ def run_local(
     return report
 
 
-def _drain(
-    pending: dict[Future[ScoredChunk], int], finish: Callable[[int, ScoredChunk], Any], how: str
-) -> None:
-    finished, _ = wait(list(pending), return_when=how)
+def _drain(pending: dict[Future[ChunkDone], int], finish: Callable[[ChunkDone], Any]) -> None:
+    finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
     for future in sorted(finished, key=lambda f: pending[f]):
-        index = pending.pop(future)
-        finish(index, future.result())
+        pending.pop(future)
+        finish(future.result())

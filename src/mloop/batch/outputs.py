@@ -4,15 +4,20 @@ Every output records which chunks are finished, atomically with their rows, so a
 resumes from its last finished chunk and never writes a row twice:
 
 - **Files.** Chunks go to a staging directory next to the output (``<output>.parts/``) as
-  ``part-NNNNNN.parquet`` (+ ``rejected-NNNNNN.parquet``), each written to a temporary name and renamed:
-  a chunk is finished exactly when its part exists. ``finish()`` joins the parts, in chunk order, into
-  the output file (Parquet or CSV) and the rejected rows into ``<stem>.rejected.<ext>``, then removes the
-  staging directory. An output path ending in ``/`` (or an existing directory) keeps the parts as a
-  Parquet dataset instead. ``job.json`` in the staging directory pins the job (input, model version,
-  chunk size): a resume with different settings is refused.
+  ``part-NNNNNN.arrow`` (+ ``rejected-NNNNNN.arrow``; Arrow IPC, uncompressed: written and read back at
+  memory speed), each written to a temporary name and renamed: a chunk is finished exactly when its
+  part exists. ``finish()`` joins the parts, in chunk order, into the output file (Parquet or CSV) and
+  the rejected rows into ``<stem>.rejected.<ext>``, then removes the staging directory. An output path
+  ending in ``/`` (or an existing directory) keeps the parts as a Parquet dataset instead
+  (``part-NNNNNN.parquet``; rejected rows in the sibling directory ``<name>.rejected/``).
+  ``_mloop_job.json`` in the staging directory pins the job (input, model version, chunk size): a
+  resume with different settings is refused.
 - **SQL.** ``postgresql+psycopg://…/db?table=scores`` (or any SQLAlchemy URL with ``table=``): each
   chunk's rows and a row in ``mloop_batch_chunks`` are inserted in one transaction; rejected rows go to
   ``<table>_rejected``.
+
+``write_chunk`` may be called from worker processes (outputs are picklable), so writing runs in
+parallel with scoring.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import pandas as pd
 
 from mloop.errors import ConfigError, DataError, SourceError
 
-__all__ = ["BatchOutput", "FileOutput", "SqlOutput", "open_output"]
+__all__ = ["JOB_FILE", "BatchOutput", "FileOutput", "SqlOutput", "open_output"]
+
+JOB_FILE = "_mloop_job.json"
+"""Pins an unfinished job; the leading underscore keeps Parquet dataset readers from listing it."""
 
 
 class BatchOutput(ABC):
@@ -74,9 +82,10 @@ class FileOutput(BatchOutput):
             )
         self.format = "csv" if name.endswith(".csv") else "parquet"
         self.overwrite = overwrite
+        self.part_suffix = ".parquet" if self.as_directory else ".arrow"
         if self.as_directory:
             self.staging = self.path
-            self.rejected_path = self.path / "rejected"
+            self.rejected_path = self.path.with_name(self.path.name + ".rejected")
         else:
             self.staging = self.path.with_name(self.path.name + ".parts")
             stem = self.path.name[: -len(self.path.suffix)]
@@ -85,37 +94,41 @@ class FileOutput(BatchOutput):
         self.rejected_location = str(self.rejected_path)
 
     def begin(self, job: dict[str, object], *, restart: bool) -> set[int]:
-        marker = self.staging / "job.json"
-        if restart and self.staging.exists():
-            shutil.rmtree(self.staging)
+        marker = self.staging / JOB_FILE
+        if restart:
+            for path in (self.staging, self.rejected_path if self.as_directory else None):
+                if path is not None and path.exists():
+                    shutil.rmtree(path)
         if marker.is_file():
             old = json.loads(marker.read_text(encoding="utf-8"))
             if old != job:
                 raise _job_mismatch(str(self.staging), old, job)
-            return {int(p.stem.split("-")[1]) for p in self.staging.glob("part-*.parquet")}
+            return {int(p.stem.split("-")[1]) for p in self.staging.glob(f"part-*{self.part_suffix}")}
         if not self.as_directory and self.path.exists() and not self.overwrite:
             raise DataError(f"The output {self.path} exists; pass --overwrite to replace it.")
         if self.as_directory and self.path.exists() and any(self.path.iterdir()) and not self.overwrite:
             raise DataError(f"The output directory {self.path} is not empty; pass --overwrite to replace it.")
-        if self.as_directory and self.path.exists():
-            shutil.rmtree(self.path)
+        if self.as_directory:
+            for path in (self.path, self.rejected_path):
+                if path.exists():
+                    shutil.rmtree(path)
         self.staging.mkdir(parents=True, exist_ok=True)
         _atomic_write(marker, json.dumps(job, indent=2, sort_keys=True).encode("utf-8"))
         return set()
 
     def write_chunk(self, index: int, scored: pd.DataFrame, rejected: pd.DataFrame) -> None:
         # The rejected part first: the scored part's rename is what marks the chunk finished.
-        rejected_dir = self.staging / "rejected" if self.as_directory else self.staging
-        rejected_dir.mkdir(exist_ok=True)
-        _write_part(rejected_dir / f"rejected-{index:06d}.parquet", rejected)
-        _write_part(self.staging / f"part-{index:06d}.parquet", scored)
+        rejected_dir = self.rejected_path if self.as_directory else self.staging
+        rejected_dir.mkdir(parents=True, exist_ok=True)
+        _write_part(rejected_dir / f"rejected-{index:06d}{self.part_suffix}", rejected)
+        _write_part(self.staging / f"part-{index:06d}{self.part_suffix}", scored)
 
     def finish(self) -> None:
         if self.as_directory:
-            (self.staging / "job.json").unlink(missing_ok=True)
+            (self.staging / JOB_FILE).unlink(missing_ok=True)
             return
-        _join(sorted(self.staging.glob("part-*.parquet")), self.path, self.format)
-        _join(sorted(self.staging.glob("rejected-*.parquet")), self.rejected_path, self.format)
+        _join(sorted(self.staging.glob("part-*.arrow")), self.path, self.format)
+        _join(sorted(self.staging.glob("rejected-*.arrow")), self.rejected_path, self.format)
         shutil.rmtree(self.staging)
 
 
@@ -130,24 +143,32 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _write_part(path: Path, frame: pd.DataFrame) -> None:
     import pyarrow as pa
+    import pyarrow.feather as feather
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden from dataset readers until renamed
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if path.suffix == ".arrow":
+        feather.write_feather(table, tmp, compression="uncompressed")
+    else:
+        pq.write_table(table, tmp)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
 def _join(parts: list[Path], target: Path, fmt: str) -> None:
-    """Concatenate Parquet parts into one file, one part in memory at a time."""
+    """Concatenate Arrow parts into one Parquet or CSV file, one part in memory at a time."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
+    import pyarrow.feather as feather
     import pyarrow.parquet as pq
 
-    schemas = [pq.read_schema(p) for p in parts]
-    nonempty = [s for p, s in zip(parts, schemas, strict=True) if pq.ParquetFile(p).metadata.num_rows]
-    schema = pa.unify_schemas(nonempty or schemas[:1], promote_options="permissive") if parts else None
+    tables = [feather.read_table(p, memory_map=True) for p in parts]  # mapped: not read until used
+    nonempty = [t.schema for t in tables if t.num_rows]
+    schema = (
+        pa.unify_schemas(nonempty or [tables[0].schema], promote_options="permissive") if tables else None
+    )
     tmp = target.with_name(target.name + ".tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     if schema is None:
@@ -157,8 +178,7 @@ def _join(parts: list[Path], target: Path, fmt: str) -> None:
     schema = schema.remove_metadata()
     writer = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else pacsv.CSVWriter(tmp, schema)
     try:
-        for part in parts:
-            table = pq.read_table(part)
+        for table in tables:
             if table.num_rows == 0:
                 continue
             for field in schema:
@@ -193,6 +213,11 @@ class SqlOutput(BatchOutput):
         self.overwrite = overwrite
         self.job_id = ""
         self._engine = None
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_engine"] = None  # each process opens its own connections
+        return state
 
     def _connect(self):  # type: ignore[no-untyped-def]
         import sqlalchemy as sa

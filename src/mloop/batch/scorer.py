@@ -207,11 +207,11 @@ class Scorer:
                 f"Model {self.name} v{self.version} failed on {len(frame)} rows: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def model_frame(self, values: dict[str, pd.Series], keep: np.ndarray) -> pd.DataFrame:
+    def model_frame(self, values: dict[str, pd.Series], keep: np.ndarray | None) -> pd.DataFrame:
         """The frame the model sees: contract columns, text as plain objects (what serving hands it)."""
         data: dict[str, Any] = {}
         for spec in self.specs:
-            col = values[spec.name][keep]
+            col = values[spec.name] if keep is None else values[spec.name][keep]
             data[spec.name] = col.astype(object) if spec.dtype in ("category", "string") else col
         return pd.DataFrame(data)
 
@@ -224,15 +224,16 @@ class Scorer:
         df = df.reset_index(drop=True)
         values, reject, reasons, flags = self._validate(df)
         ok = ~reject
+        everything = not reject.any()  # the usual case: no row copies
         rows = np.arange(row_offset, row_offset + len(df), dtype="int64")
         passthrough = [str(c) for c in df.columns] if keep is None else list(keep)
-        out: dict[str, Any] = {ROW: rows[ok]}
+        out: dict[str, Any] = {ROW: rows if everything else rows[ok]}
         for name in passthrough:
             if name in (ROW, "prediction", "flags", *self.proba_columns):
                 continue
             column = values[name] if name in values else df[name]
-            out[name] = column[ok].reset_index(drop=True)
-        frame = self.model_frame(values, ok)
+            out[name] = column if everything else column[ok].reset_index(drop=True)
+        frame = self.model_frame(values, None if everything else ok)
         if len(frame):
             prediction, proba = self.predict(frame)
         else:
@@ -241,10 +242,12 @@ class Scorer:
         if proba is not None:
             for j, name in enumerate(self.proba_columns):
                 out[name] = proba[:, j]
-        kept = np.flatnonzero(ok).tolist()
-        out["flags"] = pd.array(
-            [json.dumps(flags[p], sort_keys=True) if p in flags else None for p in kept], dtype="string"
-        )
+        marks = np.full(len(frame), None, dtype=object)
+        if flags:
+            position = np.cumsum(ok) - 1  # input position -> position among scored rows
+            for p, found in flags.items():
+                marks[position[p]] = json.dumps(found, sort_keys=True)
+        out["flags"] = pd.array(marks, dtype="string")
         scored = pd.DataFrame(out)
         bad = np.flatnonzero(reject)
         rejected = pd.DataFrame({ROW: rows[bad]})

@@ -1,0 +1,188 @@
+"""Batch benchmark: the local engine vs the model's own ``predict`` in a plain loop, on the same chunks.
+
+    .venv/bin/python benchmarks/batch/bench_batch.py [--rows 10000000] [--small 1000000] [--workdir DIR]
+
+Steps, in one run:
+
+1. Train the fraud template's model (HistGradientBoosting, 200 trees) on 20,000 rows in a temporary
+   project (or reuse ``--workdir`` if it holds one).
+2. Write ``--rows`` synthetic transactions to a Parquet file, chunk by chunk (in a child process).
+3. *Bound*: a child process reads the same file in the same 100,000-row chunks and calls
+   ``model.predict(chunk)`` in a plain loop (the model's default threading: OpenMP on every core).
+4. *mloop*: a child process runs ``batch_predict`` (local engine, default settings: one worker process
+   per core, validation, Parquet output + rejected side file, 1% sampled to the prediction log).
+5. *mloop, smaller input*: the same on ``--small`` rows, to show peak memory does not grow with input.
+
+Time is the wall clock of the work inside each child; peak memory is the largest summed RSS of the
+child and all its descendants (worker processes included), sampled every 50 ms from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CHUNK = 100_000
+
+
+def tree_rss(pid: int) -> int:
+    """Summed RSS (bytes) of ``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total
+
+
+def run_child(args: list[str]) -> tuple[dict, int]:
+    """Run this script in a child mode; return its JSON result and the peak tree RSS."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    out, _ = proc.communicate()
+    stop.set()
+    thread.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args} failed with {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+def child_make(path: str, rows: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mloop.data import iter_fraud
+
+    started = time.perf_counter()
+    writer = None
+    for chunk in iter_fraud(rows, CHUNK, seed=11):
+        table = pa.Table.from_pandas(chunk.drop(columns=["is_fraud"]), preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+def child_bound(project: str, path: str) -> dict:
+    from mloop.batch import open_input
+    from mloop.config import load_settings
+    from mloop.tracking import Registry
+
+    model = Registry(load_settings(Path(project) / "mloop.yaml")).load("@champion").model
+    started = time.perf_counter()
+    predict_s = 0.0
+    rows = 0
+    for chunk in open_input(path).chunks(CHUNK):
+        t = time.perf_counter()
+        model.predict(chunk)
+        predict_s += time.perf_counter() - t
+        rows += len(chunk)
+    return {"rows": rows, "seconds": time.perf_counter() - started, "predict_seconds": predict_s}
+
+
+def child_mloop(project: str, path: str, out: str) -> dict:
+    from mloop.batch import batch_predict
+    from mloop.config import load_settings
+
+    settings = load_settings(Path(project) / "mloop.yaml")
+    report = batch_predict(settings, path, out, chunk_rows=CHUNK, overwrite=True)
+    return {
+        "rows": report.rows_in,
+        "scored": report.rows_scored,
+        "rejected": report.rows_rejected,
+        "logged": report.rows_logged,
+        "seconds": report.seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--small", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, *rest = args.child
+        fn = {"make": child_make, "bound": child_bound, "mloop": child_mloop}[mode]
+        params = [int(r) if r.isdigit() else r for r in rest]
+        print(json.dumps(fn(*params)))
+        return
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mloop-bench-batch-"))
+    project = work / "project"
+    if not (project / ".mloop" / "mlflow.db").exists():
+        from mloop.config import load_settings
+        from mloop.project import init_project
+        from mloop.training import train
+
+        init_project(project, template="fraud", rows=20_000, force=True)
+        train(load_settings(project / "mloop.yaml"))
+    results: dict[str, object] = {"rows": args.rows, "chunk_rows": CHUNK, "cpus": os.cpu_count()}
+    big, small = work / f"in-{args.rows}.parquet", work / f"in-{args.small}.parquet"
+    for path, rows in ((big, args.rows), (small, args.small)):
+        if not path.exists():
+            made, _ = run_child(["--child", "make", str(path), str(rows)])
+            print(f"wrote {rows:,} rows to {path} in {made['seconds']:.1f}s", flush=True)
+    bound, bound_mem = run_child(["--child", "bound", str(project), str(big)])
+    print(f"bound: {bound}, peak {bound_mem / 2**20:.0f} MiB", flush=True)
+    ours, ours_mem = run_child(["--child", "mloop", str(project), str(big), str(work / "out.parquet")])
+    print(f"mloop: {ours}, peak {ours_mem / 2**20:.0f} MiB", flush=True)
+    ours_small, small_mem = run_child(
+        ["--child", "mloop", str(project), str(small), str(work / "out-small.parquet")]
+    )
+    print(f"mloop small: {ours_small}, peak {small_mem / 2**20:.0f} MiB", flush=True)
+    bound_rps = bound["rows"] / bound["seconds"]
+    ours_rps = ours["rows"] / ours["seconds"]
+    results.update(
+        {
+            "bound_rows_per_s": round(bound_rps),
+            "bound_predict_only_rows_per_s": round(bound["rows"] / bound["predict_seconds"]),
+            "bound_peak_mib": round(bound_mem / 2**20),
+            "mloop_rows_per_s": round(ours_rps),
+            "mloop_share_of_bound": round(ours_rps / bound_rps, 3),
+            "mloop_peak_mib": round(ours_mem / 2**20),
+            "mloop_small_rows": args.small,
+            "mloop_small_rows_per_s": round(ours_small["rows"] / ours_small["seconds"]),
+            "mloop_small_peak_mib": round(small_mem / 2**20),
+            "mloop_rejected": ours["rejected"],
+            "mloop_logged": ours["logged"],
+        }
+    )
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
