@@ -7,6 +7,12 @@ model computes). ``run_batch`` receives the items and must return one result per
 batcher resolves each caller's future with its own result. A request is never split across batches,
 so a request larger than ``max_batch_rows`` runs alone.
 
+A model whose batches take about a millisecond (a compiled tree ensemble, see
+:mod:`mloop.serving.fastpath`) is better called on the event loop itself (``inline=True``): a worker
+thread would not compute in parallel anyway — it needs the GIL the event loop holds while it parses
+requests — and every GIL hand-over between the two threads costs up to the interpreter's switch
+interval (5 ms), which is what the requests would wait for.
+
 The queue is bounded in rows: when ``max_queue`` rows already wait, :meth:`submit` raises
 :class:`~mloop.errors.Overloaded` (503 with ``Retry-After``) at once rather than letting latency grow
 without bound.
@@ -43,6 +49,7 @@ class MicroBatcher(Generic[T, R]):
         max_queue: int = 2048,
         on_depth: Callable[[int], Any] | None = None,
         name: str = "model",
+        inline: bool = False,
     ) -> None:
         if max_batch_rows < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ConfigError(
@@ -67,6 +74,8 @@ class MicroBatcher(Generic[T, R]):
         # One thread: batches of one model run one after another (the model is the bottleneck, and
         # parallel calls would only fight over the same cores).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mloop-batch-{name}")
+        self.inline = inline
+        """Run batches on the event loop instead of the worker thread (see the module docstring)."""
         self._avg_batch_s = 0.01
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -146,7 +155,10 @@ class MicroBatcher(Generic[T, R]):
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, items)
+                if self.inline:
+                    results = self._run_batch(items)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._run_batch, items)
                 if len(results) != len(items):
                     raise ServingError(
                         f"{self.name} returned {len(results)} results for {len(items)} requests."
@@ -164,6 +176,8 @@ class MicroBatcher(Generic[T, R]):
             for future, result in zip(futures, results, strict=True):
                 if not future.done():  # the caller may have gone away (cancelled)
                     future.set_result(result)
+            if self.inline:
+                await asyncio.sleep(0)  # let the answers go out before a queued batch runs
 
     def _take(self) -> tuple[list[T], list[asyncio.Future[R]]]:
         items: list[T] = []

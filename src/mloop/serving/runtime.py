@@ -15,7 +15,9 @@ string dtype, read faster by scikit-learn's encoders).
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,11 @@ from mloop.serving.validation import Columns, ContractValidator
 from mloop.tracking import LoadedModel
 
 __all__ = ["BatchOutput", "ModelRuntime", "build_frame"]
+
+log = logging.getLogger(__name__)
+
+# A compiled model whose full batch takes less than this runs on the event loop (see the batcher).
+INLINE_MAX_S = 0.004
 
 
 @dataclass(slots=True)
@@ -108,6 +115,9 @@ class ModelRuntime:
         # Supported tree-ensemble pipelines answer through numpy tables built once here (same outputs,
         # ~10x less time per batch); anything else keeps the pipeline itself.
         self.compiled = compile_model(self.model)
+        if self.compiled is not None and self.compiled.trees.is_classifier != self.is_classifier:
+            self.compiled = None  # e.g. a classifier served as a regression: keep predict()'s answers
+        log.info("%s v%s: %s", self.name, self.version, self.compiled or "served through scikit-learn")
         self.classes: list[Any] = _python(getattr(self.model, "classes_", [])) if self.is_classifier else []
         self.class_labels = [str(c) for c in self.classes]
         features = (loaded.evaluation or {}).get("features") or {}
@@ -154,18 +164,39 @@ class ModelRuntime:
                 return list(picked), proba.tolist()
             return _python(model.predict(frame)), None
 
+    def predict_columns(self, items: Sequence[Columns]) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions for validated request rows, in order (one model call for all of them).
+
+        A compiled model reads the validated lists directly; otherwise (or when the compiled path
+        declines a batch) the rows become a frame for :meth:`predict_frame`.
+        """
+        compiled = self.compiled
+        if compiled is not None and compiled.inputs is not None:
+            n = sum(item.n for item in items)
+            if len(items) == 1:
+                values = items[0].values
+            else:
+                values = {k: [v for item in items for v in item.values[k]] for k in compiled.inputs}
+            mean = compiled.mean_lists(values, n)
+            if mean is not None:
+                if self.is_classifier:
+                    picked = np.asarray(self.classes, dtype=object)[mean.argmax(axis=1)]
+                    return list(picked), mean.tolist()
+                return mean[:, 0].tolist(), None
+        return self.predict_frame(build_frame(self.specs, items))
+
     def _run_batch(self, items: list[Columns]) -> list[BatchOutput]:
-        frame = build_frame(self.specs, items)
         started = time.perf_counter()
         try:
-            predictions, proba = self.predict_frame(frame)
+            predictions, proba = self.predict_columns(items)
         except Exception as exc:
+            rows = sum(item.n for item in items)
             raise ServingError(
-                f"Model {self.name} v{self.version} failed on a batch of {len(frame)} rows: "
+                f"Model {self.name} v{self.version} failed on a batch of {rows} rows: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         seconds = time.perf_counter() - started
-        self._observe(len(frame), predictions, seconds)
+        self._observe(len(predictions), predictions, seconds)
         out: list[BatchOutput] = []
         start = 0
         for item in items:
@@ -181,8 +212,7 @@ class ModelRuntime:
         m.model_latency_child(self.name, self.version).observe(seconds)
         m.batch_child(self.name).observe(rows)
         if self.is_classifier:
-            labels, counts = np.unique(np.asarray([str(p) for p in predictions]), return_counts=True)
-            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            for label, count in Counter(map(str, predictions)).items():
                 m.class_child(self.name, self.version, label).inc(count)
         else:
             child = m.value_child(self.name, self.version)
@@ -206,6 +236,21 @@ class ModelRuntime:
         columns = self.validator.from_records(self.example_rows())
         for _ in range(2):  # warm-up calls stay out of the metrics: they are not traffic
             self.predict_frame(build_frame(self.specs, [columns]))
+            self.predict_columns([columns])
+        if self.compiled is not None:
+            self.batcher.inline = self._full_batch_seconds(columns) < INLINE_MAX_S
+
+    def _full_batch_seconds(self, columns: Columns) -> float:
+        """Best of three timings of a ``max_batch_rows`` batch made of repeated example rows."""
+        rows = self.settings.max_batch_rows
+        reps = -(-rows // columns.n)
+        full = Columns({k: (v * reps)[:rows] for k, v in columns.values.items()}, rows, [None] * rows)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            self.predict_columns([full])
+            best = min(best, time.perf_counter() - started)
+        return best
 
     def start(self) -> None:
         """Start the batcher on the running event loop; record the version as loaded."""

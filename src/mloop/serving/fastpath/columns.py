@@ -16,6 +16,7 @@ exactly (a non-numeric value in a numeric column, a non-string category), and th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,31 +49,68 @@ class CompiledColumns:
     def __init__(self, blocks: list[_Numeric | _OneHot], n_out: int) -> None:
         self.blocks = blocks
         self.n_out = n_out
+        self.inputs = [name for block in blocks for name in block.columns]
+        """The input columns read, in block order."""
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray | None:
         """The float64 feature matrix, or None when this batch needs scikit-learn's own transform."""
-        n = len(frame)
+        return self._build(len(frame), lambda cols: _numeric_from_frame(frame, cols), frame)
+
+    def transform_lists(self, values: Mapping[str, Sequence[Any]], n: int) -> np.ndarray | None:
+        """The same from plain column lists (validated request values, ``None`` for missing).
+
+        The server's path: it skips building a DataFrame, which costs more than the whole transform.
+        """
+        return self._build(n, lambda cols: _numeric_from_lists(values, cols), values)
+
+    def _build(
+        self,
+        n: int,
+        numeric: Callable[[list[str]], np.ndarray | None],
+        source: pd.DataFrame | Mapping[str, Sequence[Any]],
+    ) -> np.ndarray | None:
         out = np.zeros((n, self.n_out), dtype=np.float64)
+        rows = np.arange(n)
         for block in self.blocks:
             if isinstance(block, _Numeric):
-                part = _numeric_block(frame, block)
-                if part is None:
+                x = numeric(block.columns)
+                if x is None:
                     return None
-                out[:, block.out] = part
-            elif not _onehot_block(frame, block, out):
-                return None
+                out[:, block.out] = _impute_scale(x, block)
+            else:
+                for name, fill, index in zip(block.columns, block.fill, block.index, strict=True):
+                    col = source[name]
+                    targets = _category_targets(
+                        col.tolist() if isinstance(col, pd.Series) else col, fill, index
+                    )
+                    if targets is None:
+                        return None
+                    known = targets >= 0  # unknown category: all zeros (handle_unknown="ignore")
+                    out[rows[known], targets[known]] = 1.0
         return out
 
 
-def _numeric_block(frame: pd.DataFrame, block: _Numeric) -> np.ndarray | None:
+def _numeric_from_frame(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
     cols = []
-    for name in block.columns:
+    for name in columns:
         series = frame[name]
         dtype = series.dtype
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
             return None
         cols.append(series.to_numpy(dtype=np.float64, na_value=np.nan))
-    x = np.column_stack(cols) if len(cols) > 1 else cols[0].reshape(-1, 1).copy()
+    return np.column_stack(cols)
+
+
+def _numeric_from_lists(values: Mapping[str, Sequence[Any]], columns: list[str]) -> np.ndarray | None:
+    # Validated numbers are int, float or bool (each converts to the float64 pandas would give) or
+    # None (NaN); anything else makes numpy raise and the batch goes through scikit-learn.
+    try:
+        return np.array([values[name] for name in columns], dtype=np.float64).T
+    except (TypeError, ValueError):
+        return None
+
+
+def _impute_scale(x: np.ndarray, block: _Numeric) -> np.ndarray:
     missing = np.isnan(x)
     if missing.any():
         x[missing] = np.broadcast_to(block.fill, x.shape)[missing]
@@ -83,19 +121,15 @@ def _numeric_block(frame: pd.DataFrame, block: _Numeric) -> np.ndarray | None:
     return x
 
 
-def _onehot_block(frame: pd.DataFrame, block: _OneHot, out: np.ndarray) -> bool:
-    rows = np.arange(len(frame))
-    for name, fill, index in zip(block.columns, block.fill, block.index, strict=True):
-        targets = np.empty(len(frame), dtype=np.intp)
-        for i, value in enumerate(frame[name].tolist()):
-            if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-                value = fill
-            elif not isinstance(value, str):
-                return False
-            targets[i] = index.get(value, -1)  # unknown category: all zeros (handle_unknown="ignore")
-        known = targets >= 0
-        out[rows[known], targets[known]] = 1.0
-    return True
+def _category_targets(values: Sequence[Any], fill: str, index: dict[str, int]) -> np.ndarray | None:
+    targets = np.empty(len(values), dtype=np.intp)
+    for i, value in enumerate(values):
+        if value is None or value is pd.NA or (type(value) is float and value != value):
+            value = fill
+        elif type(value) is not str:
+            return None
+        targets[i] = index.get(value, -1)
+    return targets
 
 
 def compile_columns(transformer: Any) -> CompiledColumns | None:

@@ -11,6 +11,7 @@ unexpected type, NaN reaching the trees) goes through the original pipeline, so 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,24 @@ class CompiledModel:
         X = self._features(frame)
         if X.ndim != 2 or X.shape[1] != self.trees.n_features or np.isnan(X).any():
             self.fallbacks += 1
+            return None
+        return self.trees.mean_value(X)
+
+    @property
+    def inputs(self) -> list[str] | None:
+        """Columns :meth:`predict_proba_lists` reads (None: only frames are supported)."""
+        return self.columns.inputs if self.columns is not None else None
+
+    def mean_lists(self, values: Mapping[str, Sequence[Any]], n: int) -> np.ndarray | None:
+        """Mean leaf values (class probabilities or regression values) straight from column lists.
+
+        None when the preprocessing is not compiled or this batch holds a value it cannot reproduce
+        exactly: the caller then builds a frame and uses :meth:`predict_proba` / :meth:`predict`.
+        """
+        if self.columns is None:
+            return None
+        X = self.columns.transform_lists(values, n)
+        if X is None or np.isnan(X).any():
             return None
         return self.trees.mean_value(X)
 

@@ -88,13 +88,13 @@ class CompiledTrees:
         return int(self.roots.shape[0])
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
-        """The leaf reached by each row in each tree, shape (rows, trees), as node ids of the table."""
+        """The leaf reached by each row in each tree, shape (trees, rows), as node ids of the table."""
         n, trees = X.shape[0], self.n_trees
         # scikit-learn compares float32 inputs with float64 thresholds; the float32 round trip keeps
         # that exactly (a float32 widened to float64 is the same number).
         flat = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64).ravel()
-        node = np.tile(self.roots, n)
-        base = np.repeat(np.arange(n, dtype=np.intp) * self.n_features, trees)
+        node = np.repeat(self.roots, n)  # tree-major: pair p is tree p // n, row p % n
+        base = np.tile(np.arange(n, dtype=np.intp) * self.n_features, trees)
         out = np.empty(n * trees, dtype=np.intp)
         where = np.arange(n * trees, dtype=np.intp)
         feature, threshold, left, is_leaf = self.feature, self.threshold, self.left, self.is_leaf
@@ -109,15 +109,16 @@ class CompiledTrees:
                     if node.size == 0:
                         break
         out[where] = node
-        return out.reshape(n, trees)
+        return out.reshape(trees, n)
 
     def mean_value(self, X: np.ndarray) -> np.ndarray:
-        """Per-row mean over trees of the leaf values, shape (rows, outputs), summed in tree order."""
-        leaves = self.leaves(X)
-        values = self.value[leaves]  # (rows, trees, outputs)
-        total = values[:, 0, :].copy()
-        for t in range(1, values.shape[1]):
-            total += values[:, t, :]
+        """Per-row mean over trees of the leaf values, shape (rows, outputs).
+
+        Summed tree after tree like scikit-learn's ``out += tree_prediction``: ``add.accumulate`` is
+        sequential by definition, where ``sum`` may pair terms differently and round differently.
+        """
+        values = self.value[self.leaves(X)]  # (trees, rows, outputs)
+        total = np.add.accumulate(values, axis=0)[-1]
         total /= self.n_trees
         return total
 
