@@ -27,7 +27,7 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 
@@ -196,16 +196,17 @@ class SqlOutput(BatchOutput):
     CHECKPOINTS = "mloop_batch_chunks"
 
     def __init__(self, url: str, *, overwrite: bool = False) -> None:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
+        # Split by hand: urlsplit would fold sqlite:////abs/path into a host name.
+        base, _, query_text = url.partition("?")
+        query = dict(parse_qsl(query_text))
         self.table = query.pop("table", "")
         if not self.table:
             raise ConfigError(
-                f"A database output needs the table to write: add ?table=NAME to {parts.scheme}://…"
+                f"A database output needs the table to write: add ?table=NAME to {base.split('@')[-1]}."
             )
         from mloop.data.sql_source import sql_url
 
-        self.url = sql_url(urlunsplit(parts._replace(query=urlencode(query))), Path.cwd())
+        self.url = sql_url(base + (f"?{urlencode(query)}" if query else ""), Path.cwd())
         self.rejected_table = f"{self.table}_rejected"
         safe = self.url.render_as_string(hide_password=True)
         self.location = f"{safe} table {self.table}"
