@@ -74,23 +74,36 @@ def _csv_chunks(path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise SourceError(f"Cannot parse the CSV input {path}: {exc}.") from exc
 
 
+def _parquet_files(path: str) -> list[Path]:
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith((".", "_")) and p.suffix in (".parquet", ".pq", "")
+    )
+
+
 def _parquet_chunks(path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
+    # File by file, row group by row group: a dataset scanner reads ahead many batches, and its memory
+    # would grow with the input.
     try:
-        dataset = ds.dataset(path, format="parquet")
-        batches = dataset.to_batches(batch_size=chunk_rows)
         pending: list[pa.RecordBatch] = []
         have = 0
-        for batch in batches:
-            pending.append(batch)
-            have += batch.num_rows
-            while have >= chunk_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, chunk_rows).to_pandas()
-                rest = table.slice(chunk_rows)
-                pending, have = rest.to_batches(), rest.num_rows
+        for file in _parquet_files(path):
+            with pq.ParquetFile(file) as reader:
+                for batch in reader.iter_batches(batch_size=chunk_rows):
+                    pending.append(batch)
+                    have += batch.num_rows
+                    while have >= chunk_rows:
+                        table = pa.Table.from_batches(pending)
+                        yield table.slice(0, chunk_rows).to_pandas()
+                        rest = table.slice(chunk_rows)
+                        pending, have = rest.to_batches(), rest.num_rows
         if have:
             yield pa.Table.from_batches(pending).to_pandas()
     except (pa.ArrowInvalid, OSError) as exc:

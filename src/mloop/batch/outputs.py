@@ -164,11 +164,12 @@ def _join(parts: list[Path], target: Path, fmt: str) -> None:
     import pyarrow.feather as feather
     import pyarrow.parquet as pq
 
-    tables = [feather.read_table(p, memory_map=True) for p in parts]  # mapped: not read until used
-    nonempty = [t.schema for t in tables if t.num_rows]
-    schema = (
-        pa.unify_schemas(nonempty or [tables[0].schema], promote_options="permissive") if tables else None
-    )
+    # Schemas first (footers only), then one part at a time: memory stays at one part.
+    schemas = []
+    for part in parts:
+        with pa.ipc.open_file(part) as reader:
+            schemas.append(reader.schema)
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
     tmp = target.with_name(target.name + ".tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     if schema is None:
@@ -178,13 +179,15 @@ def _join(parts: list[Path], target: Path, fmt: str) -> None:
     schema = schema.remove_metadata()
     writer = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else pacsv.CSVWriter(tmp, schema)
     try:
-        for table in tables:
+        for part in parts:
+            table = feather.read_table(part, memory_map=False)
             if table.num_rows == 0:
                 continue
             for field in schema:
                 if field.name not in table.column_names:
                     table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
             writer.write_table(table.select(schema.names).cast(schema))
+            del table
     finally:
         writer.close()
     os.replace(tmp, target)
