@@ -25,6 +25,8 @@ import pandas as pd
 
 __all__ = ["CompiledColumns", "compile_columns"]
 
+_NUMBER_TYPES = {int, float, bool, type(None)}
+
 
 @dataclass(frozen=True, slots=True)
 class _Numeric:
@@ -103,11 +105,11 @@ def _numeric_from_frame(frame: pd.DataFrame, columns: list[str]) -> np.ndarray |
 
 def _numeric_from_lists(values: Mapping[str, Sequence[Any]], columns: list[str]) -> np.ndarray | None:
     # Validated numbers are int, float or bool (each converts to the float64 pandas would give) or
-    # None (NaN); anything else makes numpy raise and the batch goes through scikit-learn.
-    try:
-        return np.array([values[name] for name in columns], dtype=np.float64).T
-    except (TypeError, ValueError):
+    # None (NaN). numpy would also parse strings such as "1.5": anything else goes to scikit-learn.
+    lists = [values[name] for name in columns]
+    if not all(set(map(type, col)) <= _NUMBER_TYPES for col in lists):
         return None
+    return np.array(lists, dtype=np.float64).T
 
 
 def _impute_scale(x: np.ndarray, block: _Numeric) -> np.ndarray:
