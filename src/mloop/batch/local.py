@@ -148,7 +148,11 @@ def run_local(
     checked = False
     log_rate = sampler.rate if sampler is not None and sampler.logger is not None else 0.0
 
+    finished = set(done)
+
     def finish_chunk(result: ChunkDone) -> None:
+        finished.add(result.index)
+        output.advance(finished)
         report.chunks += 1
         report.rows_in += result.rows
         report.rows_scored += result.scored
@@ -165,13 +169,16 @@ def run_local(
     if workers > 1:
         pool = ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context("spawn"),  # fork is unsafe beside the logger's thread
+            mp_context=_context(),
             initializer=_init_worker,
             initargs=(pickle.dumps((scorer, output)),),
         )
     pending: dict[Future[ChunkDone], int] = {}
+    chunks = 0
+    completed = False
     try:
         for index, df in enumerate(source.chunks(chunk_rows)):
+            chunks = index + 1
             if not checked:
                 scorer.check_columns(list(df.columns))
                 checked = True
@@ -179,6 +186,7 @@ def run_local(
             if index in done:
                 report.chunks_resumed += 1
                 report.rows_in += len(df)
+                output.advance(finished)
                 if progress is not None:
                     progress(report.rows_in, total)
                 continue
@@ -190,12 +198,25 @@ def run_local(
             pending[pool.submit(_in_worker, index, df, offset, keep, log_rate)] = index
         while pending:
             _drain(pending, finish_chunk)
+        completed = True
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    output.finish()
+        if not completed:
+            output.abandon()
+    output.finish(chunks)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork server with mloop preloaded: workers start in milliseconds, and without fork's hazards
+    (the prediction logger's thread). Spawn where there is no fork server (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["mloop.batch.local", "sklearn.pipeline", "sklearn.compose"])
+    return ctx
 
 
 def _drain(pending: dict[Future[ChunkDone], int], finish: Callable[[ChunkDone], Any]) -> None:

@@ -6,9 +6,10 @@ resumes from its last finished chunk and never writes a row twice:
 - **Files.** Chunks go to a staging directory next to the output (``<output>.parts/``) as
   ``part-NNNNNN.arrow`` (+ ``rejected-NNNNNN.arrow``; Arrow IPC, uncompressed: written and read back at
   memory speed), each written to a temporary name and renamed: a chunk is finished exactly when its
-  part exists. ``finish()`` joins the parts, in chunk order, into the output file (Parquet or CSV) and
-  the rejected rows into ``<stem>.rejected.<ext>``, then removes the staging directory. An output path
-  ending in ``/`` (or an existing directory) keeps the parts as a Parquet dataset instead
+  part exists. The parts are joined, in chunk order and while later chunks are scored
+  (:mod:`mloop.batch.joiner`), into the output file (Parquet or CSV) and the rejected rows into
+  ``<stem>.rejected.<ext>``; ``finish()`` completes the files and removes the staging directory. An
+  output path ending in ``/`` (or an existing directory) keeps the parts as a Parquet dataset instead
   (``part-NNNNNN.parquet``; rejected rows in the sibling directory ``<name>.rejected/``).
   ``_mloop_job.json`` in the staging directory pins the job (input, model version, chunk size): a
   resume with different settings is refused.
@@ -31,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 
+from mloop.batch.joiner import PartJoiner
 from mloop.errors import ConfigError, DataError, SourceError
 
 __all__ = ["JOB_FILE", "BatchOutput", "FileOutput", "SqlOutput", "open_output"]
@@ -53,9 +55,15 @@ class BatchOutput(ABC):
     def write_chunk(self, index: int, scored: pd.DataFrame, rejected: pd.DataFrame) -> None:
         """Write one chunk's rows and mark it finished, all or nothing."""
 
+    def advance(self, done: set[int]) -> None:  # noqa: B027 - optional hook
+        """Called in the main process after each finished chunk (``done``: every finished index)."""
+
     @abstractmethod
-    def finish(self) -> None:
-        """Make the output final once every chunk is written."""
+    def finish(self, chunks: int) -> None:
+        """Make the output final once all ``chunks`` are written."""
+
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """The job stopped early: release what :meth:`advance` holds (finished chunks stay)."""
 
 
 def _job_mismatch(where: str, old: dict[str, object], new: dict[str, object]) -> DataError:
@@ -92,6 +100,7 @@ class FileOutput(BatchOutput):
             self.rejected_path = self.path.with_name(f"{stem}.rejected{self.path.suffix}")
         self.location = str(self.path)
         self.rejected_location = str(self.rejected_path)
+        self._joining: list[PartJoiner] | None = None
 
     def begin(self, job: dict[str, object], *, restart: bool) -> set[int]:
         marker = self.staging / JOB_FILE
@@ -123,13 +132,35 @@ class FileOutput(BatchOutput):
         _write_part(rejected_dir / f"rejected-{index:06d}{self.part_suffix}", rejected)
         _write_part(self.staging / f"part-{index:06d}{self.part_suffix}", scored)
 
-    def finish(self) -> None:
+    def _joiners(self) -> list[PartJoiner]:
+        if self._joining is None:
+            self._joining = [
+                PartJoiner(self.staging, "part", self.path, self.format),
+                PartJoiner(self.staging, "rejected", self.rejected_path, self.format),
+            ]
+        return self._joining
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_joining"] = None  # open writers stay in the main process
+        return state
+
+    def advance(self, done: set[int]) -> None:
+        if not self.as_directory:
+            for joiner in self._joiners():
+                joiner.advance(done)
+
+    def finish(self, chunks: int) -> None:
         if self.as_directory:
             (self.staging / JOB_FILE).unlink(missing_ok=True)
             return
-        _join(sorted(self.staging.glob("part-*.arrow")), self.path, self.format)
-        _join(sorted(self.staging.glob("rejected-*.arrow")), self.rejected_path, self.format)
+        for joiner in self._joiners():
+            joiner.close(chunks)
         shutil.rmtree(self.staging)
+
+    def abandon(self) -> None:
+        for joiner in self._joining or []:
+            joiner.abandon()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -155,42 +186,6 @@ def _write_part(path: Path, frame: pd.DataFrame) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _join(parts: list[Path], target: Path, fmt: str) -> None:
-    """Concatenate Arrow parts into one Parquet or CSV file, one part in memory at a time."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.feather as feather
-    import pyarrow.parquet as pq
-
-    # Schemas first (footers only), then one part at a time: memory stays at one part.
-    schemas = []
-    for part in parts:
-        with pa.ipc.open_file(part) as reader:
-            schemas.append(reader.schema)
-    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
-    tmp = target.with_name(target.name + ".tmp")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if schema is None:
-        tmp.write_bytes(b"")
-        os.replace(tmp, target)
-        return
-    schema = schema.remove_metadata()
-    writer = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else pacsv.CSVWriter(tmp, schema)
-    try:
-        for part in parts:
-            table = feather.read_table(part, memory_map=False)
-            if table.num_rows == 0:
-                continue
-            for field in schema:
-                if field.name not in table.column_names:
-                    table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
-            writer.write_table(table.select(schema.names).cast(schema))
-            del table
-    finally:
-        writer.close()
-    os.replace(tmp, target)
 
 
 class SqlOutput(BatchOutput):
@@ -289,7 +284,7 @@ class SqlOutput(BatchOutput):
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"Writing chunk {index} to {self.location} failed: {exc}.") from exc
 
-    def finish(self) -> None:
+    def finish(self, chunks: int) -> None:
         import sqlalchemy as sa
 
         with self._connect().begin() as conn:

@@ -7,8 +7,8 @@ readers can drop the repeats. The records carry ``arm="batch"`` or ``arm="stream
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +19,6 @@ import pandas as pd
 from mloop.serving.predlog import PredictionLogger, PredictionRecord, open_prediction_log
 
 __all__ = ["PredictionSampler", "sample_mask"]
-
-_NAMESPACE = uuid.UUID("6f1d1f5e-7d3b-4c67-9a51-6a2f0b3f8e11")
 
 
 def sample_mask(keys: Sequence[Any] | np.ndarray, rate: float) -> np.ndarray:
@@ -58,6 +56,8 @@ class PredictionSampler:
             PredictionLogger(open_prediction_log(url), buffer_size=buffer_size) if rate > 0 else None
         )
         self.offered = 0
+        # Prediction ids are 32 hex characters: 16 for the job, 16 for the row or message.
+        self._prefix = hashlib.blake2b(job.encode(), digest_size=8).hexdigest()
 
     def offer(
         self, scored: pd.DataFrame, keys: Sequence[Any] | np.ndarray, proba_columns: Sequence[str]
@@ -69,12 +69,15 @@ class PredictionSampler:
         if picked.size == 0:
             return 0
         rows = scored.iloc[picked]
-        features = rows[[f for f in self.features if f in rows.columns]].to_dict("records")
-        predictions = rows["prediction"].tolist()
+        names = [f for f in self.features if f in rows.columns]
+        plain = rows[names].astype(object)
+        features = plain.where(rows[names].notna(), None).to_dict("records")
+        predictions = rows["prediction"].astype(object).tolist()
         probas = rows[list(proba_columns)].to_numpy().tolist() if proba_columns else None
         labels = [c.removeprefix("proba_") for c in proba_columns]
         flags = rows["flags"].tolist() if "flags" in rows.columns else [None] * len(rows)
         queued = 0
+        log = self.logger.log
         for i, pos in enumerate(picked.tolist()):
             key = keys[pos]
             extra: dict[str, Any] = {"source": self.arm, "key": str(key)}
@@ -83,16 +86,16 @@ class PredictionSampler:
             if isinstance(flags[i], str):
                 extra.update({k: ",".join(v) for k, v in json.loads(flags[i]).items()})
             record = PredictionRecord(
-                prediction_id=uuid.uuid5(_NAMESPACE, f"{self.job}:{key}").hex,
+                prediction_id=self._prefix + _key_hex(key),
                 model_name=self.model_name,
                 model_version=self.model_version,
-                features={k: _plain(v) for k, v in features[i].items()},
-                prediction=_plain(predictions[i]),
+                features=features[i],
+                prediction=predictions[i],
                 probabilities=dict(zip(labels, probas[i], strict=True)) if probas else None,
                 arm=self.arm,
                 flags=extra,
             )
-            queued += bool(self.logger.log(record))
+            queued += bool(log(record))
         self.offered += queued
         return queued
 
@@ -101,9 +104,8 @@ class PredictionSampler:
             self.logger.close()
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    return value
+def _key_hex(key: Any) -> str:
+    """16 hex characters that identify ``key`` (a row number as is, anything else hashed)."""
+    if isinstance(key, int | np.integer) and 0 <= int(key) < 2**64:
+        return f"{int(key):016x}"
+    return hashlib.blake2b(str(key).encode(), digest_size=8).hexdigest()

@@ -81,7 +81,7 @@ def test_a_resume_with_other_settings_is_refused_until_restart(
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     out = tmp_path / "o.parquet"
-    monkeypatch.setattr(FileOutput, "finish", lambda self: None)  # leave the job unfinished
+    monkeypatch.setattr(FileOutput, "finish", lambda self, chunks: None)  # leave the job unfinished
     _run(fraud_settings, csv_input, out)
     monkeypatch.undo()
     with pytest.raises(DataError, match=r"chunk_rows differ.*--restart"):
