@@ -1,14 +1,16 @@
 """Batch benchmark: the local engine vs the model's own ``predict`` in a plain loop, on the same chunks.
 
-    .venv/bin/python benchmarks/batch/bench_batch.py [--rows 10000000] [--small 1000000] [--rounds 2] [--workdir DIR]
+    .venv/bin/python benchmarks/batch/bench_batch.py [--rows 10000000] [--small 1000000] [--rounds 2]
+        [--workdir DIR]
 
 Steps, in one run:
 
 1. Train the fraud template's model (HistGradientBoosting, 200 trees) on 20,000 rows in a temporary
    project (or reuse ``--workdir`` if it holds one).
 2. Write ``--rows`` synthetic transactions to a Parquet file, chunk by chunk (in a child process).
-3. *Bound* (alternating with 4, ``--rounds`` times each): a child process reads the same file in the same 100,000-row chunks and calls
-   ``model.predict(chunk)`` in a plain loop (the model's default threading: OpenMP on every core).
+3. *Bound* (alternating with 4, ``--rounds`` times each): a child process reads the same file in
+   the same 100,000-row chunks and calls ``model.predict(chunk)`` in a plain loop (the model's
+   default threading: OpenMP on every core).
 4. *mloop*: a child process runs ``batch_predict`` (local engine, default settings: one worker process
    per core, validation, Parquet output + rejected side file, 1% sampled to the prediction log).
    The share is the bound's total time over mloop's, both summed over the rounds: the machine is
