@@ -86,6 +86,21 @@ def parse_wrk(out: str) -> dict[str, float]:
     return {"rps": rps, "p50": p["50"], "p90": p["90"], "p99": p["99"], "requests": total, "failed": failed}
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every process of a process group (Linux /proc)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:  # fields[2] is the process group (field 5 of stat)
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, float]:
     env = {**os.environ, "WRK_BODY": str(body)}
     cmd = [
@@ -126,7 +141,10 @@ def measure(
     try:
         wait_http(ready, proc)
         run_wrk(url, body, args.connections, args.warmup)
+        cpu_before = group_cpu_seconds(proc.pid)
         result = run_wrk(url, body, args.connections, args.duration)
+        # Server CPU per answered request: steadier than req/s on a machine shared with other work.
+        result["cpu_us"] = (group_cpu_seconds(proc.pid) - cpu_before) / max(result["requests"], 1) * 1e6
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -136,7 +154,7 @@ def measure(
         log.close()
     print(
         f"{name:>8}: {result['rps']:9.1f} req/s  p50 {result['p50'] * 1e3:8.2f} ms  "
-        f"p99 {result['p99'] * 1e3:8.2f} ms  "
+        f"p99 {result['p99'] * 1e3:8.2f} ms  server CPU {result['cpu_us']:7.0f} us/req  "
         f"({result['requests']:.0f} requests, {result['failed']:.0f} failed)",
         flush=True,
     )
@@ -240,6 +258,7 @@ def main() -> None:
 
     m, n = results["mloop"], results["noop"]
     print(f"\nmloop / no-op rate: {m['rps'] / n['rps']:.2f} (target >= 0.50)")
+    print(f"no-op / mloop server CPU per request: {n['cpu_us'] / m['cpu_us']:.2f}")
     if "mlflow" in results:
         f = results["mlflow"]
         print(f"mloop / MLflow rate: {m['rps'] / f['rps']:.1f}x (target >= 25x)")

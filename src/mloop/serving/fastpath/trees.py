@@ -98,8 +98,9 @@ class CompiledTrees:
         out = np.empty(n * trees, dtype=np.intp)
         where = np.arange(n * trees, dtype=np.intp)
         feature, threshold, left, is_leaf = self.feature, self.threshold, self.left, self.is_leaf
+        # ndarray.take: the same gathers as fancy indexing with less per-call overhead.
         for step in range(1, self.max_depth + 1):
-            node = left[node] + (flat[base + feature[node]] > threshold[node])
+            node = left.take(node) + (flat.take(base + feature.take(node)) > threshold.take(node))
             if step % _COMPACT_EVERY == 0 and step < self.max_depth:
                 done = is_leaf[node]
                 if done.any():
@@ -117,7 +118,7 @@ class CompiledTrees:
         Summed tree after tree like scikit-learn's ``out += tree_prediction``: ``add.accumulate`` is
         sequential by definition, where ``sum`` may pair terms differently and round differently.
         """
-        values = self.value[self.leaves(X)]  # (trees, rows, outputs)
+        values = self.value.take(self.leaves(X), axis=0)  # (trees, rows, outputs)
         total = np.add.accumulate(values, axis=0)[-1]
         total /= self.n_trees
         return total
