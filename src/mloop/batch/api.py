@@ -126,6 +126,7 @@ def batch_predict(
         arm="batch",
         features=[s.name for s in scorer.specs],
         job=f"batch:{Path(str(output.location)).name}",
+        max_rows=cfg.log_max_rows,
     )
     try:
         return run_local(

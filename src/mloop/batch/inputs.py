@@ -55,6 +55,47 @@ class BatchInput:
             return list(ds.dataset(self.location, format="parquet").schema.names)
         return None
 
+    @property
+    def splittable(self) -> bool:
+        """True when any chunk can be read on its own (:meth:`read_chunk`), e.g. by a worker process."""
+        return self.kind == "parquet"
+
+    def read_chunk(self, index: int, chunk_rows: int) -> pd.DataFrame:
+        """Chunk ``index`` alone: the same rows :meth:`chunks` yields at that position (Parquet only)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        start, stop = index * chunk_rows, (index + 1) * chunk_rows
+        pieces: list[pa.Table] = []
+        offset = 0
+        for file in _parquet_files(self.location):
+            with pq.ParquetFile(file) as reader:
+                meta = reader.metadata
+                if offset + meta.num_rows <= start:
+                    offset += meta.num_rows
+                    continue
+                groups, first = [], None
+                for g in range(meta.num_row_groups):
+                    rows = meta.row_group(g).num_rows
+                    if offset + rows > start and offset < stop:
+                        groups.append(g)
+                        first = offset if first is None else first
+                    offset += rows
+                if groups:
+                    table = reader.read_row_groups(groups)
+                    lo = max(start - first, 0)
+                    pieces.append(table.slice(lo, stop - first - lo))
+            if offset >= stop:
+                break
+        if not pieces:
+            return pd.DataFrame()
+        return (pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]).to_pandas()
+
+    def chunk_count(self, chunk_rows: int) -> int | None:
+        """How many chunks :meth:`chunks` yields, when known without reading (Parquet)."""
+        total = self.total_rows()
+        return None if total is None else max(1, -(-total // chunk_rows)) if total else 0
+
     def chunks(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         """Frames of exactly ``chunk_rows`` rows (the last may be shorter)."""
         if self.kind == "csv":

@@ -100,7 +100,7 @@ def process_chunk(
     )
 
 
-_WORKER: tuple[Scorer, BatchOutput] | None = None
+_WORKER: tuple[Scorer, BatchOutput, BatchInput] | None = None
 
 
 def _init_worker(blob: bytes) -> None:
@@ -114,10 +114,13 @@ def _init_worker(blob: bytes) -> None:
 
 
 def _in_worker(
-    index: int, df: pd.DataFrame, offset: int, keep: Sequence[str] | None, log_rate: float
+    index: int, df: pd.DataFrame | int, offset: int, keep: Sequence[str] | None, log_rate: float
 ) -> ChunkDone:
+    """Score chunk ``index``: ``df`` is its rows, or the chunk size when the worker reads them itself."""
     assert _WORKER is not None, "worker not initialised"
-    scorer, output = _WORKER
+    scorer, output, source = _WORKER
+    if isinstance(df, int):
+        df = source.read_chunk(index, df)
     return process_chunk(scorer, output, index, df, offset, keep, log_rate)
 
 
@@ -146,7 +149,9 @@ def run_local(
     done = output.begin(job, restart=restart)
     total = source.total_rows()
     checked = False
-    log_rate = sampler.rate if sampler is not None and sampler.logger is not None else 0.0
+
+    def log_rate() -> float:
+        return sampler.rate if sampler is not None and sampler.wants_more else 0.0
 
     finished = set(done)
 
@@ -171,13 +176,30 @@ def run_local(
             workers,
             mp_context=_context(),
             initializer=_init_worker,
-            initargs=(pickle.dumps((scorer, output)),),
+            initargs=(pickle.dumps((scorer, output, source)),),
         )
     pending: dict[Future[ChunkDone], int] = {}
     chunks = 0
     completed = False
     try:
-        for index, df in enumerate(source.chunks(chunk_rows)):
+        if pool is not None and source.splittable:
+            # Workers read their own chunks: no rows travel through the main process.
+            scorer.check_columns(source.columns() or [])
+            total_chunks = source.chunk_count(chunk_rows) or 0
+            for index in range(total_chunks):
+                chunks = index + 1
+                if index in done:
+                    report.chunks_resumed += 1
+                    report.rows_in += min(chunk_rows, (total or 0) - index * chunk_rows)
+                    output.advance(finished)
+                    continue
+                while len(pending) > workers:
+                    _drain(pending, finish_chunk)
+                offset = index * chunk_rows
+                pending[pool.submit(_in_worker, index, chunk_rows, offset, keep, log_rate())] = index
+        for index, df in enumerate(
+            () if pool is not None and source.splittable else source.chunks(chunk_rows)
+        ):
             chunks = index + 1
             if not checked:
                 scorer.check_columns(list(df.columns))
@@ -191,11 +213,11 @@ def run_local(
                     progress(report.rows_in, total)
                 continue
             if pool is None:
-                finish_chunk(process_chunk(scorer, output, index, df, offset, keep, log_rate))
+                finish_chunk(process_chunk(scorer, output, index, df, offset, keep, log_rate()))
                 continue
             while len(pending) > workers:
                 _drain(pending, finish_chunk)
-            pending[pool.submit(_in_worker, index, df, offset, keep, log_rate)] = index
+            pending[pool.submit(_in_worker, index, df, offset, keep, log_rate())] = index
         while pending:
             _drain(pending, finish_chunk)
         completed = True

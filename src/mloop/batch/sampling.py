@@ -44,6 +44,7 @@ class PredictionSampler:
         arm: str,
         features: Sequence[str],
         job: str = "",
+        max_rows: int | None = None,
         buffer_size: int = 100_000,
     ) -> None:
         self.rate = rate
@@ -56,8 +57,14 @@ class PredictionSampler:
             PredictionLogger(open_prediction_log(url), buffer_size=buffer_size) if rate > 0 else None
         )
         self.offered = 0
+        self.max_rows = max_rows
         # Prediction ids are 32 hex characters: 16 for the job, 16 for the row or message.
         self._prefix = hashlib.blake2b(job.encode(), digest_size=8).hexdigest()
+
+    @property
+    def wants_more(self) -> bool:
+        """False once ``max_rows`` records were queued (or when nothing is logged at all)."""
+        return self.logger is not None and (self.max_rows is None or self.offered < self.max_rows)
 
     def offer(
         self, scored: pd.DataFrame, keys: Sequence[Any] | np.ndarray, proba_columns: Sequence[str]
@@ -66,6 +73,8 @@ class PredictionSampler:
         if self.logger is None or len(scored) == 0:
             return 0
         picked = np.flatnonzero(sample_mask(keys, self.rate))
+        if self.max_rows is not None:
+            picked = picked[: max(0, self.max_rows - self.offered)]
         if picked.size == 0:
             return 0
         rows = scored.iloc[picked]

@@ -322,6 +322,9 @@ class BatchSettings(Section):
     runs its model single-threaded, so workers do not fight over cores."""
     log_sample: float = Field(0.01, ge=0.0, le=1.0)
     """Share of scored rows sent to the prediction log (``arm: batch``), so monitoring sees batch traffic."""
+    log_max_rows: int = Field(20_000, ge=0)
+    """At most this many sampled rows per job go to the prediction log (a drift window needs thousands,
+    not millions)."""
     spark_master: str = "local[*]"
     """Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ``k8s://…``) for ``engine: spark``."""
     spark_conf: dict[str, str] = Field(default_factory=dict)
