@@ -17,7 +17,7 @@ Steps, in one run:
    shared and its load moves, so the two alternate.
 5. *mloop, smaller input*: the same on ``--small`` rows, to show peak memory does not grow with input.
 
-Time is the wall clock of the work inside each child; peak memory is the largest summed RSS of the
+Time is the wall clock of the work inside each child; peak memory is the largest summed PSS of the
 child and all its descendants (worker processes included), sampled every 50 ms from /proc.
 """
 
@@ -36,25 +36,38 @@ from pathlib import Path
 CHUNK = 100_000
 
 
+def _pss(pid: int) -> int:
+    """Proportional set size (bytes): shared pages split between the processes sharing them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def tree_rss(pid: int) -> int:
-    """Summed RSS (bytes) of ``pid`` and its descendants."""
+    """Summed PSS (bytes) of ``pid`` and its descendants.
+
+    PSS rather than RSS: worker processes forked from a fork server share its imported modules, and
+    summing RSS would count those pages once per process.
+    """
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            ppid, pages = int(fields[1]), int(fields[21])
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
+        total += _pss(p)
         stack.extend(children.get(p, []))
     return total
 
