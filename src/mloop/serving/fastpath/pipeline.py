@@ -87,7 +87,7 @@ class CompiledModel:
         if mean is None:
             return np.asarray(self.model.predict(frame))
         if self.trees.is_classifier:
-            return self.classes_.take(np.argmax(mean, axis=1), axis=0)
+            return np.asarray(self.classes_.take(np.argmax(mean, axis=1), axis=0))
         return mean[:, 0]
 
 

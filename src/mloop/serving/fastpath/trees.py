@@ -119,7 +119,7 @@ class CompiledTrees:
         sequential by definition, where ``sum`` may pair terms differently and round differently.
         """
         values = self.value.take(self.leaves(X), axis=0)  # (trees, rows, outputs)
-        total = np.add.accumulate(values, axis=0)[-1]
+        total: np.ndarray = np.add.accumulate(values, axis=0)[-1]
         total /= self.n_trees
         return total
 
