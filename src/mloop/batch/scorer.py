@@ -75,6 +75,31 @@ def _describe(spec: ColumnSpec, rule: str) -> str:
     return _TYPES[spec.dtype]
 
 
+def _flag_texts(flags: list[tuple[str, str, np.ndarray]], ok: np.ndarray) -> np.ndarray:
+    """Per kept row, its flags as JSON (``{"out_of_range": ["amount"]}``) or None.
+
+    Vectorised: flagged rows are grouped by their pattern of (kind, column) flags, and one JSON text
+    is built per distinct pattern, not per row (drifted data can flag most rows of a chunk).
+    """
+    marks = np.full(int(ok.sum()), None, dtype=object)
+    if not flags:
+        return marks
+    matrix = np.column_stack([mask[ok] for _, _, mask in flags])
+    rows = np.flatnonzero(matrix.any(axis=1))
+    if rows.size == 0:
+        return marks
+    patterns, inverse = np.unique(matrix[rows], axis=0, return_inverse=True)
+    texts = []
+    for pattern in patterns:
+        found: dict[str, list[str]] = {}
+        for (kind, column, _), on in zip(flags, pattern.tolist(), strict=True):
+            if on:
+                found.setdefault(kind, []).append(column)
+        texts.append(json.dumps(found, sort_keys=True))
+    marks[rows] = np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+    return marks
+
+
 class Scorer:
     """A model version ready to score DataFrames (picklable: process pools and Spark ship it)."""
 
@@ -139,11 +164,11 @@ class Scorer:
 
     def _validate(
         self, df: pd.DataFrame
-    ) -> tuple[dict[str, pd.Series], np.ndarray, dict[int, list[str]], Any]:
+    ) -> tuple[dict[str, pd.Series], np.ndarray, dict[int, list[str]], list[tuple[str, str, np.ndarray]]]:
         n = len(df)
         reject = np.zeros(n, dtype=bool)
         reasons: dict[int, list[str]] = {}
-        flags: dict[int, dict[str, list[str]]] = {}
+        flags: list[tuple[str, str, np.ndarray]] = []
         values: dict[str, pd.Series] = {}
 
         def note(mask: np.ndarray, spec: ColumnSpec, rule: str, raw: pd.Series | None) -> None:
@@ -154,8 +179,7 @@ class Scorer:
             reject[mask] = True
 
         def flag(mask: np.ndarray, spec: ColumnSpec, kind: str) -> None:
-            for pos in np.flatnonzero(mask).tolist():
-                flags.setdefault(pos, {}).setdefault(kind, []).append(spec.name)
+            flags.append((kind, spec.name, mask))
 
         for spec in self.specs:
             raw = df[spec.name] if spec.name in df.columns else None
@@ -242,11 +266,7 @@ class Scorer:
         if proba is not None:
             for j, name in enumerate(self.proba_columns):
                 out[name] = proba[:, j]
-        marks = np.full(len(frame), None, dtype=object)
-        if flags:
-            position = np.cumsum(ok) - 1  # input position -> position among scored rows
-            for p, found in flags.items():
-                marks[position[p]] = json.dumps(found, sort_keys=True)
+        marks = _flag_texts(flags, ok)
         out["flags"] = pd.array(marks, dtype="string")
         scored = pd.DataFrame(out)
         bad = np.flatnonzero(reject)

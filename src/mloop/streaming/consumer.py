@@ -67,6 +67,12 @@ def _parse(message: Message) -> tuple[dict[str, Any] | None, str]:
     return record, ""
 
 
+def _raw(message: Message, record: dict[str, Any]) -> str:
+    """The event as JSON text: the ``data`` field as received, or the fields encoded."""
+    data = message.fields.get("data")
+    return data if isinstance(data, str) else json.dumps(record, default=str)
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -119,7 +125,7 @@ class StreamScorer:
         for message in messages:
             record, problem = _parse(message)
             if record is None:
-                dead.append(Entry(message.id, {"key": message.id, "reason": problem, **message.fields}))
+                dead.append(Entry(message.id, {**message.fields, "key": message.id, "reason": problem}))
             else:
                 records.append(record)
                 valid.append(message)
@@ -130,7 +136,8 @@ class StreamScorer:
             message = valid[pos]
             dead.append(
                 Entry(
-                    message.id, {"key": message.id, "reason": str(reason), "data": json.dumps(records[pos])}
+                    message.id,
+                    {"key": message.id, "reason": str(reason), "data": _raw(message, records[pos])},
                 )
             )
         scored = chunk.scored
@@ -145,7 +152,7 @@ class StreamScorer:
             flag = columns["flags"][i]
             if isinstance(flag, str):
                 fields["flags"] = flag
-            fields["event"] = json.dumps(records[pos], default=str)
+            fields["event"] = _raw(message, records[pos])
             results.append(Entry(message.id, fields))
         if self.sampler is not None and len(scored):
             positions = scored[ROW].to_numpy()
