@@ -172,3 +172,25 @@ def test_a_sample_reaches_the_prediction_log(fraud_settings, csv_input: Path, tm
     assert (
         set(logged["arm"]) == {"batch"} and "amount" in logged.columns and logged["prediction_id"].is_unique
     )
+
+
+def test_workers_read_parquet_chunks_themselves_and_resume(
+    fraud_settings,
+    data: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    src = tmp_path / "in.parquet"
+    data.astype({"amount": str}).to_parquet(src, row_group_size=250)  # row groups across chunk edges
+    reference = tmp_path / "ref.parquet"
+    _run(fraud_settings, src, reference)
+    out = tmp_path / "out.parquet"
+    monkeypatch.setattr(FileOutput, "finish", lambda self, chunks: None)  # an interrupted run...
+    _run(fraud_settings, src, out)
+    monkeypatch.undo()
+    parts = tmp_path / "out.parquet.parts"
+    for lost in ("part-000001.arrow", "part-000003.arrow"):  # ...that had finished chunks 0 and 2
+        (parts / lost).unlink()
+    report = batch_predict(fraud_settings, str(src), str(out), workers=2, chunk_rows=300)
+    assert (report.chunks_resumed, report.chunks, report.rows_in) == (2, 2, 1000)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(reference))
