@@ -15,7 +15,9 @@ Scored rows keep the input columns (contract columns with the contract's types) 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -72,6 +74,15 @@ def spark_output_schema(scorer: Scorer, input_schema: Any, keep: Sequence[str] |
     return T.StructType(fields)
 
 
+def _plain_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as objects: pyspark's Arrow bridge cannot take pandas' Arrow-backed strings."""
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object and pd.api.types.is_string_dtype(column.dtype):
+            frame[name] = column.astype(object).where(column.notna(), None)
+    return frame
+
+
 def _partition_scorer(blob: Any, keep: list[str] | None, columns: list[str]) -> Any:
     state: dict[str, Scorer] = {}
 
@@ -95,7 +106,8 @@ def _partition_scorer(blob: Any, keep: list[str] | None, columns: list[str]) -> 
                     INPUT: [json.dumps(r, default=str) for r in raw.to_dict("records")],
                 }
             )
-            yield pd.concat([scored, rejected], ignore_index=True).reindex(columns=columns)
+            out = pd.concat([scored, rejected], ignore_index=True).reindex(columns=columns)
+            yield _plain_text(out)
 
     return score
 
@@ -122,7 +134,14 @@ def run_spark(
         )
     started = time.perf_counter()
     builder = SparkSession.builder.master(master).appName(f"mloop batch {scorer.name} v{scorer.version}")
-    for key, value in {"spark.sql.execution.arrow.pyspark.enabled": "true", **(conf or {})}.items():
+    settings = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
+    if master.startswith("local"):
+        # An in-process cluster talks to itself only: bind the driver to loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers run this interpreter (the one with mloop installed), not `python3` on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        settings |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     reader = spark.read
