@@ -1,25 +1,26 @@
-"""The Spark batch engine: the same :class:`~mloop.batch.Scorer` inside ``mapInPandas`` on any master.
+"""The Spark batch engine: the same :class:`~mloop.batch.Scorer` in a pandas UDF, on any Spark master.
 
 The scorer (model + contract) is broadcast once, so executors need no access to the MLflow store;
 each Python worker unpickles it once and scores Arrow batches single-threaded (Spark already runs one
-task per core). One pass produces scored and rejected rows together; the result is cached, then the
-scored rows are written to OUTPUT and the rejected ones to ``<stem>.rejected.<ext>`` as Spark
-datasets (directories of part files; Parquet unless the name ends in ``.csv``).
+task per core). Only the contract's columns travel to Python: the UDF returns, per row, the
+prediction, the class probabilities, the flags and the rejection reason, and every other column stays
+in the JVM. The result is cached, then the scored rows are written to OUTPUT and the rejected ones to
+``<stem>.rejected.<ext>``, as Spark datasets (directories of part files; Parquet unless the name ends
+in ``.csv``).
 
-Scored rows keep the input columns (contract columns with the contract's types) plus ``prediction``,
-``proba_<class>`` and ``flags``. Rejected rows carry ``_input`` (the row as JSON, as read) and
-``_reason``. The Spark engine reads files (CSV, Parquet); it does not resume an interrupted job
-(Spark retries failed tasks itself) and has no global row number.
+Scored rows keep the input columns as read plus ``prediction``, ``proba_<class>`` and ``flags``.
+Rejected rows carry ``_input`` (the row as JSON, as read) and ``_reason``. The Spark engine reads
+files (CSV, Parquet); it does not resume an interrupted job (Spark retries failed tasks itself) and
+has no global row number.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,37 +31,17 @@ from mloop.batch.local import BatchReport
 from mloop.batch.scorer import REASON, ROW, Scorer
 from mloop.errors import ConfigError, DataError
 
-__all__ = ["INPUT", "run_spark", "spark_output_schema"]
+__all__ = ["INPUT", "run_spark", "udf_schema"]
 
 INPUT = "_input"
 """Column of Spark's rejected output with the rejected row as JSON."""
 
 
-def _spark_type(dtype: str) -> Any:
-    from pyspark.sql import types as T
-
-    return {
-        "int": T.LongType(),
-        "float": T.DoubleType(),
-        "bool": T.BooleanType(),
-        "datetime": T.TimestampType(),
-    }.get(dtype, T.StringType())
-
-
-def spark_output_schema(scorer: Scorer, input_schema: Any, keep: Sequence[str] | None) -> Any:
-    """The one schema of the mapInPandas output: scored and rejected rows together."""
+def udf_schema(scorer: Scorer) -> Any:
+    """What the UDF returns per row: prediction, probabilities, flags and the rejection reason."""
     import numpy as np
     from pyspark.sql import types as T
 
-    specs = {s.name: s for s in scorer.specs}
-    names = [f.name for f in input_schema.fields] if keep is None else list(keep)
-    by_name = {f.name: f for f in input_schema.fields}
-    fields = []
-    for name in names:
-        if name not in by_name:
-            raise DataError(f"--keep names {name!r}, not an input column; columns: {', '.join(by_name)}.")
-        kind = _spark_type(specs[name].dtype) if name in specs else by_name[name].dataType
-        fields.append(T.StructField(name, kind, True))
     if scorer.is_classifier:
         kind = np.asarray(scorer.classes).dtype.kind
         prediction = {"i": T.LongType(), "u": T.LongType(), "f": T.DoubleType(), "b": T.BooleanType()}.get(
@@ -68,46 +49,40 @@ def spark_output_schema(scorer: Scorer, input_schema: Any, keep: Sequence[str] |
         )
     else:
         prediction = T.DoubleType()
-    fields.append(T.StructField("prediction", prediction, True))
+    fields = [T.StructField("prediction", prediction, True)]
     fields += [T.StructField(c, T.DoubleType(), True) for c in scorer.proba_columns]
-    fields += [T.StructField(n, T.StringType(), True) for n in ("flags", REASON, INPUT)]
+    fields += [T.StructField(n, T.StringType(), True) for n in ("flags", REASON)]
     return T.StructType(fields)
 
 
-def _plain_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as objects: pyspark's Arrow bridge cannot take pandas' Arrow-backed strings."""
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype != object and pd.api.types.is_string_dtype(column.dtype):
-            frame[name] = column.astype(object).where(column.notna(), None)
-    return frame
+def _scoring_udf(blob: Any, scorer: Scorer) -> Any:
+    from pyspark.sql.functions import pandas_udf
 
-
-def _partition_scorer(blob: Any, keep: list[str] | None, columns: list[str]) -> Any:
     state: dict[str, Scorer] = {}
+    schema = udf_schema(scorer)
+    names = schema.names
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    @pandas_udf(schema)  # type: ignore[misc, call-overload]
+    def score(rows: pd.DataFrame) -> pd.DataFrame:
         if "scorer" not in state:
             from threadpoolctl import threadpool_limits
 
             state["scorer"] = pickle.loads(blob.value)
             threadpool_limits(1)  # Spark runs one task per core already
-        scorer = state["scorer"]
-        for pdf in batches:
-            result = scorer.score(pdf, keep=keep)
-            scored = result.scored.drop(columns=[ROW])
-            scored[REASON] = None
-            scored[INPUT] = None
-            positions = result.rejected[ROW].to_numpy()
-            raw = pdf.iloc[positions]
-            rejected = pd.DataFrame(
-                {
-                    REASON: result.rejected[REASON].to_numpy(),
-                    INPUT: [json.dumps(r, default=str) for r in raw.to_dict("records")],
-                }
-            )
-            out = pd.concat([scored, rejected], ignore_index=True).reindex(columns=columns)
-            yield _plain_text(out)
+        result = state["scorer"].score(rows, keep=[])
+        out = pd.DataFrame(index=range(len(rows)), columns=names, dtype=object)
+        scored = result.scored
+        positions = scored[ROW].to_numpy()
+        for name in names[:-1]:
+            column = scored[name].to_numpy(dtype=object)
+            out.iloc[positions, out.columns.get_loc(name)] = column
+        out.iloc[result.rejected[ROW].to_numpy(), out.columns.get_loc(REASON)] = result.rejected[
+            REASON
+        ].to_numpy(dtype=object)
+        out = out.where(out.notna(), None)
+        for name in scorer.proba_columns:
+            out[name] = out[name].astype("float64")
+        return out
 
     return score
 
@@ -151,23 +126,31 @@ def run_spark(
         else reader.parquet(source.location)
     )
     scorer.check_columns(frame.columns)
-    schema = spark_output_schema(scorer, frame.schema, keep)
+    keep_names = frame.columns if keep is None else list(keep)
+    unknown = [k for k in keep_names if k not in frame.columns]
+    if unknown:
+        raise DataError(
+            f"--keep names {unknown[0]!r}, not an input column; columns: {', '.join(frame.columns)}."
+        )
     blob = spark.sparkContext.broadcast(pickle.dumps(scorer))
-    scored_all = frame.mapInPandas(
-        _partition_scorer(blob, list(keep) if keep is not None else None, schema.names), schema=schema
-    ).persist()
+    udf = _scoring_udf(blob, scorer)
+    contract = [F.col(f"`{s.name}`") for s in scorer.specs if s.name in frame.columns]
+    scored_all = frame.withColumn("_mloop", udf(F.struct(*contract))).persist()
     path = Path(output.removeprefix("file://"))
     fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     rejected_path = path.with_name(f"{stem}.rejected{path.suffix}")
     mode = "overwrite" if overwrite else "errorifexists"
-    ok = scored_all.filter(F.col(REASON).isNull()).drop(REASON, INPUT)
-    bad = scored_all.filter(F.col(REASON).isNotNull()).select(REASON, INPUT)
+    reason = F.col(f"_mloop.{REASON}")
+    outputs = [F.col(f"_mloop.`{n}`").alias(n) for n in udf_schema(scorer).names if n != REASON]
+    ok = scored_all.filter(reason.isNull()).select(*[F.col(f"`{k}`") for k in keep_names], *outputs)
+    everything = F.to_json(F.struct(*[F.col(f"`{c}`") for c in frame.columns]))
+    bad = scored_all.filter(reason.isNotNull()).select(reason.alias(REASON), everything.alias(INPUT))
     try:
         ok.write.mode(mode).format(fmt).option("header", "true").save(str(path))
         bad.write.mode(mode).format(fmt).option("header", "true").save(str(rejected_path))
         counts = scored_all.select(
-            F.count(F.lit(1)).alias("rows"), F.count(F.col(REASON)).alias("rejected")
+            F.count(F.lit(1)).alias("rows"), F.count(reason).alias("rejected")
         ).collect()[0]
     except Exception as exc:
         if "already exists" in str(exc):
