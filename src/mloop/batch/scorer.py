@@ -239,6 +239,11 @@ class Scorer:
             data[spec.name] = col.astype(object) if spec.dtype in ("category", "string") else col
         return pd.DataFrame(data)
 
+    def _no_rejects(self, df: pd.DataFrame) -> pd.DataFrame:
+        columns = [ROW, *(str(c) for c in df.columns), REASON]
+        empty = pd.DataFrame({c: np.array([], dtype=object) for c in columns})
+        return empty.astype({ROW: "int64"}).astype({c: "string" for c in columns[1:]})
+
     def score(
         self, df: pd.DataFrame, *, row_offset: int = 0, keep: Sequence[str] | None = None
     ) -> ScoredChunk:
@@ -270,6 +275,8 @@ class Scorer:
         out["flags"] = pd.array(marks, dtype="string")
         scored = pd.DataFrame(out)
         bad = np.flatnonzero(reject)
+        if bad.size == 0:  # the usual case; building typed empty columns one by one costs ~10 ms
+            return ScoredChunk(scored=scored, rejected=self._no_rejects(df))
         rejected = pd.DataFrame({ROW: rows[bad]})
         for name in df.columns:
             rejected[str(name)] = df[name].iloc[bad].astype("string").to_numpy()
