@@ -74,12 +74,13 @@ class BatchInput:
                 if offset + meta.num_rows <= start:
                     offset += meta.num_rows
                     continue
-                groups, first = [], None
+                groups: list[int] = []
+                first = -1
                 for g in range(meta.num_row_groups):
                     rows = meta.row_group(g).num_rows
                     if offset + rows > start and offset < stop:
                         groups.append(g)
-                        first = offset if first is None else first
+                        first = offset if first < 0 else first
                     offset += rows
                 if groups:
                     table = reader.read_row_groups(groups)

@@ -28,6 +28,7 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
@@ -211,14 +212,14 @@ class SqlOutput(BatchOutput):
         self.rejected_location = f"{safe} table {self.rejected_table}"
         self.overwrite = overwrite
         self.job_id = ""
-        self._engine = None
+        self._engine: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_engine"] = None  # each process opens its own connections
         return state
 
-    def _connect(self):  # type: ignore[no-untyped-def]
+    def _connect(self) -> Any:
         import sqlalchemy as sa
 
         if self._engine is None:
@@ -292,8 +293,8 @@ class SqlOutput(BatchOutput):
         self._connect().dispose()
 
 
-def _quote(conn: object, name: str) -> str:
-    return conn.dialect.identifier_preparer.quote(name)  # type: ignore[attr-defined]
+def _quote(conn: Any, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote(name))
 
 
 def open_output(uri: str, *, overwrite: bool = False) -> BatchOutput:

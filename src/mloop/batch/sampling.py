@@ -92,8 +92,9 @@ class PredictionSampler:
             extra: dict[str, Any] = {"source": self.arm, "key": str(key)}
             if self.job:
                 extra["job"] = self.job
-            if isinstance(flags[i], str):
-                extra.update({k: ",".join(v) for k, v in json.loads(flags[i]).items()})
+            flag = flags[i]
+            if isinstance(flag, str):
+                extra.update({k: ",".join(v) for k, v in json.loads(flag).items()})
             record = PredictionRecord(
                 prediction_id=self._prefix + _key_hex(key),
                 model_name=self.model_name,

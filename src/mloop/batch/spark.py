@@ -56,13 +56,13 @@ def udf_schema(scorer: Scorer) -> Any:
 
 
 def _scoring_udf(blob: Any, scorer: Scorer) -> Any:
-    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.functions import pandas_udf  # type: ignore[attr-defined]
 
     state: dict[str, Scorer] = {}
     schema = udf_schema(scorer)
     names = schema.names
 
-    @pandas_udf(schema)  # type: ignore[misc, call-overload]
+    @pandas_udf(schema)  # type: ignore[untyped-decorator]
     def score(rows: pd.DataFrame) -> pd.DataFrame:
         if "scorer" not in state:
             from threadpoolctl import threadpool_limits

@@ -33,9 +33,10 @@ def build_stream_scorer(
             "--sink 'redis://127.0.0.1:6379/0?stream=scores'."
         )
     source_address = parse_stream_url(source_url)
+    dead_url = dead_letter or cfg.dead_letter
     dead_address = (
-        parse_stream_url(dead_letter or cfg.dead_letter)
-        if (dead_letter or cfg.dead_letter)
+        parse_stream_url(dead_url)
+        if dead_url
         else source_address.with_stream(f"{source_address.stream}.dead")
     )
     scorer = load_scorer(settings, model or cfg.model)

@@ -154,6 +154,7 @@ class RedisStreamSource(StreamSource):
                 by_key[entry.key] = (t + 1, entry)
         args: list[str] = [self.address.group]
         for id_ in ids:
-            target, entry = by_key.get(id_, (0, None))
-            args.extend((id_, str(target), _pairs(entry.fields) if entry is not None else "[]"))
+            found = by_key.get(id_)
+            # An id with no entry is only acknowledged (target 0).
+            args.extend((id_, str(found[0]), _pairs(found[1].fields)) if found else (id_, "0", "[]"))
         self._commit(keys=[self.address.stream, *targets], args=args)
