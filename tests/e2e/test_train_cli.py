@@ -41,7 +41,7 @@ def test_first_train_makes_a_champion_with_everything_in_mlflow(project: Path) -
     assert result["metrics"]["roc_auc"] > 0.75
 
     settings = load_settings(project / "mloop.yaml")
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     mv = client.get_model_version_by_alias("fraud-detector", "champion")
     run = client.get_run(mv.run_id)
     assert run.info.status == "FINISHED"
@@ -82,7 +82,7 @@ def test_models_list_show_promote(project: Path) -> None:
     assert "lineage" in shown and "data_hash" in shown
     mloop(project, "models", "promote", "2", "--reason", "test promotion")
     settings = load_settings(project / "mloop.yaml")
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     assert int(client.get_model_version_by_alias("fraud-detector", "champion").version) == 2
     assert int(client.get_model_version_by_alias("fraud-detector", "previous").version) == 1
     with open_store(settings.store_url) as store:
@@ -103,7 +103,7 @@ def test_models_list_show_promote(project: Path) -> None:
 )
 def test_bad_input_fails_clearly_and_moves_no_alias(project: Path, edit: dict, message: str) -> None:
     settings = load_settings(project / "mloop.yaml")
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     before = client.get_model_version_by_alias("fraud-detector", "champion").version
     n_versions = len(client.search_model_versions("name = 'fraud-detector'"))
     cfg = yaml.safe_load((project / "mloop.yaml").read_text())

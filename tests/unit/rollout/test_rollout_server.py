@@ -22,6 +22,7 @@ from mloop.rollout import RolloutController
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import prediction_routes
 from mloop.serving.predlog import MemoryPredictionLog, PredictionLogger
+from mloop.serving.runtime import ModelRuntime
 from mloop.serving.service import PredictionService
 from mloop.serving.source import StaticSource
 from mloop.store import Store
@@ -40,19 +41,31 @@ def anyio_backend() -> str:
 
 
 class Faulty:
-    """Wraps a fitted model; after the two warm-up calls it raises or sleeps on every call."""
+    """Wraps a fitted model; once armed (after warm-up) it raises or sleeps on every call."""
 
     def __init__(self, model: Any, mode: str) -> None:
-        self.model, self.mode, self.calls = model, mode, 0
+        self.model, self.mode, self.armed = model, mode, False
         self.classes_ = model.classes_
 
     def predict_proba(self, frame: pd.DataFrame) -> Any:
-        self.calls += 1
-        if self.calls > 2 and self.mode == "error":
+        if self.armed and self.mode == "error":
             raise RuntimeError("challenger is broken")
-        if self.calls > 2 and self.mode == "slow":
+        if self.armed and self.mode == "slow":
             time.sleep(0.2)
         return self.model.predict_proba(frame)
+
+
+@pytest.fixture(autouse=True)
+def _arm_after_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up calls are not traffic: a Faulty model starts failing only once warmed."""
+    original = ModelRuntime.warm
+
+    def warm(self: ModelRuntime) -> None:
+        original(self)
+        if isinstance(self.loaded.model, Faulty):
+            self.loaded.model.armed = True
+
+    monkeypatch.setattr(ModelRuntime, "warm", warm)
 
 
 def _loaded(tmp: Path, version: int, mode: str | None = None) -> LoadedModel:
