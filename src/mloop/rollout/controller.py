@@ -310,6 +310,15 @@ class RolloutController:
         )
         try:
             self.registry.set_alias("champion", target, reason=f"rollout #{r.id}: {reason}", actor=actor)
+            # The promoted version is no longer a challenger; the one it replaced stays reachable
+            # as `previous` (the rollback target), as with `mloop models promote`.
+            challenger = self.registry.by_alias("challenger")
+            if challenger is not None and str(challenger.version) == str(target):
+                self.registry.delete_alias("challenger", reason=f"v{target} promoted", actor=actor)
+            if r.baseline_version and str(r.baseline_version) != str(target):
+                self.registry.set_alias(
+                    "previous", r.baseline_version, reason=f"replaced by v{target}", actor=actor
+                )
         except TrackingError as exc:
             return self.rollback(
                 r.id, actor=actor, reason=f"promotion failed: {exc.message}", check="promote"
@@ -350,7 +359,7 @@ class RolloutController:
                 "champion", r.baseline_version, reason=f"rollback of rollout #{r.id}", actor=actor
             )
         weights = {a.arm: (1.0 if a.arm == plan.BASELINE else 0.0) for a in r.arms}
-        return self.repo.transition(
+        rolled = self.repo.transition(
             r.id,
             expected_revision=r.revision,
             state="rolled_back",
@@ -361,6 +370,14 @@ class RolloutController:
             kind="rollout.rolled_back",
             data={"check": check, "version": r.candidate_version, "baseline": r.baseline_version},
         )
+        # A rolled-back version is no longer a challenger (after the transition: only the winner
+        # of the compare-and-set touches the alias).
+        challenger = self.registry.by_alias("challenger")
+        if challenger is not None and str(challenger.version) == str(r.candidate_version):
+            self.registry.delete_alias(
+                "challenger", reason=f"v{r.candidate_version} rolled back", actor=actor
+            )
+        return rolled
 
     def abort(
         self, rollout_id: int | None = None, *, actor: str = "mloop", reason: str | None = None

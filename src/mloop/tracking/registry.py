@@ -12,6 +12,7 @@ and ``evaluation.json`` (holdout metrics).
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,10 @@ class Registry:
 
         configure_mlflow(settings)
         self.settings = settings
+        # A model built from the user's own code (model.estimator "module:function", trusted types)
+        # imports that code from the project directory when it is loaded.
+        if str(settings.root) not in sys.path:
+            sys.path.append(str(settings.root))
         self.name = name or settings.model.name
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         self._events = events

@@ -21,7 +21,7 @@ class FakeVersion:
 
 
 class FakeRegistry:
-    """The three registry calls the controller makes, over a dict of aliases."""
+    """The registry calls the controller makes, over a dict of aliases."""
 
     def __init__(self, versions: list[int], aliases: dict[str, int]) -> None:
         self.versions = versions
@@ -49,6 +49,10 @@ class FakeRegistry:
         self.aliases[alias] = v
         self.moves.append((alias, v, actor))
         return FakeVersion(v)
+
+    def delete_alias(self, alias: str, *, reason: str, actor: str = "mloop") -> None:
+        self.aliases.pop(alias, None)
+        self.moves.append((f"-{alias}", 0, actor))
 
 
 @pytest.fixture

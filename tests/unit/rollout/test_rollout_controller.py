@@ -85,7 +85,9 @@ def test_a_failing_check_rolls_back_at_once_naming_the_check(settings, store, re
     r = ctl.advance(r.id)
     assert r.state == "rolled_back" and r.analysis["failing"] == "latency"
     assert r.weights() == {"champion": 1.0, "canary": 0.0}
-    assert registry.aliases["champion"] == 1 and registry.moves == []
+    # The champion never moved; the rolled-back version is no longer the challenger.
+    assert registry.aliases["champion"] == 1 and "challenger" not in registry.aliases
+    assert [m for m in registry.moves if m[0] == "champion"] == []
     [event] = store.events(kind="rollout.rolled_back")
     assert event.data["check"] == "latency" and "latency check failed" in event.reason
 
