@@ -119,3 +119,54 @@ def test_schedule_and_new_data_triggers(tmp_path: Path) -> None:
         fh.write(open(settings.root / "data" / "transactions.csv").readlines()[1])
     trig = ctrl.check_triggers()
     assert trig is not None and trig.kind == "new_data"
+
+
+def _serve_labelled(settings, store, frame, ts) -> None:  # type: ignore[no-untyped-def]
+    """Log ``frame``'s rows as predictions served at ``ts`` and send their labels to feedback."""
+    from mloop.serving.predlog import PredictionRecord, new_prediction_id, open_prediction_log
+
+    target = settings.model.target
+    records = [
+        PredictionRecord(new_prediction_id(), settings.model.name, "1", dict(row), 0, ts=ts)
+        for row in frame.drop(columns=[target]).to_dict(orient="records")
+    ]
+    log = open_prediction_log(settings.prediction_log_url)
+    try:
+        log.write_batch(records)
+    finally:
+        log.close()
+    store.add_feedback(
+        [(r.prediction_id, int(y)) for r, y in zip(records, frame[target], strict=True)],
+        model_name=settings.model.name,
+    )
+
+
+def test_after_an_alert_the_loop_waits_for_and_trains_on_post_alert_traffic(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    settings = make_project(
+        tmp_path / "p", control={"retrain_data": "recent", "min_recent_rows": 200, "recent_rows": 5000}
+    )
+    ctrl = controller_for(settings)
+    frame = pd.read_csv(settings.root / "data" / "transactions.csv")
+    frame = frame.drop(columns=["transaction_id", "customer_id", "timestamp"])
+    fired = datetime.now(UTC)
+    _serve_labelled(settings, ctrl.store, frame.iloc[:600], fired - timedelta(minutes=5))  # before
+    alert = {"rule": "feature-drift", "fired_at": fired.timestamp(), "message": "drift"}
+    cycle = ctrl.start_cycle(Trigger("drift", "alert:x", "drift alert", {"alert": alert}))
+    assert cycle is not None
+
+    waiting = ctrl.tick()
+    assert waiting.state == "triggered" and "0 so far" in waiting.reason
+    assert ctrl.tick().state == "triggered"  # still waiting, no new event per tick
+    assert len(ctrl.store.events(kind="loop.waiting")) == 1
+
+    _serve_labelled(settings, ctrl.store, frame.iloc[600:900], fired + timedelta(seconds=1))  # after
+    done = wait_terminal(ctrl, cycle.id)
+    assert done.state in ("promoted", "rejected"), done.reason  # 300 rows may well lose the gate
+    training = ctrl.store.events(kind="loop.training", limit=1)[0]
+    assert "300 recent labelled rows served since" in training.reason
+    trained_on = pd.read_parquet(settings.home_dir / "loop" / f"cycle-{cycle.id}.parquet")
+    assert len(trained_on) == 300

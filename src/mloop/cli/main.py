@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "mloop.cli.rollout",
     "mloop.cli.monitor",
     "mloop.cli.loop",
+    "mloop.cli.demo",
     "mloop.cli.batch",
 ]
 

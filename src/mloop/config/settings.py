@@ -303,6 +303,14 @@ class ControlSettings(Section):
     """Most recent labelled rows used when training on recent traffic."""
     min_recent_rows: int = 300
     """Fewest labelled rows for ``retrain_data: recent`` to be used."""
+    retrain_after_alert: bool = True
+    """After a drift or quality alert, train on recent traffic served *since the alert fired* only:
+    rows from before it follow the pattern the alert says is gone, and would let the retrained model
+    lose the gate to the champion on a holdout made mostly of old rows."""
+    label_wait_s: float = 3600.0
+    """With ``retrain_after_alert``, how long a cycle waits in ``triggered`` for ``min_recent_rows``
+    labelled rows served since the alert; after that it uses all recent rows (or, with ``auto``, the
+    source if there are too few)."""
     training_timeout_s: float = 3600.0
     """A training subprocess running longer than this is killed and the cycle fails."""
 

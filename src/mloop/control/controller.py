@@ -29,7 +29,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mloop.config import Settings
-from mloop.control.retrain import find_cycle_version, pid_alive, retrain_dataset, spawn_training
+from mloop.control.retrain import (
+    find_cycle_version,
+    pid_alive,
+    recent_labelled,
+    retrain_dataset,
+    spawn_training,
+)
 from mloop.control.triggers import Trigger, schedule_trigger, source_fingerprint
 from mloop.errors import ConflictError, ControlError, MloopError
 
@@ -242,7 +248,27 @@ class Controller:
         if self.settings.control.dry_run:
             return self._move(cycle, "dry_run", f"dry run: would retrain because {cycle.reason}")
         home = self.settings.home_dir / "loop"
-        data, how = retrain_dataset(self.settings, self.store, home / f"cycle-{cycle.id}.parquet")
+        since = self._post_alert_since(cycle)
+        if since is not None:
+            c = self.settings.control
+            have = len(recent_labelled(self.settings, self.store, c.min_recent_rows, since=since))
+            waited = (self.clock() - _utc(cycle.created_at)).total_seconds()
+            if have < c.min_recent_rows and waited < c.label_wait_s:
+                if not cycle.data.get("waiting_for_labels"):
+                    reason = (
+                        f"waiting for {c.min_recent_rows} labelled rows served since the alert "
+                        f"({have} so far; control.label_wait_s={c.label_wait_s:.0f})"
+                    )
+                    cycle = self.repo.transition(
+                        cycle, "triggered", reason=reason, data={"waiting_for_labels": True}
+                    )
+                    self._event("waiting", cycle.id, reason)
+                return cycle
+            if have < c.min_recent_rows:
+                since = None  # waited long enough: train on what there is (see retrain_dataset)
+        data, how = retrain_dataset(
+            self.settings, self.store, home / f"cycle-{cycle.id}.parquet", since=since
+        )
         proc = spawn_training(
             self.settings,
             cycle_id=cycle.id,
@@ -259,6 +285,16 @@ class Controller:
             attempts=cycle.attempts + 1,
             data={"training_started": time.time(), "data": str(data) if data else None},
         )
+
+    def _post_alert_since(self, cycle: Any) -> datetime | None:
+        """When the cycle came from an alert and recent traffic is wanted: the instant it fired."""
+        c = self.settings.control
+        if not c.retrain_after_alert or c.retrain_data == "source":
+            return None
+        if cycle.trigger_kind not in ("drift", "quality"):
+            return None
+        fired = (cycle.data.get("alert") or {}).get("fired_at")
+        return datetime.fromtimestamp(float(fired), UTC) if fired else None
 
     def _on_training(self, cycle: Any) -> Any:
         version = find_cycle_version(self.registry, cycle.id)
@@ -361,3 +397,8 @@ def _tail(path: os.PathLike[str] | str, lines: int = 3) -> str:
             return " | ".join(fh.read().strip().splitlines()[-lines:])[-600:]
     except OSError:
         return "(no log)"
+
+
+def _utc(ts: datetime) -> datetime:
+    """Stores without time zones (SQLite) give naive datetimes, which are UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,17 @@ __all__ = [
 CYCLE_TAG = "mloop.cycle_id"
 
 
-def recent_labelled(settings: Settings, store: Any, limit: int) -> pd.DataFrame:
-    """The latest ``limit`` served rows that have a /feedback label, as training rows (features + target)."""
+def recent_labelled(
+    settings: Settings, store: Any, limit: int, *, since: datetime | None = None
+) -> pd.DataFrame:
+    """The latest ``limit`` served rows that have a /feedback label, as training rows (features + target);
+    with ``since``, only rows served at or after that instant."""
     from mloop.serving.predlog import BASE_COLUMNS, open_prediction_log
 
     log = open_prediction_log(settings.prediction_log_url)
     try:
         # Labels arrive for a fraction of traffic: read more rows than we need.
-        frame = log.read(model_name=settings.model.name, last_n=max(limit * 4, limit))
+        frame = log.read(model_name=settings.model.name, since=since, last_n=max(limit * 4, limit))
     finally:
         log.close()
     if frame.empty:
@@ -52,14 +56,18 @@ def recent_labelled(settings: Settings, store: Any, limit: int) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def retrain_dataset(settings: Settings, store: Any, out: Path) -> tuple[Path | None, str]:
-    """Write the retraining data per ``control.retrain_data``; return (file or None for the source, how)."""
+def retrain_dataset(
+    settings: Settings, store: Any, out: Path, *, since: datetime | None = None
+) -> tuple[Path | None, str]:
+    """Write the retraining data per ``control.retrain_data``; return (file or None for the source, how).
+
+    ``since`` limits the recent traffic to rows served from that instant on (after an alert)."""
     from mloop.data import load_source
 
     mode = settings.control.retrain_data
     recent = pd.DataFrame()
     if mode in ("auto", "recent", "both"):
-        recent = recent_labelled(settings, store, settings.control.recent_rows)
+        recent = recent_labelled(settings, store, settings.control.recent_rows, since=since)
     if mode == "recent" and len(recent) < settings.control.min_recent_rows:
         raise ControlError(
             f"control.retrain_data is 'recent' but only {len(recent)} labelled rows exist (need "
@@ -68,7 +76,9 @@ def retrain_dataset(settings: Settings, store: Any, out: Path) -> tuple[Path | N
     if mode == "source" or (mode == "auto" and len(recent) < settings.control.min_recent_rows):
         return None, "the configured source"
     frame = recent
-    how = f"{len(recent)} recent labelled rows"
+    how = f"{len(recent)} recent labelled rows" + (
+        f" served since {since:%H:%M:%S} UTC" if since is not None else ""
+    )
     if mode == "both":
         source = load_source(settings.source, root=settings.root)
         frame = pd.concat([source, recent], ignore_index=True, sort=False)
