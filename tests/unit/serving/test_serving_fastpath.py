@@ -112,6 +112,22 @@ def test_unsupported_estimators_are_not_compiled() -> None:
     assert compile_trees(multi) is None
 
 
+class _Shifted(RandomForestClassifier):
+    """A user's subclass that changes the answer: compiling its trees would skip the override."""
+
+    def predict_proba(self, X: Any) -> Any:
+        return 1.0 - super().predict_proba(X)
+
+
+def test_subclasses_that_may_override_prediction_are_not_compiled() -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    assert compile_trees(_Shifted(n_estimators=2, random_state=0).fit(X, y)) is None
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = build_pipeline(["a", "b", "c"], [], _Shifted(n_estimators=2, random_state=0)).fit(frame, y)
+    assert compile_model(model) is None
+
+
 # -- the mloop pipeline: preprocessing + forest -------------------------------------------------------
 def _frame(n: int, seed: int, *, holes: bool) -> pd.DataFrame:
     """Columns typed as mloop's training and serving frames type them (pandas' str for categories)."""

@@ -138,7 +138,7 @@ def compile_columns(transformer: Any) -> CompiledColumns | None:
     """Compile a fitted ColumnTransformer of the supported shape, else None (see module doc)."""
     from sklearn.compose import ColumnTransformer
 
-    if not isinstance(transformer, ColumnTransformer) or not hasattr(transformer, "transformers_"):
+    if type(transformer) is not ColumnTransformer or not hasattr(transformer, "transformers_"):
         return None
     if getattr(transformer, "sparse_output_", False):
         return None

@@ -95,7 +95,7 @@ def compile_model(model: Any) -> CompiledModel | None:
     """A :class:`CompiledModel` for a supported fitted pipeline, else None (never raises)."""
     from sklearn.pipeline import Pipeline
 
-    if not isinstance(model, Pipeline) or len(model.steps) < 2:
+    if type(model) is not Pipeline or len(model.steps) < 2:  # a subclass may predict differently
         return None
     try:
         trees = compile_trees(model.steps[-1][1])

@@ -40,13 +40,19 @@ def _supported_trees(estimator: Any) -> list[Any] | None:
         RandomForestClassifier,
         RandomForestRegressor,
     )
-    from sklearn.tree import BaseDecisionTree
+    from sklearn.tree import (
+        DecisionTreeClassifier,
+        DecisionTreeRegressor,
+        ExtraTreeClassifier,
+        ExtraTreeRegressor,
+    )
 
-    if isinstance(estimator, BaseDecisionTree):
+    # Exact types only: a subclass may override predict/predict_proba, and the compiled walk would
+    # silently skip whatever it does.
+    kind = type(estimator)
+    if kind in (DecisionTreeClassifier, DecisionTreeRegressor, ExtraTreeClassifier, ExtraTreeRegressor):
         trees = [estimator]
-    elif isinstance(
-        estimator, RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier | ExtraTreesRegressor
-    ):
+    elif kind in (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor):
         trees = list(getattr(estimator, "estimators_", []))
     else:
         return None
