@@ -321,17 +321,30 @@ class PredictionService:
             raise _feedback_error(
                 "body", items, 'an object {"prediction_id", "label"} or a non-empty list of them'
             )
+        from mloop.store.store import feedback_problem
+
         pairs: list[tuple[str, Any]] = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise _feedback_error(f"[{i}]", item, 'an object {"prediction_id", "label"}')
             pid, label = item.get("prediction_id"), item.get("label")
-            if not isinstance(pid, str) or not pid or len(pid) > 128:
+            # The store's own rules, checked here so that an id or label it would refuse is the
+            # client's 422, never a 500 from the store (e.g. NUL, which PostgreSQL cannot hold).
+            found = feedback_problem(pid, label)
+            if found is not None and found[0] == "prediction_id":
                 raise _feedback_error(
-                    f"[{i}].prediction_id", pid, "the id string returned with the prediction"
+                    f"[{i}].prediction_id",
+                    pid,
+                    "the id string returned with the prediction",
+                    f"the prediction_id {found[1]}",
                 )
-            if label is None or isinstance(label, Mapping):
-                raise _feedback_error(f"[{i}].label", label, "the observed value (number, string or boolean)")
+            if found is not None or isinstance(label, Mapping):
+                raise _feedback_error(
+                    f"[{i}].label",
+                    label,
+                    "the observed value (number, string or boolean)",
+                    f"the item {found[1]}" if found is not None else None,
+                )
             pairs.append((pid, label))
         store = await self._store()
         written = await asyncio.to_thread(store.add_feedback, pairs, self.model_name)
@@ -348,9 +361,14 @@ class PredictionService:
         return self.store
 
 
-def _feedback_error(field: str, value: Any, allowed: str) -> RequestValidationError:
+def _feedback_error(
+    field: str, value: Any, allowed: str, problem: str | None = None
+) -> RequestValidationError:
     shown = value if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    if isinstance(shown, str) and len(shown) > 80:
+        shown = shown[:80] + "..."
+    why = f" ({problem})" if problem else ""
     return RequestValidationError(
-        f"Feedback field {field} is invalid: expected {allowed}; got {shown!r}.",
+        f"Feedback field {field} is invalid: expected {allowed}; got {shown!r}{why}.",
         [{"field": field, "rule": "feedback", "received": shown, "allowed": allowed, "rows": [], "count": 1}],
     )

@@ -26,13 +26,16 @@ from mloop.store.schema import events as events_t
 from mloop.store.schema import feedback as feedback_t
 from mloop.store.schema import leases as leases_t
 
-__all__ = ["WRITE_OPTION", "Event", "Store"]
+__all__ = ["PREDICTION_ID_MAX", "WRITE_OPTION", "Event", "Store", "feedback_problem"]
 
 WRITE_OPTION = "mloop_write"
 """Execution option marking a connection whose transactions write (SQLite begins them IMMEDIATE)."""
 
 _KIND = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _CHUNK = 500
+
+PREDICTION_ID_MAX = 128
+"""Longest prediction id the feedback table holds (characters)."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,64 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _text(name: str, value: object, max_len: int) -> str:
+def _unstorable(value: str) -> str | None:
+    """Why no backend can store the string ``value`` (PostgreSQL refuses NUL in text and JSONB)."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000), which the store cannot hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it contains a lone surrogate)"
+    return None
+
+
+def _text_problem(value: object, max_len: int) -> str | None:
     if not isinstance(value, str) or not value.strip():
-        raise StoreError(f"{name} must be a non-empty string; got {value!r}.")
+        return f"must be a non-empty string, not only whitespace; got {value!r}"
     if len(value) > max_len:
-        raise StoreError(f"{name} must be at most {max_len} characters; got {len(value)}: {value[:40]!r}...")
-    return value
+        return f"must be at most {max_len} characters; got {len(value)}: {value[:40]!r}..."
+    return _unstorable(value)
+
+
+def _text(name: str, value: object, max_len: int) -> str:
+    problem = _text_problem(value, max_len)
+    if problem is not None:
+        raise StoreError(f"{name} {problem}.")
+    return value  # type: ignore[return-value]
+
+
+def _label_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _unstorable(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            problem = _label_problem(str(k)) or _label_problem(v)
+            if problem is not None:
+                return problem
+    if isinstance(value, list):
+        for v in value:
+            problem = _label_problem(v)
+            if problem is not None:
+                return problem
+    return None
+
+
+def feedback_problem(prediction_id: object, label: Any) -> tuple[str, str] | None:
+    """Why ``(prediction_id, label)`` cannot be stored as feedback, as ``(field, problem)``; None when
+    it can. Every backend applies the same rules, so a label SQLite accepts is one PostgreSQL accepts:
+    the id is a string of 1 to :data:`PREDICTION_ID_MAX` characters that is not only whitespace, and
+    no string in either contains NUL or a lone surrogate. Valid ids are stored verbatim.
+    """
+    problem = _text_problem(prediction_id, PREDICTION_ID_MAX)
+    if problem is not None:
+        return "prediction_id", problem
+    if label is None:
+        return "label", "has no label; send the observed value"
+    try:
+        problem = _label_problem(to_jsonable(label))
+    except TypeError as exc:
+        return "label", f"has a label that is not a number, string or list: {exc}"
+    return None if problem is None else ("label", f"has a label that {problem}")
 
 
 class Store(ABC):
@@ -228,15 +283,12 @@ class Store(ABC):
                 raise StoreError(
                     f"Feedback item #{n} must be a (prediction_id, label) pair; got {item!r}."
                 ) from exc
-            _text(f"Feedback item #{n} prediction_id", pid, 128)
-            if label is None:
-                raise StoreError(f"Feedback for prediction {pid!r} has no label; send the observed value.")
-            try:
-                latest[pid] = to_jsonable(label)
-            except TypeError as exc:
-                raise StoreError(
-                    f"Feedback label for {pid!r} must be a number, string or list: {exc}."
-                ) from exc
+            found = feedback_problem(pid, label)
+            if found is not None:
+                what, problem = found
+                subject = "prediction_id" if what == "prediction_id" else f"for prediction {pid!r}"
+                raise StoreError(f"Feedback item #{n} {subject} {problem}.")
+            latest[pid] = to_jsonable(label)
         if not latest:
             return 0
         rows = [
