@@ -345,7 +345,7 @@ class PredictionService:
                     "the observed value (number, string or boolean)",
                     f"the item {found[1]}" if found is not None else None,
                 )
-            pairs.append((pid, label))
+            pairs.append((str(pid), label))  # feedback_problem checked it is a str
         store = await self._store()
         written = await asyncio.to_thread(store.add_feedback, pairs, self.model_name)
         return {"received": len(pairs), "stored": written}
