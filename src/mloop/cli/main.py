@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("Aborted.")
         sys.exit(130)
     except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Typer >= 0.2x vendors click (typer._click); older ones raise click's own exceptions.
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int) and type(exc).__module__.endswith("click.exceptions"):
+            show()
+            sys.exit(code)
         if os.environ.get("MLOOP_VERBOSE") == "1":
             err_console.print_exception()
         err_console.print(
