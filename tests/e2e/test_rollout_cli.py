@@ -243,3 +243,19 @@ def test_canary_under_traffic_is_promoted_and_v2_serves(served: Served) -> None:
     promoted = next(e for e in served.events() if e.kind == "rollout.promoted")
     assert promoted.data["version"] == "2" and promoted.data["previous"] == "1"
     assert promoted.actor == "rollout:auto"
+
+
+def test_rollback_after_promotion_returns_the_previous_champion(served: Served) -> None:
+    if served.aliases().get("champion") != 2:
+        pytest.skip("needs the promotion of the previous test (run the module in order)")
+    out = _mloop(served.project, "rollout", "rollback", "--reason", "e2e: v2 misbehaves")
+    assert "back on v1" in out and "was v2" in out
+    assert served.aliases()["champion"] == 1
+    with served.client() as c:
+        # The server follows the champion alias (serving.poll_interval_s) without a restart.
+        _until("the server to serve v1 again", lambda: _serving(c) == {"1": 1.0})
+        assert set(_predict_versions(c, 20)) == {"1"}
+        deployment = c.get("/admin/rollout").json()["deployment"]
+        assert deployment["champion_version"] == "1"
+    [event] = [e for e in served.events() if e.kind == "deployment.rolled_back"]
+    assert event.reason == "e2e: v2 misbehaves" and event.actor == "cli"
