@@ -12,6 +12,7 @@ stays, so ``mloop status``, ``mloop monitor`` and the MLflow UI can open it afte
 from __future__ import annotations
 
 import collections
+import logging
 import shutil
 import threading
 import time
@@ -41,7 +42,13 @@ DEMO_CONFIG: dict[str, Any] = {
         "interval_s": 0,  # the loop runs monitoring itself (control.monitor_interval_s)
         "alerts": [
             {"name": "feature-drift", "when": "drift_share", "threshold": 0.15, "cooldown_s": 3600},
-            {"name": "quality-drop", "when": "quality", "metric": "roc_auc", "below": 0.7, "cooldown_s": 3600},
+            {
+                "name": "quality-drop",
+                "when": "quality",
+                "metric": "roc_auc",
+                "below": 0.7,
+                "cooldown_s": 3600,
+            },
         ],
     },
     "control": {
@@ -65,6 +72,10 @@ DEMO_CONFIG: dict[str, Any] = {
     "gates": {"thresholds": {"roc_auc": 0.6}, "min_improvement": 0.0},
 }
 
+# More fraud than the template's 3%: a demo-sized holdout of a few hundred rows then holds enough
+# positives for the gate's roc_auc to mean something.
+FRAUD_RATE = 0.08
+
 SLOW_MODEL = '''"""A deliberately broken model for the demo: right answers, 40 ms late on every call."""
 
 import time
@@ -86,7 +97,9 @@ def build(task="classification", seed=42, **params):
 class Traffic:
     """Replays transactions against the server with labels following ``label_delay_s`` later."""
 
-    def __init__(self, url: str, *, workers: int = 4, rate: float = 200.0, label_delay_s: float = 1.5) -> None:
+    def __init__(
+        self, url: str, *, workers: int = 4, rate: float = 200.0, label_delay_s: float = 1.5
+    ) -> None:
         self.url = url
         self.workers = workers
         # Paced, not flat out: the demo shares two cores with the retraining it provokes.
@@ -102,7 +115,11 @@ class Traffic:
         self._threads: list[threading.Thread] = []
 
     def feed(self, frame: Any, target: str) -> None:
-        # What a client of the fraud model sends: the features and (kept aside) the label.
+        # What a client of the fraud model sends: the features and (kept aside) the label. The
+        # generator's rows run in time order (1,000 per simulated day); replayed in seconds, a window
+        # would cover part of a day and its hours would (rightly) look drifted. Shuffled, a window is
+        # a sample of whole days.
+        frame = frame.sample(frac=1.0, random_state=len(frame))
         frame = frame.drop(columns=[c for c in ("transaction_id", "customer_id", "timestamp") if c in frame])
         records = frame.to_dict(orient="records")
         with self._lock:
@@ -187,11 +204,11 @@ class Traffic:
             return len(self._rows)
 
 
-def _drifted(rows: int, seed: int) -> Any:
+def _drifted(rows: int, seed: int, fraud_rate: float = FRAUD_RATE) -> Any:
     """New fraud patterns (the label rule changes) plus shifted amounts and hours."""
     from mloop.data import generate_fraud
 
-    frame = generate_fraud(rows, seed=seed, scenario="concept_drift")
+    frame = generate_fraud(rows, seed=seed, scenario="concept_drift", fraud_rate=fraud_rate)
     frame["amount"] = (frame["amount"] * 2.5).round(2)
     frame["hour"] = (frame["hour"] + 8) % 24
     return frame
@@ -207,7 +224,9 @@ def _free_port() -> int:
 
 def demo(
     directory: Annotated[Path, typer.Argument(help="Where to create the demo project.")] = Path("mloop-demo"),
-    with_rollback: Annotated[bool, typer.Option("--with-rollback", help="Also push a broken v3 and roll it back.")] = False,
+    with_rollback: Annotated[
+        bool, typer.Option("--with-rollback", help="Also push a broken v3 and roll it back.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace the directory if it exists.")] = False,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
 ) -> None:
@@ -225,10 +244,15 @@ def demo(
     started = time.monotonic()
     if directory.exists() and any(directory.iterdir()):
         if not force:
-            raise ConfigError(f"{directory} exists and is not empty; pass --force to replace it or choose another directory.")
+            raise ConfigError(
+                f"{directory} exists and is not empty; pass --force to replace it or choose another directory."
+            )
         shutil.rmtree(directory)
     console.rule("[bold]mloop demo: the closed loop on card-fraud data")
     init_project(directory, template="fraud", rows=12_000)
+    generate_fraud(12_000, seed=42, fraud_rate=FRAUD_RATE).to_csv(
+        directory / "data" / "transactions.csv", index=False
+    )
     config_path = directory / "mloop.yaml"
     cfg = yaml.safe_load(config_path.read_text())
     for section, values in DEMO_CONFIG.items():
@@ -241,10 +265,14 @@ def demo(
 
     with console.status("[2/6] training v1…"):
         first = train(settings, actor="demo", reason="demo: initial model")
-    console.print(f"[2/6] trained v{first.version}: roc_auc {first.metrics['roc_auc']:.3f} → {', '.join(first.aliases)}")
+    console.print(
+        f"[2/6] trained v{first.version}: roc_auc {first.metrics['roc_auc']:.3f} → {', '.join(first.aliases)}"
+    )
 
     app, controller, store = build_loop(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    )
     server_thread = threading.Thread(target=server.run, name="demo-server", daemon=True)
     server_thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -255,21 +283,42 @@ def demo(
     loop_thread = threading.Thread(target=controller.run, args=(stop_loop,), name="demo-loop", daemon=True)
     loop_thread.start()
     traffic = Traffic(url)
-    traffic.feed(generate_fraud(1800, seed=101), "is_fraud")
+    # Normal traffic: 1,800 transactions drawn from 12 simulated days, as the training data spans.
+    traffic.feed(
+        generate_fraud(12_000, seed=101, fraud_rate=FRAUD_RATE).sample(1800, random_state=1), "is_fraud"
+    )
     traffic.start()
     seen_events = max((e.id for e in store.events(limit=1)), default=0)
     try:
-        seen_events = _until(console, store, traffic, seen_events, started + timeout,
-                             lambda: traffic.pending == 0, "[4/6] replaying normal traffic")
+        seen_events = _until(
+            console,
+            store,
+            traffic,
+            seen_events,
+            started + timeout,
+            lambda: traffic.pending == 0,
+            "[4/6] replaying normal traffic",
+        )
         seeds = iter(range(202, 10_000))
         traffic.keep_fed(lambda: _drifted(3000, seed=next(seeds)), "is_fraud")
         console.print("[4/6] [yellow]drift injected[/]: new fraud patterns, amounts ×2.5, hours shifted by 8")
-        seen_events = _until(console, store, traffic, seen_events, started + timeout,
-                             lambda: _cycle_done(controller), "[5/6] waiting for the loop (detect → retrain → canary)")
+        seen_events = _until(
+            console,
+            store,
+            traffic,
+            seen_events,
+            started + timeout,
+            lambda: _cycle_done(controller),
+            "[5/6] waiting for the loop (detect → retrain → canary)",
+        )
         final = controller.repo.cycles(settings.model.name, limit=1)[0]
         if final.state != "promoted":
             raise ControlError(f"The loop ended cycle {final.id} as {final.state}: {final.reason}")
         console.print(f"[5/6] [green]v{final.version} promoted[/] after a {final.trigger_kind} alert")
+        # The loop stops here: labels still arriving for v1's answers would (rightly) raise more
+        # alerts, and the demo's last act is a rollout driven by hand.
+        stop_loop.set()
+        loop_thread.join(timeout=30)
         if with_rollback:
             seen_events = _broken_v3(console, settings, store, traffic, seen_events, started + timeout)
     finally:
@@ -286,8 +335,10 @@ def demo(
     store.close()
     console.rule("[bold]timeline")
     print_status(report)
-    console.print(f"\nrequests: {traffic.sent} answered, {traffic.failed} failed; answered by version: "
-                  f"{dict(traffic.versions)}; labels sent: {traffic.labelled}")
+    console.print(
+        f"\nrequests: {traffic.sent} answered, {traffic.failed} failed; answered by version: "
+        f"{dict(traffic.versions)}; labels sent: {traffic.labelled}"
+    )
     if result.reports.get("html"):
         console.print(f"monitoring report: [bold]{result.reports['html']}[/]")
     console.print(
@@ -314,21 +365,29 @@ def _cycle_done(controller: Any) -> bool:
     return bool(cycles) and cycles[0].terminal
 
 
-def _until(console: Any, store: Any, traffic: Traffic, seen: int, deadline: float, done: Any, label: str) -> int:
+def _until(
+    console: Any, store: Any, traffic: Traffic, seen: int, deadline: float, done: Any, label: str
+) -> int:
     """Print new events as they happen until ``done()``; return the last event id printed."""
     with console.status(label) as status:
         while True:
             for event in reversed(store.events(limit=50)):
                 if event.id > seen and event.kind != "monitor.window":
-                    console.print(f"  [dim]{event.ts:%H:%M:%S}[/] [cyan]{event.kind}[/] {event.subject}: {event.reason[:140]}",
-                                  highlight=False)
+                    console.print(
+                        f"  [dim]{event.ts:%H:%M:%S}[/] [cyan]{event.kind}[/] {event.subject}: {event.reason[:140]}",
+                        highlight=False,
+                    )
                     seen = max(seen, event.id)
-            status.update(f"{label}… {traffic.sent} requests, {traffic.labelled} labels, "
-                          f"versions {dict(traffic.versions)}")
+            status.update(
+                f"{label}… {traffic.sent} requests, {traffic.labelled} labels, "
+                f"versions {dict(traffic.versions)}"
+            )
             if done():
                 return seen
             if time.monotonic() > deadline:
-                raise ControlError(f"The demo did not finish in time ({label}); see `mloop status` in the project.")
+                raise ControlError(
+                    f"The demo did not finish in time ({label}); see `mloop status` in the project."
+                )
             time.sleep(0.3)
 
 
@@ -342,10 +401,20 @@ def _broken_v3(console: Any, settings: Any, store: Any, traffic: Traffic, seen: 
         update={"model": settings.model.model_copy(update={"estimator": "demo_models:build", "params": {}})}
     )
     recent = _drifted(4000, seed=303)
-    with console.status("[6/6] training a deliberately slow v3…"):
-        result = train(broken, data=recent, actor="demo", reason="demo: deliberately slow model")
-    console.print(f"[6/6] v{result.version} trained (gate {'passed' if result.gate.passed else 'failed'}); canarying it")
-    rollout = start_rollout(settings, str(result.version), "canary", actor="demo", reason="demo: push the slow v3")
+    contract_log = logging.getLogger("mloop.data")
+    level = contract_log.level
+    contract_log.setLevel(logging.ERROR)  # its out-of-range warnings are expected on drifted data
+    try:
+        with console.status("[6/6] training a deliberately slow v3…"):
+            result = train(broken, data=recent, actor="demo", reason="demo: deliberately slow model")
+    finally:
+        contract_log.setLevel(level)
+    console.print(
+        f"[6/6] v{result.version} trained (gate {'passed' if result.gate.passed else 'failed'}); canarying it"
+    )
+    rollout = start_rollout(
+        settings, str(result.version), "canary", actor="demo", reason="demo: push the slow v3"
+    )
 
     def finished() -> bool:
         nonlocal rollout
