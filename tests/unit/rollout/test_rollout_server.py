@@ -202,7 +202,9 @@ async def test_admin_api_needs_the_token(make_client) -> None:
 
 
 async def test_good_canary_walks_the_steps_and_is_promoted(make_client) -> None:
-    client, ctl = await make_client()
+    # Two equal-speed models: p99 over 10 requests on a loaded machine can still differ 2x, so the
+    # latency bound is loosened here (the slow model, 0.2 s a call, is caught in the test below).
+    client, ctl = await make_client(max_latency_ratio=10.0)
     r = await client.post("/admin/rollout/start", json={"strategy": "canary", "version": 2}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert {a["arm"]: a["weight"] for a in r.json()["arms"]} == {"champion": 0.5, "canary": 0.5}
