@@ -23,11 +23,7 @@ $(KFP_VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	rm -rf demo
-	$(MLOOP) init demo --template fraud
-	cd demo && ../$(MLOOP) train
-	cd demo && ../$(MLOOP) train --data data/transactions_shifted.csv
-	cd demo && ../$(MLOOP) models list
+	$(MLOOP) demo mloop-demo --with-rollback --force
 
 test: $(VENV)/.installed $(KFP_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -46,4 +42,4 @@ lock: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(KFP_VENV) demo .pytest_cache
+	rm -rf $(VENV) $(KFP_VENV) mloop-demo .pytest_cache
