@@ -31,6 +31,7 @@ from typing import Any
 from mloop.config import Settings
 from mloop.control.retrain import (
     find_cycle_version,
+    find_training,
     pid_alive,
     recent_labelled,
     retrain_dataset,
@@ -56,8 +57,14 @@ class RolloutDriver:
         self.store = store
 
     def start(self, version: str, reason: str) -> int:
+        """Start a rollout of ``version``; the loop's existing one of that version if there is one (a
+        loop killed after starting it but before recording it on the cycle adopts it on restart)."""
         from mloop.rollout import start_rollout
+        from mloop.store.rollouts import RolloutStore
 
+        for existing in RolloutStore(self.store).list(self.settings.model.name, limit=20):
+            if existing.candidate_version == str(version) and existing.actor == "loop":
+                return int(existing.id)
         rollout = start_rollout(
             self.settings, version, self.settings.rollout.strategy, actor="loop", reason=reason
         )
@@ -266,6 +273,18 @@ class Controller:
                 return cycle
             if have < c.min_recent_rows:
                 since = None  # waited long enough: train on what there is (see retrain_dataset)
+        # A loop killed after starting the training but before recording it must not start another.
+        if find_cycle_version(self.registry, cycle.id) is not None:
+            return self._move(cycle, "training", "the training of this cycle had already finished")
+        pid = find_training(self.settings, cycle.id)
+        if pid is not None:
+            return self._move(
+                cycle,
+                "training",
+                f"found the training of this cycle already running (pid {pid})",
+                pid=pid,
+                data={"training_started": time.time()},
+            )
         data, how = retrain_dataset(
             self.settings, self.store, home / f"cycle-{cycle.id}.parquet", since=since
         )

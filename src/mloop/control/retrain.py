@@ -23,6 +23,7 @@ from mloop.errors import ControlError
 __all__ = [
     "CYCLE_TAG",
     "find_cycle_version",
+    "find_training",
     "pid_alive",
     "recent_labelled",
     "retrain_dataset",
@@ -129,6 +130,37 @@ def find_cycle_version(registry: Any, cycle_id: int) -> Any | None:
     for info in registry.versions():
         if info.tags.get(CYCLE_TAG) == str(cycle_id):
             return info
+    return None
+
+
+def find_training(settings: Settings, cycle_id: int) -> int | None:
+    """The pid of a running ``mloop train`` of this project for ``cycle_id``, found by its command line.
+
+    A loop killed between starting the child and recording its pid finds it again this way instead
+    of starting a second training. Linux only (``/proc``); elsewhere None.
+    """
+    tag = f"{CYCLE_TAG}={cycle_id}"
+    config = str(settings.root / "mloop.yaml")
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if tag not in args or "train" not in args or not pid_alive(int(entry)):
+            continue
+        try:
+            cwd = os.path.realpath(f"/proc/{entry}/cwd")
+        except OSError:
+            cwd = ""
+        if config in args or cwd == os.path.realpath(settings.root):
+            return int(entry)
     return None
 
 
