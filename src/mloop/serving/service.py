@@ -162,7 +162,15 @@ class PredictionService:
         """Load and warm a version beside the running ones (not yet routed); rollout uses this too."""
         loaded = await asyncio.to_thread(self.source.load, ref)
         runtime = ModelRuntime(loaded, self.serving, metrics=self.metrics, alias=alias or self.alias)
-        await asyncio.to_thread(runtime.warm)
+        try:
+            await asyncio.to_thread(runtime.warm)
+        except MloopError:
+            raise
+        except Exception as exc:  # the model's own code failed on its input example: not servable
+            raise ServingError(
+                f"{loaded.info.name} v{loaded.info.version} failed its warm-up on the saved input "
+                f"example ({type(exc).__name__}: {exc}); it is not served."
+            ) from exc
         runtime.start()
         return runtime
 

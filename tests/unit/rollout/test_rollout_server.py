@@ -48,7 +48,7 @@ class Faulty:
         self.classes_ = model.classes_
 
     def predict_proba(self, frame: pd.DataFrame) -> Any:
-        if self.armed and self.mode == "error":
+        if (self.armed and self.mode == "error") or self.mode == "broken":
             raise RuntimeError("challenger is broken")
         if self.armed and self.mode == "slow":
             time.sleep(0.2)
@@ -133,6 +133,7 @@ async def make_client(tmp_path: Path, store: Store) -> AsyncIterator[Callable[..
             3: _loaded(tmp_path, 3, "error"),
             4: _loaded(tmp_path, 4, "slow"),
             5: _broken,
+            6: _loaded(tmp_path, 6, "broken"),  # loads, but its own code fails on the warm-up example
         },
         {"champion": 1},
     )
@@ -220,7 +221,7 @@ async def test_good_canary_walks_the_steps_and_is_promoted(make_client) -> None:
     assert next(e.kind for e in ctl.store.events(kind="rollout", limit=None)) == "rollout.promoted"
 
 
-@pytest.mark.parametrize(("version", "check"), [(3, "error_rate"), (4, "latency"), (5, "load")])
+@pytest.mark.parametrize(("version", "check"), [(3, "error_rate"), (4, "latency"), (5, "load"), (6, "load")])
 async def test_bad_challengers_are_rolled_back_naming_the_check(
     make_client, version: int, check: str
 ) -> None:
