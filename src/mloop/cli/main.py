@@ -26,7 +26,8 @@ app = typer.Typer(
     name="mloop",
     help=(
         "Close the ML loop: train, track, serve, monitor, retrain and roll out models.\n\n"
-        "Start with `mloop init demo --template fraud && cd demo && mloop train`."
+        "See it all in a minute: `mloop demo`. Start your own: `mloop init myproject --template fraud "
+        "&& cd myproject && mloop train && mloop run`."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
