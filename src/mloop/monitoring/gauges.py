@@ -1,4 +1,4 @@
-"""Prometheus gauges of live monitoring, named as in the platform's metrics contract (METRICS.md).
+"""Prometheus gauges of live monitoring (listed in docs/monitoring.md, "Prometheus gauges").
 
 ``mloop_drift_score{model,feature}``, ``mloop_drift_detected{model,feature}``,
 ``mloop_drift_share{model}``, ``mloop_live_quality{model,version,metric}`` and

@@ -1,4 +1,4 @@
-"""The Prometheus metrics of ``mloop serve``, named as in the platform's metrics contract.
+"""The Prometheus metrics of ``mloop serve`` (listed in docs/serving.md, "Metrics").
 
 Each :class:`ServingMetrics` owns its metrics in one :class:`~prometheus_client.CollectorRegistry`
 (a fresh one by default, so several apps in one process — tests — do not collide). Label children
@@ -28,7 +28,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class ServingMetrics:
-    """Every serving metric (see ``METRICS.md``), on ``registry``."""
+    """Every serving metric (the list is in docs/serving.md, "Metrics"), on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
