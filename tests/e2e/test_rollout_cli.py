@@ -259,3 +259,66 @@ def test_rollback_after_promotion_returns_the_previous_champion(served: Served) 
         assert deployment["champion_version"] == "1"
     [event] = [e for e in served.events() if e.kind == "deployment.rolled_back"]
     assert event.reason == "e2e: v2 misbehaves" and event.actor == "cli"
+    # `cd -`: the champion it replaced is the next rollback target.
+    assert served.aliases() == {"champion": 1, "previous": 2}
+
+
+def _since(served: Served, kind: str, subject: str) -> list[Any]:
+    """Events from the newest ``kind`` event of ``subject`` on, oldest first."""
+    events = list(reversed(served.events()))
+    start = max(i for i, e in enumerate(events) if e.kind == kind and e.subject == subject)
+    return events[start:]
+
+
+def test_promote_while_the_server_advances_is_applied_once_and_succeeds(served: Served) -> None:
+    if served.aliases() != {"champion": 1, "previous": 2}:
+        pytest.skip("needs the rollbacks of the previous tests (run the module in order)")
+    rid = _mloop_json(served.project, "rollout", "start", "-s", "ab", "-V", "2")["id"]
+    with served.client() as c:
+        # The server follows the rollout (and, with rollout.auto_advance, analyses it every refresh).
+        _until("the server to route to both versions", lambda: _serving(c) == {"1": 0.5, "2": 0.5})
+        _predict_versions(c, 10)
+    out = _mloop(served.project, "rollout", "promote")  # exit 0, however the refreshes interleave
+    assert f"#{rid}" in out and "promoted" in out, out
+    assert served.aliases() == {"champion": 2, "previous": 1}
+    events = _since(served, "rollout.started", f"rollout:{rid}")
+    mine = [(e.kind, e.actor) for e in events if e.subject == f"rollout:{rid}"]
+    assert mine == [
+        ("rollout.started", "cli"),
+        ("rollout.promoting", "cli"),
+        ("rollout.promoted", "cli"),
+    ]
+    moves = [(e.data["alias"], e.data["version"], e.actor) for e in events if e.kind == "alias.moved"]
+    assert moves == [("champion", 2, "cli"), ("previous", 1, "cli")], moves
+
+    again = _mloop(served.project, "rollout", "promote", "--id", str(rid))
+    assert f"Rollout #{rid} is already promoted (v2 is champion)" in again
+    wrong = subprocess.run(
+        [sys.executable, "-m", "mloop", "rollout", "rollback", "--id", str(rid)],
+        cwd=served.project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert wrong.returncode != 0
+    message = " ".join((wrong.stdout + wrong.stderr).split())
+    assert "--deployment" not in message and "`mloop rollout rollback` without --id" in message, message
+    assert len([e for e in served.events() if e.kind == "rollout.promoted"]) == 2  # nothing more
+
+
+def test_rollback_after_models_promote_returns_to_the_champion_it_replaced(served: Served) -> None:
+    if served.aliases() != {"champion": 2, "previous": 1}:
+        pytest.skip("needs the promotion of the previous test (run the module in order)")
+    out = _mloop(served.project, "models", "promote", "1", "--reason", "e2e: back to v1 by hand")
+    assert "v1 is now champion" in out
+    assert served.aliases() == {"champion": 1, "previous": 2}
+    with served.client() as c:
+        deployment = c.get("/admin/rollout").json()["deployment"]
+        assert (deployment["champion_version"], deployment["previous_version"]) == ("1", "2")
+        out = _mloop(served.project, "rollout", "rollback", "--reason", "e2e: v2 after all")
+        assert "back on v2" in out and "was v1" in out, out
+        assert served.aliases() == {"champion": 2, "previous": 1}
+        deployment = c.get("/admin/rollout").json()["deployment"]
+        assert (deployment["champion_version"], deployment["previous_version"]) == ("2", "1")
+        _until("the server to serve v2", lambda: _serving(c) == {"2": 1.0})

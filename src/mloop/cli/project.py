@@ -24,13 +24,16 @@ def settings_from_cli(config: Path | None = None, **overrides: Any) -> Settings:
 
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="mloop.yaml to use (default: nearest one upwards, or MLOOP_CONFIG).")
+    Path | None,
+    typer.Option("--config", "-c", help="mloop.yaml to use (default: nearest one upwards, or MLOOP_CONFIG)."),
 ]
 
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")] = Path("."),
-    template: Annotated[str, typer.Option("--template", "-t", help="fraud | classification | regression")] = "fraud",
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="fraud | classification | regression")
+    ] = "fraud",
     rows: Annotated[int, typer.Option(help="Rows of synthetic data for the fraud template.")] = 20_000,
     force: Annotated[bool, typer.Option(help="Overwrite an existing mloop.yaml.")] = False,
 ) -> None:
@@ -46,19 +49,26 @@ def init(
 
 
 def train_cmd(
-    tune: Annotated[int | None, typer.Option("--tune", help="Run N Optuna trials before the final fit.")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Train on this source instead of source.uri.")] = None,
+    tune: Annotated[
+        int | None, typer.Option("--tune", help="Run N Optuna trials before the final fit.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Train on this source instead of source.uri.")
+    ] = None,
     config: ConfigOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Extra KEY=VALUE tag on the run and version.")] = None,
-    actor: Annotated[str, typer.Option(help="Who asked for this training (recorded with every event).")] = "cli",
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Extra KEY=VALUE tag on the run and version.")
+    ] = None,
+    actor: Annotated[
+        str, typer.Option(help="Who asked for this training (recorded with every event).")
+    ] = "cli",
     reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "manual training",
 ) -> None:
     """Train, evaluate, log to MLflow, register a version and gate it against the champion."""
     from mloop.cli.main import console
-    from mloop.training import train
-
     from mloop.errors import ConfigError
+    from mloop.training import train
 
     settings = settings_from_cli(config, source={"uri": data} if data else None)
     tags = {}
@@ -90,7 +100,9 @@ def train_cmd(
             )
         )
         return
-    table = Table(title=f"{settings.model.name} v{result.version} (run {result.run_id[:8]})", show_header=True)
+    table = Table(
+        title=f"{settings.model.name} v{result.version} (run {result.run_id[:8]})", show_header=True
+    )
     table.add_column("metric")
     table.add_column("holdout", justify="right")
     for key, value in sorted(result.metrics.items()):
@@ -173,25 +185,25 @@ def models_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded in the event log).")] = "manual promotion",
     config: ConfigOpt = None,
 ) -> None:
-    """Point the `champion` alias at VERSION (the previous champion stays as `previous`)."""
+    """Point the `champion` alias at VERSION (the previous champion stays as `previous`).
+
+    Refused while a rollout is active; the platform store's deployment record follows, so
+    `mloop rollout rollback` then returns to the champion this replaced."""
     from mloop.cli.main import console
-    from mloop.store import open_store
-    from mloop.tracking import Registry
+    from mloop.rollout import RolloutController
 
     settings = settings_from_cli(config)
-    store = open_store(settings.store_url)
+    ctl = RolloutController(settings)
     try:
-        registry = Registry(settings, events=store)
-        target = registry.get(version)
-        previous = registry.by_alias("champion")
-        if previous is not None and previous.version != target.version:
-            registry.set_alias("previous", previous.version, reason=f"replaced by v{target.version}", actor="cli")
-        registry.set_alias("champion", target.version, reason=reason, actor="cli")
-        if "challenger" in target.aliases:
-            registry.delete_alias("challenger", reason=f"v{target.version} promoted to champion", actor="cli")
+        before = ctl.registry.by_alias("champion")
+        dep = ctl.promote_version(version, actor="cli", reason=reason)
     finally:
-        store.close()
-    console.print(f"[green]{settings.model.name} v{target.version} is now champion[/]")
+        ctl.close()
+    if before is not None and str(before.version) == dep.champion_version:
+        console.print(f"{settings.model.name} v{dep.champion_version} is already champion; nothing moved.")
+        return
+    was = f" (v{dep.previous_version} is now previous)" if dep.previous_version else ""
+    console.print(f"[green]{settings.model.name} v{dep.champion_version} is now champion[/]{was}")
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,12 @@ def _controller(config: Path | None, model: str | None = None) -> RolloutControl
     return RolloutController(settings_from_cli(config), model_name=model)
 
 
+def _note(text: str) -> None:
+    from mloop.cli.main import console
+
+    console.print(text, markup=False, highlight=False)
+
+
 def _show(r: Rollout, as_json: bool) -> None:
     from rich.table import Table
 
@@ -190,12 +196,20 @@ def promote(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Promote now: all traffic to the candidate (or the A/B winner) and move the champion alias."""
+    """Promote now: all traffic to the candidate (or the A/B winner) and move the champion alias.
+
+    A rollout already promoted is reported as such (exit 0)."""
     ctl = _controller(config, model)
     try:
-        r = ctl.promote(rollout_id, version=version, actor=actor, reason=reason)
+        before = ctl.get(rollout_id)
+        r = ctl.promote(before.id, version=version, actor=actor, reason=reason)
     finally:
         ctl.close()
+    if before.state == "promoted" and not as_json:
+        _note(f"Rollout #{r.id} is already promoted (v{ctl.promoted_version(r)} is champion); nothing to do.")
+        return
+    if r.state == "promoting" and not as_json:
+        _note(f"Rollout #{r.id} is being promoted by another process; see `mloop rollout status`.")
     _show(r, as_json)
 
 
@@ -209,22 +223,27 @@ def rollback(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Roll back the active rollout; with none active, move champion back to the previous champion."""
-    from mloop.cli.main import console
+    """Roll back the active rollout (or --id); with none active, roll the deployment back.
 
+    Rolling the deployment back swaps the `champion` and `previous` aliases: the previous champion
+    serves again and the one it replaces becomes `previous` — like `cd -`, running it again rolls
+    forward again. A rollout already rolled back is reported as such (exit 0)."""
     ctl = _controller(config, model)
     try:
         if rollout_id is None and ctl.current() is None:
             dep = ctl.rollback_deployment(actor=actor, reason=reason)
-            console.print(
+            _note(
                 f"Champion of {dep.model_name} is back on v{dep.champion_version} "
-                f"(was v{dep.previous_version}).",
-                highlight=False,
+                f"(was v{dep.previous_version}, now `previous`)."
             )
             return
-        r = ctl.rollback(rollout_id, actor=actor, reason=reason, check="manual")
+        before = ctl.get(rollout_id)
+        r = ctl.rollback(before.id, actor=actor, reason=reason, check="manual")
     finally:
         ctl.close()
+    if before.state == "rolled_back" and not as_json:
+        _note(f"Rollout #{r.id} is already rolled back (v{r.baseline_version} serves); nothing to do.")
+        return
     _show(r, as_json)
 
 
@@ -241,9 +260,13 @@ def abort(
     """Stop the rollout without judging it: the champion takes all traffic again."""
     ctl = _controller(config, model)
     try:
-        r = ctl.abort(rollout_id, actor=actor, reason=reason)
+        before = ctl.get(rollout_id)
+        r = ctl.abort(before.id, actor=actor, reason=reason)
     finally:
         ctl.close()
+    if before.state == "aborted" and not as_json:
+        _note(f"Rollout #{r.id} is already aborted; nothing to do.")
+        return
     _show(r, as_json)
 
 

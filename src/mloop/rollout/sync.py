@@ -9,7 +9,9 @@
    the running ones first; a version that fails to load rolls the rollout back instead of serving,
 3. if ``rollout.auto_advance`` and it holds the store lease ``rollout:<model>``, runs one
    :meth:`~mloop.rollout.RolloutController.advance` — so exactly one process of a fleet drives the
-   canary steps, and another takes over when it dies.
+   canary steps, and another takes over when it dies. A promotion another process started (e.g.
+   ``mloop rollout promote``) is left to it: ``advance`` finishes a ``promoting`` rollout only once
+   its promoter is gone, so the aliases move once, by whoever promoted.
 
 A restarted server therefore resumes mid-rollout from the store with its first refresh.
 """
