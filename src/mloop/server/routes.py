@@ -17,7 +17,10 @@ from mloop.serving.metrics import CONTENT_TYPE
 from mloop.serving.responses import Prediction, mlflow_body, native_body, v2_body, v2_output_type
 from mloop.serving.service import PredictionService, WireProtocol
 
-__all__ = ["prediction_routes"]
+__all__ = ["HotHandler", "prediction_routes"]
+
+HotHandler = Callable[[Request], Awaitable[Response]]
+"""A prediction endpoint as a plain ``request -> response`` coroutine (see ``ServingApp``)."""
 
 
 def _body_doc(schema: str) -> dict[str, Any]:
@@ -25,7 +28,11 @@ def _body_doc(schema: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
-def prediction_routes(service: PredictionService, api_key: str | None) -> APIRouter:
+def prediction_routes(
+    service: PredictionService, api_key: str | None, hot: dict[str, HotHandler] | None = None
+) -> APIRouter:
+    """The routes; ``hot`` (when given) receives ``POST`` path -> handler for the hot endpoints,
+    which the app serves without FastAPI's routing (they stay declared here for OpenAPI)."""
     router = APIRouter()
     serving = service.serving
     metrics = service.metrics
@@ -76,6 +83,10 @@ def prediction_routes(service: PredictionService, api_key: str | None) -> APIRou
     async def invocations(request: Request) -> Response:
         """MLflow scoring protocol, answered as ``mlflow models serve`` answers."""
         return await run(request, "invocations", "mlflow", lambda p, _: mlflow_body(p))
+
+    if hot is not None:
+        hot["/predict"] = predict
+        hot["/invocations"] = invocations
 
     def _v2_encode(p: Prediction, body: Any) -> dict[str, Any]:
         rid = body.get("id") if isinstance(body, dict) else None
