@@ -313,6 +313,10 @@ class ControlSettings(Section):
     source if there are too few)."""
     training_timeout_s: float = 3600.0
     """A training subprocess running longer than this is killed and the cycle fails."""
+    training_nice: int = Field(10, ge=0, le=19)
+    """Niceness of the training subprocess (0 = same priority as serving, 19 = lowest). Serving beside
+    the loop (``mloop run``) keeps its latency while a retraining uses every core: the scheduler gives
+    the training only the CPU time serving leaves idle."""
 
 
 class BatchSettings(Section):

@@ -9,6 +9,7 @@ is how it never trains twice for the same trigger.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -93,9 +94,13 @@ def spawn_training(
     settings: Settings, *, cycle_id: int, data: Path | None, reason: str, log_path: Path
 ) -> subprocess.Popen[bytes]:
     """Start ``mloop train`` for a cycle in a child process (its own session: a kill of the loop
-    does not take an almost-finished training down with it)."""
+    does not take an almost-finished training down with it), at ``control.training_nice``."""
     config = settings.root / "mloop.yaml"
+    nice = settings.control.training_nice
+    # `nice` execs the interpreter (same pid), so the niceness covers every thread the training starts.
+    prefix = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
     cmd = [
+        *prefix,
         sys.executable,
         "-m",
         "mloop",
