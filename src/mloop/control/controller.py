@@ -316,13 +316,10 @@ class Controller:
         return datetime.fromtimestamp(float(fired), UTC) if fired else None
 
     def _on_training(self, cycle: Any) -> Any:
-        version = find_cycle_version(self.registry, cycle.id)
-        if version is not None:
-            self._reap(cycle.pid)
-            gate = version.tags.get("mloop.gate", "failed")
-            return self._move(
-                cycle, "trained", f"v{version.version} registered, gate {gate}", version=str(version.version)
-            )
+        # While the child runs, only its pid is checked: listing registry versions every tick runs
+        # MLflow queries inside the serving process (GIL time taken from requests) and grows with
+        # the number of versions. The registry is read once the child has exited, which also means
+        # the child has finished setting its aliases.
         child = self._children.get(cycle.pid or -1)
         running = child.poll() is None if child is not None else pid_alive(cycle.pid)
         started = float(cycle.data.get("training_started", time.time()))
@@ -334,9 +331,12 @@ class Controller:
                 cycle, "failed", f"training exceeded control.training_timeout_s; killed pid {cycle.pid}"
             )
         self._reap(cycle.pid)
-        # Finished: a version may have been registered between our look and the exit.
-        if find_cycle_version(self.registry, cycle.id) is not None:
-            return cycle
+        version = find_cycle_version(self.registry, cycle.id)
+        if version is not None:
+            gate = version.tags.get("mloop.gate", "failed")
+            return self._move(
+                cycle, "trained", f"v{version.version} registered, gate {gate}", version=str(version.version)
+            )
         log = self.settings.home_dir / "loop" / f"cycle-{cycle.id}.log"
         return self._move(cycle, "failed", f"training failed; see {log}: {_tail(log)}")
 
