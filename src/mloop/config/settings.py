@@ -61,7 +61,8 @@ class ContractSettings(Section):
     range_tolerance: float = 0.0
     """Share of the training range by which a numeric value may exceed it before it counts as out of range."""
     max_categories: int = 200
-    """A string column with more distinct values than this is not a category column (no allowed-values rule)."""
+    """A string column with more distinct values than this is not a category column (no allowed-values
+    rule)."""
 
 
 class ModelSettings(Section):
@@ -217,7 +218,7 @@ class MonitoringSettings(Section):
     drift_share: float = 0.5
     """Share of drifted columns at which the dataset counts as drifted."""
     fdr: float = 0.05
-    """False-discovery rate for the dataset-level verdict (Benjamini–Hochberg)."""
+    """False-discovery rate for the dataset-level verdict (Benjamini-Hochberg)."""
     reports_dir: str | None = None
     """Where HTML/JSON reports go; by default ``<home>/reports``."""
     alerts: list[dict[str, Any]] = Field(default_factory=list)
@@ -245,7 +246,7 @@ class RolloutSettings(Section):
     max_latency_ratio: float = 2.0
     """Canary p99 latency / baseline p99 above which it is rolled back."""
     max_prediction_drift: float = 0.2
-    """Jensen–Shannon distance between the arms' outputs above which it is rolled back."""
+    """Jensen-Shannon distance between the arms' outputs above which it is rolled back."""
     max_quality_drop: float = 0.05
     """Largest acceptable drop of live quality vs the baseline when labels exist."""
     shadow_share: float = 1.0
@@ -317,6 +318,10 @@ class ControlSettings(Section):
     """Niceness of the training subprocess (0 = same priority as serving, 19 = lowest). Serving beside
     the loop (``mloop run``) keeps its latency while a retraining uses every core: the scheduler gives
     the training only the CPU time serving leaves idle."""
+    training_threads: int | None = Field(None, ge=1)
+    """Threads the training subprocess may use for its numeric libraries (OpenMP, BLAS; sets
+    ``OMP_NUM_THREADS`` and friends). Default: all cores but one, at least one, so serving always
+    keeps a core while a retraining runs."""
 
 
 class BatchSettings(Section):

@@ -126,7 +126,7 @@ def spawn_training(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "MLOOP_VERBOSE": "1"},
+            env={**os.environ, **_thread_limits(settings), "MLOOP_VERBOSE": "1"},
         )
 
 
@@ -184,3 +184,12 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _thread_limits(settings: Settings) -> dict[str, str]:
+    """Environment limiting the training's numeric thread pools (``control.training_threads``)."""
+    explicit = settings.control.training_threads
+    threads = explicit or max(1, (os.cpu_count() or 2) - 1)
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+    # The default does not override a limit the user exported; an explicit setting does.
+    return {name: str(threads) for name in names if explicit or name not in os.environ}
