@@ -78,8 +78,10 @@ def read_frame(path: str):  # type: ignore[no-untyped-def]
 
     pa.set_memory_pool(pa.system_memory_pool())
     file = pq.ParquetFile(path)
-    columns = {name: file.read(columns=[name], use_threads=False).column(0).to_pandas()
-               for name in file.schema_arrow.names}
+    columns = {
+        name: file.read(columns=[name], use_threads=False).column(0).to_pandas()
+        for name in file.schema_arrow.names
+    }
     return pd.DataFrame(columns, copy=False)
 
 
@@ -202,8 +204,9 @@ def main() -> None:
         work = Path(tmp)
         # Generated in a child too: a child's max RSS counts the parent's at fork/exec time, so the
         # parent must stay small for the two measurements to be the children's own.
-        subprocess.run([sys.executable, __file__, "--child", "generate", str(work), "-", str(args.rows)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--child", "generate", str(work), "-", str(args.rows)], check=True
+        )
         ref, cur = work / "reference.parquet", work / "current.parquet"
         print(
             f"data: {args.rows:,} rows x 25 columns (20 numeric, 5 categorical, "

@@ -66,10 +66,12 @@ MLOOP = textwrap.dedent(
     # Same footing as the plain side, which imports MLflow before its clock starts.
     import mlflow, mlflow.sklearn, mloop.data, mloop.monitoring.profile, mloop.store, mloop.tracking  # noqa
     project = Path(sys.argv[1])
+    overrides = {"model": {"estimator": "hist_gradient_boosting"}}
     t0 = time.perf_counter()
-    settings = load_settings(project / "mloop.yaml", overrides={"model": {"estimator": "hist_gradient_boosting"}})
+    settings = load_settings(project / "mloop.yaml", overrides=overrides)
     result = train(settings)
-    print(json.dumps({"total": time.perf_counter() - t0, "fit": result.timings["fit"], "timings": result.timings}))
+    total = time.perf_counter() - t0
+    print(json.dumps({"total": total, "fit": result.timings["fit"], "timings": result.timings}))
     """
 )
 
@@ -80,7 +82,9 @@ def run(code: str, *args: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -93,7 +97,9 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {"plain": [], "mloop": []}
         for i in range(args.repeats):  # interleaved, so machine noise hits both sides alike
             results["plain"].append(run(PLAIN, str(csv), f"sqlite:///{root / f'plain{i}.db'}"))
-            (root / "p" / ".mloop").exists() and subprocess.run(["rm", "-rf", str(root / "p" / ".mloop")], check=True)
+            (root / "p" / ".mloop").exists() and subprocess.run(
+                ["rm", "-rf", str(root / "p" / ".mloop")], check=True
+            )
             results["mloop"].append(run(MLOOP, str(root / "p")))
     best = {side: min(runs, key=lambda r: r["total"]) for side, runs in results.items()}
     p, m = best["plain"], best["mloop"]
@@ -102,7 +108,10 @@ def main() -> None:
     print(f"plain MLflow : total {p['total']:.2f} s, fit {p['fit']:.2f} s, overhead {p_over:.2f} s")
     print(f"mloop train  : total {m['total']:.2f} s, fit {m['fit']:.2f} s, overhead {m_over:.2f} s")
     print("mloop steps  : " + ", ".join(f"{k} {v:.2f}s" for k, v in m.get("timings", {}).items()))  # type: ignore[union-attr]
-    print(f"overhead ratio (mloop/plain): {m_over / p_over:.2f}x; overhead share of mloop total: {m_over / m['total']:.0%}")
+    print(
+        f"overhead ratio (mloop/plain): {m_over / p_over:.2f}x; "
+        f"overhead share of mloop total: {m_over / m['total']:.0%}"
+    )
     print(f"total ratio (mloop/plain): {m['total'] / p['total']:.2f}x")
 
 

@@ -110,7 +110,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     text = text.replace("model:\n", "model:\n  params: {n_estimators: 10}\n", 1)
     text = text.replace(
         "model:\n",
-        "model:\n  trusted_types: [bad_models.ErrorForest, bad_models.SlowForest, bad_models.InvertedForest]\n",
+        "model:\n  trusted_types: "
+        "[bad_models.ErrorForest, bad_models.SlowForest, bad_models.InvertedForest]\n",
         1,
     )
     text = text.replace("min_improvement: 0.0", "min_improvement: -1.0")  # let every version through

@@ -21,7 +21,9 @@ def mloop(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
         [sys.executable, "-m", "mloop", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mloop {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"mloop {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -48,8 +50,12 @@ def test_first_train_makes_a_champion_with_everything_in_mlflow(project: Path) -
     assert {"roc_auc", "pr_auc", "log_loss", "accuracy", "f1"} <= set(run.data.metrics)
     assert {"mloop.data_hash", "mloop.contract_hash", "mloop.data_source"} <= set(run.data.tags)
     names = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
-    assert {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/pr_curve.png",
-            "plots/feature_importance.png"} <= names
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/roc_curve.png",
+        "plots/pr_curve.png",
+        "plots/feature_importance.png",
+    } <= names
     _, local = Registry(settings).download(mv.version)
     contract = json.loads((local / "extra_files" / "contract.json").read_text())
     assert contract["target"] == "is_fraud"

@@ -28,11 +28,20 @@ def _run_worker(storage: str, study: str, trials: int, tracking: str, seed: int)
     with mlflow.start_run(run_name=f"worker-{seed}"):
         tune(
             make_model=lambda p: build_pipeline(
-                NUMERIC, CATEGORICAL, build_estimator("random_forest", "classification", {"n_estimators": 5, **p}, 0)
+                NUMERIC,
+                CATEGORICAL,
+                build_estimator("random_forest", "classification", {"n_estimators": 5, **p}, 0),
             ),
             space={"max_depth": ("int", 2, 8), "min_samples_leaf": ("int", 1, 20)},
-            x=x, y=y, task="classification", metric="roc_auc", n_trials=trials, storage=storage,
-            study_name=study, folds=2, seed=seed,
+            x=x,
+            y=y,
+            task="classification",
+            metric="roc_auc",
+            n_trials=trials,
+            storage=storage,
+            study_name=study,
+            folds=2,
+            seed=seed,
         )
 
 
@@ -52,7 +61,9 @@ def test_two_workers_share_one_study_on_postgres(postgres_schema_url: str, tmp_p
     study = "shared-study"
     ctx = mp.get_context("spawn")
     workers = [
-        ctx.Process(target=_run_worker, args=(postgres_schema_url, study, 4, f"sqlite:///{tmp_path / f'm{i}.db'}", i))
+        ctx.Process(
+            target=_run_worker, args=(postgres_schema_url, study, 4, f"sqlite:///{tmp_path / f'm{i}.db'}", i)
+        )
         for i in range(2)
     ]
     for w in workers:
@@ -61,7 +72,11 @@ def test_two_workers_share_one_study_on_postgres(postgres_schema_url: str, tmp_p
         w.join(timeout=300)
         assert w.exitcode == 0
     loaded = open_study(postgres_schema_url, study, "roc_auc", seed=0)
-    finished = [t for t in loaded.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t
+        for t in loaded.trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == 8  # both workers' trials landed in the one study
     assert sorted(t.number for t in loaded.trials) == list(range(8))
     assert loaded.best_value > 0.5
@@ -70,7 +85,7 @@ def test_two_workers_share_one_study_on_postgres(postgres_schema_url: str, tmp_p
 def test_bad_storage_is_explained(tmp_path: Path) -> None:
     from mloop.errors import TrainingError
 
-    with pytest.raises(TrainingError, match="tuning.storage"):
+    with pytest.raises(TrainingError, match=r"tuning\.storage"):
         open_study("notadb://x", "s", "roc_auc", seed=0)
 
 
@@ -87,6 +102,8 @@ def test_train_with_tuning_refits_best_and_logs_it(tmp_path: Path) -> None:
     for key, value in result.tuning["best_params"].items():
         assert run.data.params[f"model.{key}"] == str(value)
     children = mlflow.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", output_format="list"
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
+        output_format="list",
     )
     assert len(children) == 2

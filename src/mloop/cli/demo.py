@@ -245,7 +245,8 @@ def demo(
     if directory.exists() and any(directory.iterdir()):
         if not force:
             raise ConfigError(
-                f"{directory} exists and is not empty; pass --force to replace it or choose another directory."
+                f"{directory} exists and is not empty; "
+                "pass --force to replace it or choose another directory."
             )
         shutil.rmtree(directory)
     console.rule("[bold]mloop demo: the closed loop on card-fraud data")
@@ -301,7 +302,7 @@ def demo(
         )
         seeds = iter(range(202, 10_000))
         traffic.keep_fed(lambda: _drifted(3000, seed=next(seeds)), "is_fraud")
-        console.print("[4/6] [yellow]drift injected[/]: new fraud patterns, amounts ×2.5, hours shifted by 8")
+        console.print("[4/6] [yellow]drift injected[/]: new fraud patterns, amounts ×2.5, hours shifted by 8")  # noqa: RUF001 (user-facing text)
         seen_events = _until(
             console,
             store,
@@ -342,7 +343,8 @@ def demo(
     if result.reports.get("html"):
         console.print(f"monitoring report: [bold]{result.reports['html']}[/]")
     console.print(
-        f"done in {time.monotonic() - started:.0f} s. Explore: cd {directory} && mloop status && mloop monitor; "
+        f"done in {time.monotonic() - started:.0f} s. "
+        f"Explore: cd {directory} && mloop status && mloop monitor; "
         "mlflow ui --backend-store-uri sqlite:///.mloop/mlflow.db"
     )
 
@@ -374,7 +376,8 @@ def _until(
             for event in reversed(store.events(limit=50)):
                 if event.id > seen and event.kind != "monitor.window":
                     console.print(
-                        f"  [dim]{event.ts:%H:%M:%S}[/] [cyan]{event.kind}[/] {event.subject}: {event.reason[:140]}",
+                        f"  [dim]{event.ts:%H:%M:%S}[/] [cyan]{event.kind}[/] "
+                        f"{event.subject}: {event.reason[:140]}",
                         highlight=False,
                     )
                     seen = max(seen, event.id)

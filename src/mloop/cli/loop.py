@@ -132,7 +132,8 @@ def print_status(report: dict[str, Any]) -> None:
         quality = mon.get("quality") or {}
         console.print(
             f"last monitoring window: {mon.get('rows', '?')} rows of v{mon.get('version')}, "
-            f"drift share {drift.get('share_drifted', 0):.0%} ({', '.join(drift.get('drifted_columns') or []) or 'none'})"
+            f"drift share {drift.get('share_drifted', 0):.0%} "
+            f"({', '.join(drift.get('drifted_columns') or []) or 'none'})"
             + (f", quality {json.dumps(quality.get('metrics', quality))[:120]}" if quality else "")
         )
     t = Table(title="timeline")

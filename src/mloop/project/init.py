@@ -41,14 +41,19 @@ def init_project(
     """Create the project files in ``directory``; return the paths written."""
     if template not in TEMPLATES:
         raise ConfigError(
-            f"Unknown template {template!r}.{did_you_mean(template, TEMPLATES)} Templates: {', '.join(TEMPLATES)}."
+            f"Unknown template {template!r}.{did_you_mean(template, TEMPLATES)} "
+            f"Templates: {', '.join(TEMPLATES)}."
         )
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "mloop.yaml"
     if config.exists() and not force:
-        raise ConfigError(f"{config} already exists; pass --force to overwrite it, or choose another directory.")
+        raise ConfigError(
+            f"{config} already exists; pass --force to overwrite it, or choose another directory."
+        )
     written = []
-    config.write_text(_template(f"{template}.yaml").format(project=directory.resolve().name), encoding="utf-8")
+    config.write_text(
+        _template(f"{template}.yaml").format(project=directory.resolve().name), encoding="utf-8"
+    )
     written.append(config)
     train_py = directory / "train.py"
     train_py.write_text(_template(f"{template}_train.py.tmpl"), encoding="utf-8")

@@ -50,9 +50,20 @@ class Cycle:
 
 def _row(r: Any) -> Cycle:
     return Cycle(
-        id=int(r.id), model_name=r.model_name, trigger_kind=r.trigger_kind, trigger_key=r.trigger_key,
-        state=r.state, reason=r.reason, version=r.version, rollout_id=r.rollout_id, attempts=int(r.attempts),
-        pid=r.pid, revision=int(r.revision), created_at=r.created_at, updated_at=r.updated_at, data=dict(r.data or {}),
+        id=int(r.id),
+        model_name=r.model_name,
+        trigger_kind=r.trigger_kind,
+        trigger_key=r.trigger_key,
+        state=r.state,
+        reason=r.reason,
+        version=r.version,
+        rollout_id=r.rollout_id,
+        attempts=int(r.attempts),
+        pid=r.pid,
+        revision=int(r.revision),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        data=dict(r.data or {}),
     )
 
 
@@ -62,16 +73,28 @@ class LoopRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create(self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None) -> Cycle | None:
+    def create(
+        self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None
+    ) -> Cycle | None:
         """A new cycle in state ``triggered``; None if this trigger already has one."""
         now = datetime.now(UTC)
         values = dict(
-            model_name=model_name, trigger_kind=kind, trigger_key=key[:300], state="triggered", reason=reason,
-            attempts=0, revision=1, created_at=now, updated_at=now, data=to_jsonable(data or {}),
+            model_name=model_name,
+            trigger_kind=kind,
+            trigger_key=key[:300],
+            state="triggered",
+            reason=reason,
+            attempts=0,
+            revision=1,
+            created_at=now,
+            updated_at=now,
+            data=to_jsonable(data or {}),
         )
         with self.store._write("create a loop cycle") as conn:
             exists = conn.execute(
-                sa.select(cycles_t.c.id).where(cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300])
+                sa.select(cycles_t.c.id).where(
+                    cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300]
+                )
             ).first()
             if exists is not None:
                 return None
@@ -127,7 +150,8 @@ class LoopRepository:
             )
             if result.rowcount != 1:
                 raise ConflictError(
-                    f"Loop cycle {cycle.id} changed while it was being moved to {state}; re-read it and retry."
+                    f"Loop cycle {cycle.id} changed while it was being moved to {state}; "
+                    "re-read it and retry."
                 )
         return self.get(cycle.id)
 
@@ -146,8 +170,12 @@ class LoopRepository:
             if updated.rowcount == 0:
                 try:
                     with conn.begin_nested():
-                        conn.execute(state_t.insert().values(key=key, value=to_jsonable(value), updated_at=now))
+                        conn.execute(
+                            state_t.insert().values(key=key, value=to_jsonable(value), updated_at=now)
+                        )
                 except sa.exc.IntegrityError:
                     conn.execute(
-                        state_t.update().where(state_t.c.key == key).values(value=to_jsonable(value), updated_at=now)
+                        state_t.update()
+                        .where(state_t.c.key == key)
+                        .values(value=to_jsonable(value), updated_at=now)
                     )

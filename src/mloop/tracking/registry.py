@@ -35,7 +35,13 @@ class EventSink(Protocol):
     """Anything that records events (the platform store does)."""
 
     def record_event(
-        self, kind: str, subject: str, reason: str, *, actor: str = "mloop", data: dict[str, Any] | None = None
+        self,
+        kind: str,
+        subject: str,
+        reason: str,
+        *,
+        actor: str = "mloop",
+        data: dict[str, Any] | None = None,
     ) -> Any: ...
 
 
@@ -204,7 +210,11 @@ class Registry:
             f"model:{self.name}/v{target.version}",
             reason,
             actor=actor,
-            data={"alias": alias, "version": target.version, "previous": previous.version if previous else None},
+            data={
+                "alias": alias,
+                "version": target.version,
+                "previous": previous.version if previous else None,
+            },
         )
         return self.get(target.version)
 
@@ -255,7 +265,8 @@ class Registry:
         contract = _read_json(_artifact(path, CONTRACT_FILE))
         if contract is None:
             raise TrackingError(
-                f"{info.ref} carries no {CONTRACT_FILE}; it was not registered by mloop. Retrain with `mloop train`."
+                f"{info.ref} carries no {CONTRACT_FILE}; it was not registered by mloop. "
+                "Retrain with `mloop train`."
             )
         return LoadedModel(
             info=info,

@@ -43,7 +43,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {}
 
 
 def register_estimator(
-    name: str, *, space: dict[str, SpaceEntry] | None = None, tasks: tuple[str, ...] = ("classification", "regression")
+    name: str,
+    *,
+    space: dict[str, SpaceEntry] | None = None,
+    tasks: tuple[str, ...] = ("classification", "regression"),
 ) -> Callable[[Factory], Factory]:
     """Register a built-in estimator factory under ``name`` with its default tuning space."""
 
@@ -141,8 +144,8 @@ def _user_factory(ref: str) -> Factory:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise TrainingError(
-            f"Cannot import module {module_name!r} for estimator {ref!r}: {exc}. The module must be importable "
-            "from the project directory (mloop adds it to sys.path)."
+            f"Cannot import module {module_name!r} for estimator {ref!r}: {exc}. "
+            "The module must be importable from the project directory (mloop adds it to sys.path)."
         ) from exc
     func = getattr(module, func_name, None)
     if not callable(func):
@@ -184,7 +187,9 @@ def build_estimator(name: str, task: str, params: dict[str, Any] | None = None, 
     try:
         estimator = factory(task, params, seed)
     except TypeError as exc:
-        raise TrainingError(f"Estimator {name!r} rejected its params {params}: {exc}. Fix `model.params`.") from exc
+        raise TrainingError(
+            f"Estimator {name!r} rejected its params {params}: {exc}. Fix `model.params`."
+        ) from exc
     missing = [m for m in ("fit", "predict") if not hasattr(estimator, m)]
     if task == "classification" and not hasattr(estimator, "predict_proba"):
         missing.append("predict_proba")
@@ -203,8 +208,10 @@ def search_space(name: str, overrides: dict[str, Any] | None = None) -> dict[str
         if isinstance(value, dict):
             kind = "int" if isinstance(value["low"], int) and isinstance(value["high"], int) else "float"
             space[param] = (kind, value["low"], value["high"], *(["log"] if value.get("log") else []))
-        elif isinstance(value, list | tuple) and len(value) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        elif (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         ):
             kind = "int" if all(isinstance(v, int) for v in value) else "float"
             space[param] = (kind, value[0], value[1])
@@ -212,7 +219,8 @@ def search_space(name: str, overrides: dict[str, Any] | None = None) -> dict[str
             space[param] = ("choice", list(value))
         else:
             raise TrainingError(
-                f"tuning.space.{param} must be [low, high], {{low, high, log}} or a list of choices; got {value!r}."
+                f"tuning.space.{param} must be [low, high], {{low, high, log}} or a list of choices; "
+                f"got {value!r}."
             )
     if not space:
         raise TrainingError(

@@ -52,14 +52,17 @@ def evaluate_gates(
     for name, limit in settings.thresholds.items():
         if name not in metrics:
             raise TrainingError(
-                f"Gate threshold on {name!r}, but this run has no such metric. Metrics: {', '.join(sorted(metrics))}."
+                f"Gate threshold on {name!r}, but this run has no such metric. "
+                f"Metrics: {', '.join(sorted(metrics))}."
             )
         value = metrics[name]
         if name in LOWER_IS_BETTER:
             ok, op = value <= limit, "<="
         else:
             ok, op = value >= limit, ">="
-        checks.append(GateCheck(f"threshold:{name}", ok, f"{name} {value:.4f} {op} {limit} {'ok' if ok else 'NOT met'}"))
+        checks.append(
+            GateCheck(f"threshold:{name}", ok, f"{name} {value:.4f} {op} {limit} {'ok' if ok else 'NOT met'}")
+        )
     compare = settings.beat_champion_metric or metric
     if champion_metrics is not None and compare in champion_metrics and compare in metrics:
         ours, theirs = metrics[compare], champion_metrics[compare]

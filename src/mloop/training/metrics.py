@@ -30,14 +30,20 @@ def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
 
 
-def evaluate(task: str, y_true: Any, y_pred: Any, proba: Any | None = None, classes: Any = None) -> dict[str, float]:
+def evaluate(
+    task: str, y_true: Any, y_pred: Any, proba: Any | None = None, classes: Any = None
+) -> dict[str, float]:
     """Accuracy, precision, recall, F1, ROC AUC, PR AUC, log loss; or RMSE, MAE, R²."""
     if task == "regression":
         y_true = np.asarray(y_true, dtype=float)
         y_pred = np.asarray(y_pred, dtype=float)
         mse = skm.mean_squared_error(y_true, y_pred)
         return _finite(
-            {"rmse": math.sqrt(mse), "mae": skm.mean_absolute_error(y_true, y_pred), "r2": skm.r2_score(y_true, y_pred)}
+            {
+                "rmse": math.sqrt(mse),
+                "mae": skm.mean_absolute_error(y_true, y_pred),
+                "r2": skm.r2_score(y_true, y_pred),
+            }
         )
     out: dict[str, float] = {"accuracy": skm.accuracy_score(y_true, y_pred)}
     classes = list(classes) if classes is not None else sorted(set(np.asarray(y_true).tolist()))

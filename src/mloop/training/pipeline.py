@@ -146,7 +146,8 @@ def train(
         if ms.target not in raw.columns:
             raise TrainingError(
                 f"Target column {ms.target!r} (model.target) is not in the data from {source_desc}."
-                f"{did_you_mean(ms.target, [str(c) for c in raw.columns])} Columns: {', '.join(map(str, raw.columns))}."
+                f"{did_you_mean(ms.target, [str(c) for c in raw.columns])} "
+                f"Columns: {', '.join(map(str, raw.columns))}."
             )
         # Columns named in model.drop_columns are never features: leave them out of the contract
         # (the time column of a time split stays, it is needed to cut the holdout).
@@ -196,13 +197,16 @@ def train(
         features = numeric + categorical
         if not features:
             raise TrainingError(
-                "No usable feature columns (numeric or category) remain; check model.features and model.drop_columns."
+                "No usable feature columns (numeric or category) remain; "
+                "check model.features and model.drop_columns."
             )
         x_train, y_train = train_df[features], train_df[ms.target]
         x_test, y_test = test_df[features], test_df[ms.target]
         n_classes = int(y_train.nunique()) if ms.task == "classification" else 0
         if ms.task == "classification" and n_classes < 2:
-            raise TrainingError(f"Target {ms.target!r} has a single class in the training split; a classifier needs two.")
+            raise TrainingError(
+                f"Target {ms.target!r} has a single class in the training split; a classifier needs two."
+            )
         metric = settings.tuning.metric or default_metric(ms.task, n_classes)
 
         # ---- tune ------------------------------------------------------------------------------
@@ -217,7 +221,9 @@ def train(
             with timer.step("tune"):
                 result = tune(
                     make_model=lambda p: build_pipeline(
-                        numeric, categorical, build_estimator(ms.estimator, ms.task, {**ms.params, **p}, ms.seed)
+                        numeric,
+                        categorical,
+                        build_estimator(ms.estimator, ms.task, {**ms.params, **p}, ms.seed),
                     ),
                     space=space,
                     x=x_train,
@@ -230,7 +236,9 @@ def train(
                     folds=settings.tuning.cv_folds,
                     seed=ms.seed,
                     timeout_s=settings.tuning.timeout_s,
-                    on_trial=lambda n, v, s: say(f"trial {n}: {s}" + (f" {metric}={v:.4f}" if v is not None else "")),
+                    on_trial=lambda n, v, s: say(
+                        f"trial {n}: {s}" + (f" {metric}={v:.4f}" if v is not None else "")
+                    ),
                 )
             params.update(result.best_params)
             tuning_summary = {
@@ -257,7 +265,9 @@ def train(
         with timer.step("evaluate"):
             y_pred = model.predict(x_test)
             proba = model.predict_proba(x_test) if ms.task == "classification" else None
-            classes = [c.item() if hasattr(c, "item") else c for c in model.classes_] if proba is not None else None
+            classes = (
+                [c.item() if hasattr(c, "item") else c for c in model.classes_] if proba is not None else None
+            )
             metrics = evaluate(ms.task, y_test, y_pred, proba, classes)
         champion = registry.by_alias("champion")
         champion_metrics = None
@@ -273,8 +283,8 @@ def train(
                     raise
                 except Exception as exc:
                     raise TrainingError(
-                        f"The champion v{champion.version} could not score this holdout ({type(exc).__name__}: {exc}), "
-                        "so the comparison gate cannot be decided."
+                        f"The champion v{champion.version} could not score this holdout "
+                        f"({type(exc).__name__}: {exc}), so the comparison gate cannot be decided."
                     ) from exc
         gate = evaluate_gates(
             settings.gates,
@@ -290,8 +300,15 @@ def train(
             out = Path(tmp)
             with timer.step("plots"):
                 plots, importance = evaluation_plots(
-                    out / "plots", task=ms.task, model=model, x=x_test, y=y_test, y_pred=y_pred, proba=proba,
-                    classes=classes, seed=ms.seed,
+                    out / "plots",
+                    task=ms.task,
+                    model=model,
+                    x=x_test,
+                    y=y_test,
+                    y_pred=y_pred,
+                    proba=proba,
+                    classes=classes,
+                    seed=ms.seed,
                 )
             for p in plots:
                 mlflow.log_artifact(str(p), artifact_path="plots")
@@ -300,7 +317,9 @@ def train(
             pred_frame = pd.DataFrame({"prediction": y_pred})
             if proba is not None and classes is not None and len(classes) == 2:
                 pred_frame["score"] = proba[:, 1]
-            prediction_profile = build_profile(pred_frame, categorical=["prediction"] if ms.task == "classification" else [], seed=ms.seed)
+            prediction_profile = build_profile(
+                pred_frame, categorical=["prediction"] if ms.task == "classification" else [], seed=ms.seed
+            )
             dhash = data_hash(clean)
             evaluation = {
                 "task": ms.task,
@@ -308,7 +327,11 @@ def train(
                 "metrics": metrics,
                 "champion": {"version": champion.version, "metrics": champion_metrics} if champion else None,
                 "gate": gate.to_dict(),
-                "rows": {"train": len(train_df), "holdout": len(test_df), "dropped": int(len(raw) - len(clean))},
+                "rows": {
+                    "train": len(train_df),
+                    "holdout": len(test_df),
+                    "dropped": int(len(raw) - len(clean)),
+                },
                 "features": {"numeric": numeric, "categorical": categorical, "unused": unused},
                 "classes": classes,
                 "feature_importance": importance,
@@ -324,10 +347,19 @@ def train(
             for fname, text in files.items():
                 (out / fname).write_text(text, encoding="utf-8")
                 mlflow.log_artifact(str(out / fname), artifact_path="mloop")
-            mlflow.log_params({**{f"model.{k}": v for k, v in params.items()}, "estimator": ms.estimator,
-                               "task": ms.task, "target": ms.target, "split": settings.split.strategy,
-                               "features": ",".join(features)})
-            mlflow.log_metrics({**metrics, **{f"champion_{k}": v for k, v in (champion_metrics or {}).items()}})
+            mlflow.log_params(
+                {
+                    **{f"model.{k}": v for k, v in params.items()},
+                    "estimator": ms.estimator,
+                    "task": ms.task,
+                    "target": ms.target,
+                    "split": settings.split.strategy,
+                    "features": ",".join(features),
+                }
+            )
+            mlflow.log_metrics(
+                {**metrics, **{f"champion_{k}": v for k, v in (champion_metrics or {}).items()}}
+            )
             tags = {
                 "mloop.data_source": source_desc,
                 "mloop.data_hash": dhash,
@@ -374,12 +406,22 @@ def train(
             f"{subject}/v{version}",
             gate.reason,
             actor=actor,
-            data={"metric": metric, "metrics": metrics, "champion_metrics": champion_metrics, "run_id": run_id},
+            data={
+                "metric": metric,
+                "metrics": metrics,
+                "champion_metrics": champion_metrics,
+                "run_id": run_id,
+            },
         )
         aliases: list[str] = []
         if gate.passed:
             if champion is None and settings.gates.promote_first:
-                registry.set_alias("champion", version, reason=f"first version to pass the gates ({gate.reason})", actor=actor)
+                registry.set_alias(
+                    "champion",
+                    version,
+                    reason=f"first version to pass the gates ({gate.reason})",
+                    actor=actor,
+                )
                 aliases.append("champion")
             else:
                 registry.set_alias("challenger", version, reason=gate.reason, actor=actor)
@@ -401,8 +443,13 @@ def train(
     except BaseException as exc:
         mlflow.set_tag("mloop.error", f"{type(exc).__name__}: {exc}"[:5000])
         mlflow.end_run("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
-        store.record_event("training.failed", subject, f"{type(exc).__name__}: {exc}"[:2000], actor=actor,
-                           data={"run_id": run_id, "reason": reason})
+        store.record_event(
+            "training.failed",
+            subject,
+            f"{type(exc).__name__}: {exc}"[:2000],
+            actor=actor,
+            data={"run_id": run_id, "reason": reason},
+        )
         raise
     finally:
         store.close()

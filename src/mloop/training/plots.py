@@ -35,7 +35,9 @@ def _importance(model: Any, x: pd.DataFrame, y: Any, task: str, seed: int) -> pd
     sample = x.sample(n=min(len(x), 2000), random_state=seed)
     ys = pd.Series(np.asarray(y), index=x.index).loc[sample.index]
     scoring = "neg_root_mean_squared_error" if task == "regression" else "accuracy"
-    result = permutation_importance(model, sample, ys, n_repeats=3, random_state=seed, scoring=scoring, n_jobs=1)
+    result = permutation_importance(
+        model, sample, ys, n_repeats=3, random_state=seed, scoring=scoring, n_jobs=1
+    )
     return pd.Series(result.importances_mean, index=x.columns).sort_values()
 
 

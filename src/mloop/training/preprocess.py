@@ -34,7 +34,11 @@ def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any) -
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
         transformers.append(
-            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
+            (
+                "num",
+                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                numeric,
+            )
         )
     if categorical:
         transformers.append(

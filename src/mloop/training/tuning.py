@@ -72,7 +72,9 @@ def open_study(storage: str, name: str, metric: str, seed: int) -> Any:
         except (ValueError, ImportError) as exc:
             last = exc
             break
-    raise TrainingError(f"Cannot open Optuna study {name!r} at {storage!r}: {last}. Check `tuning.storage`.") from last
+    raise TrainingError(
+        f"Cannot open Optuna study {name!r} at {storage!r}: {last}. Check `tuning.storage`."
+    ) from last
 
 
 def tune(
@@ -120,7 +122,9 @@ def tune(
                 classes = list(model.classes_) if task == "classification" else None
                 result = evaluate(task, yv, model.predict(xv), proba, classes)
                 if metric not in result:
-                    raise TrainingError(f"Tuning metric {metric!r} is not available; metrics: {sorted(result)}.")
+                    raise TrainingError(
+                        f"Tuning metric {metric!r} is not available; metrics: {sorted(result)}."
+                    )
                 scores.append(result[metric])
                 trial.report(float(np.mean(scores)), step)
                 if trial.should_prune():
@@ -139,7 +143,9 @@ def tune(
     study.optimize(objective, n_trials=n_trials, timeout=timeout_s, callbacks=[callback], catch=())
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise TrainingError(f"No tuning trial of study {study_name!r} completed; raise `--tune` or widen the space.")
+        raise TrainingError(
+            f"No tuning trial of study {study_name!r} completed; raise `--tune` or widen the space."
+        )
     pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
     return TuningResult(
         best_params=dict(study.best_params),

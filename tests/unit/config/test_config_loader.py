@@ -39,7 +39,12 @@ def test_found_upwards(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_env_overrides_file_and_overrides_win(project_dir: Path) -> None:
     path = write(project_dir, "serving:\n  port: 8000\nmodel:\n  name: a\n")
-    env = {"MLOOP_SERVING__PORT": "9001", "MLOOP_MODEL__NAME": "b", "MLOOP_ADMIN_TOKEN": "s3cret", "MLOOP_OTHER": "x"}
+    env = {
+        "MLOOP_SERVING__PORT": "9001",
+        "MLOOP_MODEL__NAME": "b",
+        "MLOOP_ADMIN_TOKEN": "s3cret",
+        "MLOOP_OTHER": "x",
+    }
     s = load_settings(path, env=env)
     assert s.serving.port == 9001
     assert s.model.name == "b"
@@ -81,5 +86,5 @@ def test_invalid_yaml_and_non_mapping(project_dir: Path) -> None:
 def test_missing_file_explains(project_dir: Path) -> None:
     with pytest.raises(ConfigError, match="mloop init"):
         load_settings(project_dir / "nope.yaml")
-    with pytest.raises(ConfigError, match="No mloop.yaml found"):
+    with pytest.raises(ConfigError, match=r"No mloop\.yaml found"):
         load_settings(require_file=True)

@@ -33,7 +33,8 @@ def test_bad_params_are_explained() -> None:
 def test_user_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mymodels.py").write_text(
         "from sklearn.tree import DecisionTreeClassifier\n"
-        "def build(task, seed, depth=3):\n    return DecisionTreeClassifier(max_depth=depth, random_state=seed)\n"
+        "def build(task, seed, depth=3):\n"
+        "    return DecisionTreeClassifier(max_depth=depth, random_state=seed)\n"
         "def broken():\n    return object()\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -41,7 +42,7 @@ def test_user_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert est.max_depth == 5 and est.random_state == 3
     with pytest.raises(TrainingError, match="lacks fit, predict"):
         build_estimator("mymodels:broken", "classification")
-    with pytest.raises(TrainingError, match="no function 'buld'. Did you mean 'build'"):
+    with pytest.raises(TrainingError, match=r"no function 'buld'\. Did you mean 'build'"):
         build_estimator("mymodels:buld", "classification")
     with pytest.raises(TrainingError, match="Cannot import module"):
         build_estimator("nosuchmodule_xyz:build", "classification")
@@ -49,8 +50,14 @@ def test_user_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_space_overrides() -> None:
-    space = search_space("random_forest", {"n_estimators": [10, 20], "criterion": ["gini", "entropy"],
-                                           "max_features": {"low": 0.1, "high": 1.0, "log": True}})
+    space = search_space(
+        "random_forest",
+        {
+            "n_estimators": [10, 20],
+            "criterion": ["gini", "entropy"],
+            "max_features": {"low": 0.1, "high": 1.0, "log": True},
+        },
+    )
     assert space["n_estimators"] == ("int", 10, 20)
     assert space["criterion"] == ("choice", ["gini", "entropy"])
     assert space["max_features"] == ("float", 0.1, 1.0, "log")

@@ -25,36 +25,56 @@ def test_regression_metrics() -> None:
 
 def test_thresholds_respect_direction() -> None:
     gates = GateSettings(thresholds={"roc_auc": 0.8, "log_loss": 0.5})
-    ok = evaluate_gates(gates, {"roc_auc": 0.9, "log_loss": 0.3}, metric="roc_auc", champion_metrics=None,
-                        champion_version=None)
+    ok = evaluate_gates(
+        gates,
+        {"roc_auc": 0.9, "log_loss": 0.3},
+        metric="roc_auc",
+        champion_metrics=None,
+        champion_version=None,
+    )
     assert ok.passed
-    bad = evaluate_gates(gates, {"roc_auc": 0.9, "log_loss": 0.7}, metric="roc_auc", champion_metrics=None,
-                         champion_version=None)
+    bad = evaluate_gates(
+        gates,
+        {"roc_auc": 0.9, "log_loss": 0.7},
+        metric="roc_auc",
+        champion_metrics=None,
+        champion_version=None,
+    )
     assert not bad.passed and "log_loss 0.7000 <= 0.5 NOT met" in bad.reason
 
 
 def test_beat_champion_by_margin() -> None:
     gates = GateSettings(min_improvement=0.01)
-    res = evaluate_gates(gates, {"roc_auc": 0.905}, metric="roc_auc", champion_metrics={"roc_auc": 0.9},
-                         champion_version=3)
+    res = evaluate_gates(
+        gates, {"roc_auc": 0.905}, metric="roc_auc", champion_metrics={"roc_auc": 0.9}, champion_version=3
+    )
     assert not res.passed and "champion v3" in res.reason
-    res = evaluate_gates(gates, {"roc_auc": 0.92}, metric="roc_auc", champion_metrics={"roc_auc": 0.9},
-                         champion_version=3)
+    res = evaluate_gates(
+        gates, {"roc_auc": 0.92}, metric="roc_auc", champion_metrics={"roc_auc": 0.9}, champion_version=3
+    )
     assert res.passed
 
 
 def test_threshold_on_unknown_metric() -> None:
     with pytest.raises(TrainingError, match="no such metric"):
-        evaluate_gates(GateSettings(thresholds={"auc": 0.5}), {"roc_auc": 0.9}, metric="roc_auc",
-                       champion_metrics=None, champion_version=None)
+        evaluate_gates(
+            GateSettings(thresholds={"auc": 0.5}),
+            {"roc_auc": 0.9},
+            metric="roc_auc",
+            champion_metrics=None,
+            champion_version=None,
+        )
 
 
 def test_splits() -> None:
     df = pd.DataFrame({"t": range(100), "y": [0, 1] * 50})
-    tr, te = split_frame(df, "y", SplitSettings(strategy="time", time_column="t", test_size=0.2), task="classification",
-                         seed=0)
+    tr, te = split_frame(
+        df, "y", SplitSettings(strategy="time", time_column="t", test_size=0.2), task="classification", seed=0
+    )
     assert te["t"].min() > tr["t"].max() and len(te) == 20
-    tr, te = split_frame(df, "y", SplitSettings(strategy="stratified", test_size=0.2), task="classification", seed=0)
+    tr, te = split_frame(
+        df, "y", SplitSettings(strategy="stratified", test_size=0.2), task="classification", seed=0
+    )
     assert te["y"].mean() == 0.5
     with pytest.raises(TrainingError, match="time_column"):
         split_frame(df, "y", SplitSettings(strategy="time"), task="classification", seed=0)

@@ -57,9 +57,7 @@ def upgrade() -> None:
     op.create_index("ix_rollouts_created_at", "rollouts", ["created_at"])
     op.create_table(
         "rollout_arms",
-        sa.Column(
-            "rollout_id", _BIGID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("rollout_id", _BIGID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("arm", sa.String(50), primary_key=True),
         sa.Column("version", sa.String(50), nullable=False),
         sa.Column("weight", sa.Float(), nullable=False),
@@ -68,9 +66,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "rollout_counters",
-        sa.Column(
-            "rollout_id", _BIGID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("rollout_id", _BIGID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("arm", sa.String(50), primary_key=True),
         sa.Column("process", sa.String(200), primary_key=True),
         sa.Column("requests", sa.BigInteger(), nullable=False),
