@@ -95,7 +95,7 @@ class SplitSettings(Section):
 
     strategy: Literal["random", "stratified", "time"] = "stratified"
     """``stratified`` keeps class shares (classification only), ``time`` holds out the latest rows."""
-    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
     """Share of rows in the holdout."""
     time_column: str | None = None
     """Column ordering rows in time, required by ``strategy: time``."""
@@ -223,7 +223,7 @@ class MonitoringSettings(Section):
     """Where HTML/JSON reports go; by default ``<home>/reports``."""
     alerts: list[dict[str, Any]] = Field(default_factory=list)
     """Alert rules (see ``mloop.monitoring.alerts``)."""
-    min_labelled_rows: int = Field(30, ge=1)
+    min_labelled_rows: int = Field(default=30, ge=1)
     """Labelled predictions (``/feedback``) a window needs before live quality metrics are computed;
     fewer labels are reported as a count only, so quality alerts do not fire on noise."""
 
@@ -314,11 +314,11 @@ class ControlSettings(Section):
     source if there are too few)."""
     training_timeout_s: float = 3600.0
     """A training subprocess running longer than this is killed and the cycle fails."""
-    training_nice: int = Field(10, ge=0, le=19)
+    training_nice: int = Field(default=10, ge=0, le=19)
     """Niceness of the training subprocess (0 = same priority as serving, 19 = lowest). Serving beside
     the loop (``mloop run``) keeps its latency while a retraining uses every core: the scheduler gives
     the training only the CPU time serving leaves idle."""
-    training_threads: int | None = Field(None, ge=1)
+    training_threads: int | None = Field(default=None, ge=1)
     """Threads the training subprocess may use for its numeric libraries (OpenMP, BLAS; sets
     ``OMP_NUM_THREADS`` and friends). Default: all cores but one, at least one, so serving always
     keeps a core while a retraining runs."""
@@ -332,14 +332,14 @@ class BatchSettings(Section):
     ``NAME@alias``/``NAME/3`` for another registered model."""
     engine: Literal["local", "spark"] = "local"
     """``local`` scores chunk by chunk on this machine; ``spark`` runs the model on a Spark cluster."""
-    chunk_rows: int = Field(100_000, ge=1)
+    chunk_rows: int = Field(default=100_000, ge=1)
     """Rows per chunk (local engine): memory use is about ``workers + 2`` chunks, whatever the input size."""
     workers: int | None = None
     """Processes scoring chunks in parallel (local engine); by default one per CPU core. Each worker
     runs its model single-threaded, so workers do not fight over cores."""
-    log_sample: float = Field(0.01, ge=0.0, le=1.0)
+    log_sample: float = Field(default=0.01, ge=0.0, le=1.0)
     """Share of scored rows sent to the prediction log (``arm: batch``), so monitoring sees batch traffic."""
-    log_max_rows: int = Field(20_000, ge=0)
+    log_max_rows: int = Field(default=20_000, ge=0)
     """At most this many sampled rows per job go to the prediction log (a drift window needs thousands,
     not millions)."""
     spark_master: str = "local[*]"
@@ -359,18 +359,18 @@ class StreamSettings(Section):
     """Stream for malformed or invalid events with the reason; by default ``<source stream>.dead``."""
     model: str = "@champion"
     """Version to score with (same forms as ``batch.model``)."""
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(default=256, ge=1)
     """Most events read and scored together."""
-    block_ms: int = Field(1000, ge=1)
+    block_ms: int = Field(default=1000, ge=1)
     """Longest a read waits for new events."""
-    max_in_flight: int = Field(1024, ge=1)
+    max_in_flight: int = Field(default=1024, ge=1)
     """Events read but not yet acknowledged, at most (backpressure: reading pauses above it)."""
-    claim_idle_ms: int = Field(60_000, ge=1)
+    claim_idle_ms: int = Field(default=60_000, ge=1)
     """Pending events of another consumer idle this long are claimed (Redis) — a crashed consumer's work."""
-    dedupe_ttl_s: int = Field(86_400, ge=1)
+    dedupe_ttl_s: int = Field(default=86_400, ge=1)
     """How long a sink remembers source ids it already wrote, so a replay does not duplicate results
     (only used when source and sink are not the same Redis, where write and acknowledge are atomic)."""
-    log_sample: float = Field(0.01, ge=0.0, le=1.0)
+    log_sample: float = Field(default=0.01, ge=0.0, le=1.0)
     """Share of scored events sent to the prediction log (``arm: stream``)."""
 
 
