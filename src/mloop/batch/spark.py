@@ -56,7 +56,7 @@ def udf_schema(scorer: Scorer) -> Any:
 
 
 def _scoring_udf(blob: Any, scorer: Scorer) -> Any:
-    from pyspark.sql.functions import pandas_udf  # type: ignore[attr-defined]
+    from pyspark.sql.functions import pandas_udf
 
     state: dict[str, Scorer] = {}
     schema = udf_schema(scorer)

@@ -185,7 +185,7 @@ class Traffic:
                 if self.source is not None and self.pending < 1000:
                     self.feed(self.source(), self.target)
                 now = time.monotonic()
-                batch = []
+                batch: list[dict[str, Any]] = []
                 with self._lock:
                     while self._labels and self._labels[0][0] <= now and len(batch) < 500:
                         _, pid, label = self._labels.popleft()

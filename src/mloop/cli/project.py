@@ -105,8 +105,8 @@ def train_cmd(
     )
     table.add_column("metric")
     table.add_column("holdout", justify="right")
-    for key, value in sorted(result.metrics.items()):
-        table.add_row(key + (" *" if key == result.metric else ""), f"{value:.4f}")
+    for metric_name, score in sorted(result.metrics.items()):
+        table.add_row(metric_name + (" *" if metric_name == result.metric else ""), f"{score:.4f}")
     console.print(table)
     console.print(f"rows: {result.rows}")
     if result.tuning:

@@ -127,8 +127,8 @@ def compare_arms(
             )
         else:
             std = float(both.std(ddof=1)) if both.size > 1 else 0.0
-            need = min_sample_size_mean(std, cfg.ab_min_effect, alpha, cfg.power) if std > 0 else None
-        need = max(need or 0, cfg.min_labelled)
+            need = min_sample_size_mean(std, cfg.ab_min_effect, alpha, cfg.power) if std > 0 else 0
+        need = max(need, cfg.min_labelled)
         c = Comparison(
             name,
             metric,

@@ -9,6 +9,7 @@ model — memory is not shared between workers, so N workers hold N copies.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -80,7 +81,9 @@ class ServingApp(FastAPI):
             found = next((c for c in type(exc).__mro__ if c in self.exception_handlers), None)
             if found is None:
                 raise
-            answer = await self.exception_handlers[found](request, exc)
+            answer = self.exception_handlers[found](request, exc)
+            if inspect.isawaitable(answer):
+                answer = await answer
             await answer(scope, receive, send)
             if found is Exception:
                 raise

@@ -30,7 +30,7 @@ from mloop.serving.service import PredictionService
 
 __all__ = ["rollout_routes"]
 
-_FIELDS = {
+_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "start": {
         "strategy": str,
         "version": (str, int),

@@ -118,7 +118,8 @@ class ServingMetrics:
         """The exposition text: this process's registry, or every worker's in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
-            MultiProcessCollector(merged)
+            # prometheus_client leaves MultiProcessCollector.__init__ unannotated.
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
 

@@ -16,6 +16,7 @@ rollback commands can never both apply, whichever processes or machines they run
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -159,7 +160,8 @@ class RolloutStore:
         with self.store._read(f"read counters of rollout {rollout_id}") as conn:
             return {arm: (int(req or 0), int(err or 0)) for arm, req, err in conn.execute(query)}
 
-    def _load(self, conn: sa.Connection, query: sa.Select[Any]) -> list[Rollout]:
+    # ``builtins.list``: inside the class body ``list`` is the method above.
+    def _load(self, conn: sa.Connection, query: sa.Select[Any]) -> builtins.list[Rollout]:
         rows = conn.execute(query).mappings().all()
         if not rows:
             return []
