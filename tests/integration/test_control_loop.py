@@ -118,8 +118,10 @@ def test_schedule_and_new_data_triggers(tmp_path: Path) -> None:
     trig = ctrl.check_triggers()
     assert trig is not None and trig.kind == "schedule" and trig.key == "schedule:2026-01-01T12:10:00+00:00"
     assert ctrl.check_triggers() is None
-    with open(settings.root / "data" / "transactions.csv", "a") as fh:
-        fh.write(open(settings.root / "data" / "transactions.csv").readlines()[1])
+    source = settings.root / "data" / "transactions.csv"
+    first_row = source.read_text().splitlines(keepends=True)[1]
+    with open(source, "a") as fh:
+        fh.write(first_row)
     trig = ctrl.check_triggers()
     assert trig is not None and trig.kind == "new_data"
 

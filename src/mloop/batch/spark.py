@@ -56,7 +56,8 @@ def udf_schema(scorer: Scorer) -> Any:
 
 
 def _scoring_udf(blob: Any, scorer: Scorer) -> Any:
-    from pyspark.sql.functions import pandas_udf
+    # pyspark re-exports pandas_udf through a star import its stubs do not declare.
+    from pyspark.sql.functions import pandas_udf  # type: ignore[attr-defined,unused-ignore]
 
     state: dict[str, Scorer] = {}
     schema = udf_schema(scorer)

@@ -19,6 +19,7 @@ small enough to reason about and to test by killing between ticks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -181,7 +182,10 @@ class Controller:
         recent = self.repo.cycles(self.name, since=now - timedelta(seconds=c.retrain_period_s), limit=1000)
         started = [x for x in recent if x.state != "dry_run"]
         if len(started) >= c.max_retrains:
-            return f"{len(started)} retrains in the last {c.retrain_period_s:.0f} s (control.max_retrains={c.max_retrains})"
+            return (
+                f"{len(started)} retrains in the last {c.retrain_period_s:.0f} s "
+                f"(control.max_retrains={c.max_retrains})"
+            )
         failures = 0
         for x in self.repo.cycles(self.name, limit=20):
             if x.state != "failed":
@@ -192,7 +196,10 @@ class Controller:
             wait = c.backoff_s * 2 ** (failures - 1)
             ready = last.updated_at + timedelta(seconds=wait)
             if now < ready:
-                return f"{failures} failed training(s) in a row; backing off until {ready:%H:%M:%S} UTC ({wait:.0f} s)"
+                return (
+                    f"{failures} failed training(s) in a row; backing off until "
+                    f"{ready:%H:%M:%S} UTC ({wait:.0f} s)"
+                )
         return None
 
     # ---- triggers --------------------------------------------------------------------------------
@@ -215,10 +222,11 @@ class Controller:
                     return Trigger(
                         "new_data", f"new_data:{fingerprint}", f"new data at the source ({fingerprint})"
                     )
-        if (c.retrain_on_drift or c.retrain_on_quality) and self._monitor is not None:
-            if time.monotonic() - self._last_monitor >= c.monitor_interval_s:
-                self._last_monitor = time.monotonic()
-                return self._monitor_trigger(self._monitor())
+        monitoring = (c.retrain_on_drift or c.retrain_on_quality) and self._monitor is not None
+        if monitoring and time.monotonic() - self._last_monitor >= c.monitor_interval_s:
+            assert self._monitor is not None
+            self._last_monitor = time.monotonic()
+            return self._monitor_trigger(self._monitor())
         return None
 
     def _monitor_trigger(self, result: Any) -> Trigger | None:
@@ -386,10 +394,8 @@ class Controller:
 
     def _kill(self, pid: int | None) -> None:
         if pid and pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._reap(pid)
 
 

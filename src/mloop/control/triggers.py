@@ -38,7 +38,8 @@ def next_schedule_time(cron: str, after: datetime) -> datetime:
         it = croniter(cron, after.astimezone(UTC))
     except (ValueError, KeyError) as exc:
         raise ConfigError(
-            f"control.schedule {cron!r} is not a valid cron expression ({exc}); e.g. '0 3 * * *' for 03:00 daily."
+            f"control.schedule {cron!r} is not a valid cron expression ({exc}); "
+            "e.g. '0 3 * * *' for 03:00 daily."
         ) from exc
     nxt: datetime = it.get_next(datetime)
     return nxt if nxt.tzinfo else nxt.replace(tzinfo=UTC)
