@@ -8,6 +8,8 @@ process writes; plain ``BEGIN`` for reads, which WAL lets run beside a writer.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,26 @@ __all__ = ["BUSY_TIMEOUT_S", "SQLiteStore"]
 
 BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write lock before giving up."""
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL (persistent, so usually a no-op read). Two processes opening a fresh file
+    at once race for the exclusive lock this needs, and SQLite answers the loser "database is locked"
+    at once, without its busy handler: retry with backoff for up to ``BUSY_TIMEOUT_S``."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 class SQLiteStore(Store):
@@ -49,7 +71,7 @@ class SQLiteStore(Store):
             try:
                 cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
                 if not memory:
-                    cursor.execute("PRAGMA journal_mode=WAL")
+                    _enable_wal(cursor)
                     # WAL + NORMAL is durable against process crashes, which is what a store needs.
                     cursor.execute("PRAGMA synchronous=NORMAL")
             finally:
