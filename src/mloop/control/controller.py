@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,11 +171,17 @@ class Controller:
                 self._event(
                     "throttled", None, f"{trigger.reason}; not retraining: {blocked}", trigger=trigger.key
                 )
+            self._save_trigger_state(trigger)
             return None
         cycle = self.repo.create(self.name, trigger.kind, trigger.key, trigger.reason, trigger.data)
         if cycle is not None:
             self._event("triggered", cycle.id, trigger.reason, trigger=trigger.key, trigger_kind=trigger.kind)
+        self._save_trigger_state(trigger)
         return cycle
+
+    def _save_trigger_state(self, trigger: Trigger) -> None:
+        for key, value in trigger.state.items():
+            self.repo.set_state(key, value)
 
     def _guardrail(self) -> str | None:
         now = self.clock()
@@ -210,17 +217,21 @@ class Controller:
             since = self.repo.get_state("schedule:last_check")
             since_dt = datetime.fromisoformat(since) if since else now
             trig = schedule_trigger(c.schedule, since=since_dt, now=now)
-            self.repo.set_state("schedule:last_check", now.isoformat())
             if trig is not None:
-                return trig
+                return replace(trig, state={"schedule:last_check": now.isoformat()})
+            self.repo.set_state("schedule:last_check", now.isoformat())
         if c.watch_source:
             fingerprint = source_fingerprint(self.settings)
             seen = self.repo.get_state("source:fingerprint")
             if fingerprint is not None and fingerprint != seen:
-                self.repo.set_state("source:fingerprint", fingerprint)
-                if seen is not None:  # the first observation is the baseline, not news
+                if seen is None:  # the first observation is the baseline, not news
+                    self.repo.set_state("source:fingerprint", fingerprint)
+                else:
                     return Trigger(
-                        "new_data", f"new_data:{fingerprint}", f"new data at the source ({fingerprint})"
+                        "new_data",
+                        f"new_data:{fingerprint}",
+                        f"new data at the source ({fingerprint})",
+                        state={"source:fingerprint": fingerprint},
                     )
         monitoring = (c.retrain_on_drift or c.retrain_on_quality) and self._monitor is not None
         if monitoring and time.monotonic() - self._last_monitor >= c.monitor_interval_s:

@@ -28,6 +28,10 @@ class Trigger:
     key: str
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)
+    """Loop state to save once the cycle exists (the schedule's last check, the source fingerprint):
+    saved any earlier, a crash in between would lose the trigger; saved after, a restart sees the
+    same trigger again and its key finds the cycle already made."""
 
 
 def next_schedule_time(cron: str, after: datetime) -> datetime:
