@@ -27,7 +27,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -475,10 +475,12 @@ class RolloutController:
             self._move_alias("champion", target, reason=f"rollout #{r.id}: {reason}", actor=actor)
             # The promoted version is no longer a challenger; the one it replaced stays reachable
             # as `previous` (the rollback target), as with `mloop models promote`.
-            challenger = self.registry.by_alias("challenger")
-            if challenger is not None and str(challenger.version) == str(target):
-                self._hold_promotion(r.id, lease)
-                self.registry.delete_alias("challenger", reason=f"v{target} promoted", actor=actor)
+            self._drop_challenger(
+                target,
+                reason=f"v{target} promoted",
+                actor=actor,
+                renew=lambda: self._hold_promotion(r.id, lease),
+            )
             if r.baseline_version and str(r.baseline_version) != str(target):
                 self._hold_promotion(r.id, lease)
                 self._move_alias("previous", r.baseline_version, reason=f"replaced by v{target}", actor=actor)
@@ -496,6 +498,17 @@ class RolloutController:
             kind="rollout.promoted",
             data={"version": target, "previous": r.baseline_version},
         )
+
+    def _drop_challenger(
+        self, version: Any, *, reason: str, actor: str, renew: Callable[[], None] | None = None
+    ) -> None:
+        """Remove the ``challenger`` alias if it names ``version`` (promoted or rolled back, it is no
+        longer one); ``renew`` runs just before the move (a promoter renews its lease there)."""
+        challenger = self.registry.by_alias("challenger")
+        if challenger is not None and str(challenger.version) == str(version):
+            if renew is not None:
+                renew()
+            self.registry.delete_alias("challenger", reason=reason, actor=actor)
 
     def _move_alias(self, alias: str, version: str | int, *, reason: str, actor: str) -> None:
         """Point ``alias`` at ``version`` unless it already is (so a retried step records no move)."""
@@ -584,11 +597,7 @@ class RolloutController:
             raise
         # A rolled-back version is no longer a challenger (after the transition: only the winner
         # of the compare-and-set touches the alias).
-        challenger = self.registry.by_alias("challenger")
-        if challenger is not None and str(challenger.version) == str(r.candidate_version):
-            self.registry.delete_alias(
-                "challenger", reason=f"v{r.candidate_version} rolled back", actor=actor
-            )
+        self._drop_challenger(r.candidate_version, reason=f"v{r.candidate_version} rolled back", actor=actor)
         return rolled
 
     def abort(
@@ -698,9 +707,7 @@ class RolloutController:
         if old is not None:
             self._move_alias("previous", old, reason=f"replaced by v{target}", actor=actor)
         self._move_alias("champion", target, reason=reason, actor=actor)
-        challenger = self.registry.by_alias("challenger")
-        if challenger is not None and str(challenger.version) == target:
-            self.registry.delete_alias("challenger", reason=f"v{target} promoted to champion", actor=actor)
+        self._drop_challenger(target, reason=f"v{target} promoted to champion", actor=actor)
         return moved
 
     @staticmethod
