@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from mloop.serving.predlog import (
+from mloop.predlog import (
     MemoryPredictionLog,
     ParquetPredictionLog,
     PostgresPredictionLog,

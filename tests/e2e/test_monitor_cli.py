@@ -13,7 +13,7 @@ import yaml
 
 from mloop.config import load_settings
 from mloop.data import generate_fraud
-from mloop.serving.predlog import PredictionRecord, new_prediction_id, open_prediction_log
+from mloop.predlog import PredictionRecord, new_prediction_id, open_prediction_log
 from mloop.store import open_store
 from mloop.tracking import Registry
 

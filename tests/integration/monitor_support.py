@@ -9,7 +9,7 @@ import pandas as pd
 
 from mloop.config import Settings, load_settings
 from mloop.data import generate_fraud
-from mloop.serving.predlog import PredictionRecord, new_prediction_id, open_prediction_log
+from mloop.predlog import PredictionRecord, new_prediction_id, open_prediction_log
 from mloop.store import open_store
 from mloop.tracking import LoadedModel, Registry
 

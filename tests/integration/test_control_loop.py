@@ -136,7 +136,7 @@ def test_schedule_and_new_data_triggers(tmp_path: Path) -> None:
 
 def _serve_labelled(settings, store, frame, ts) -> None:  # type: ignore[no-untyped-def]
     """Log ``frame``'s rows as predictions served at ``ts`` and send their labels to feedback."""
-    from mloop.serving.predlog import PredictionRecord, new_prediction_id, open_prediction_log
+    from mloop.predlog import PredictionRecord, new_prediction_id, open_prediction_log
 
     target = settings.model.target
     records = [

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mloop.errors import StoreError
-from mloop.serving.predlog import (
+from mloop.predlog import (
     BASE_COLUMNS,
     MemoryPredictionLog,
     PredictionLogBackend,

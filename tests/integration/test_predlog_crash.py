@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mloop.serving.predlog import ParquetPredictionLog, PredictionLogger, PredictionRecord
+from mloop.predlog import ParquetPredictionLog, PredictionLogger, PredictionRecord
 
 BUFFER_SIZE = 2000
 FLUSH_ROWS = 200

@@ -113,7 +113,7 @@ def test_swap_under_continuous_load(server: tuple[str, Settings]) -> None:
     assert {v for _, v, _ in results} == {str(v1.version), str(v2.version)}
     # Every response named the version that produced it: the prediction log (written by the runtime
     # that computed each prediction) agrees with every response.
-    from mloop.serving.predlog import open_prediction_log
+    from mloop.predlog import open_prediction_log
 
     time.sleep(0.5)
     logged = open_prediction_log(settings.prediction_log_url).read(model_name=v1.name)

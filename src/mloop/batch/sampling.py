@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloop.serving.predlog import PredictionLogger, PredictionRecord, open_prediction_log
+from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
 
 __all__ = ["PredictionSampler", "sample_mask"]
 

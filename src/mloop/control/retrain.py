@@ -39,7 +39,7 @@ def recent_labelled(
 ) -> pd.DataFrame:
     """The latest ``limit`` served rows that have a /feedback label, as training rows (features + target);
     with ``since``, only rows served at or after that instant."""
-    from mloop.serving.predlog import BASE_COLUMNS, open_prediction_log
+    from mloop.predlog import BASE_COLUMNS, open_prediction_log
 
     log = open_prediction_log(settings.prediction_log_url)
     try:

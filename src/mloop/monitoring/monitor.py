@@ -135,7 +135,7 @@ def run_monitor(
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with ExitStack() as stack:
         if prediction_log is None:
-            from mloop.serving.predlog import open_prediction_log
+            from mloop.predlog import open_prediction_log
 
             prediction_log = stack.enter_context(open_prediction_log(settings.prediction_log_url))
         if store is None:

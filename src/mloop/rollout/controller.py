@@ -100,7 +100,7 @@ class RolloutController:
     @property
     def predlog(self) -> Any:
         if self._predlog is None:
-            from mloop.serving.predlog import open_prediction_log
+            from mloop.predlog import open_prediction_log
 
             self._predlog = open_prediction_log(self.settings.prediction_log_url)
         return self._predlog

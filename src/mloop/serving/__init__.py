@@ -1,4 +1,4 @@
-"""Serving: model runtime, micro-batcher, traffic router and prediction log (``.predlog``).
+"""Serving: model runtime, micro-batcher and traffic router (the prediction log is ``mloop.predlog``).
 
 :class:`PredictionService` is the handler layer behind ``mloop serve`` (no HTTP in it): it loads the
 version the serving alias points at, validates requests against the data contract

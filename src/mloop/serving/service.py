@@ -28,7 +28,7 @@ from mloop.config import Settings
 from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
 from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
 from mloop.serving.metrics import ServingMetrics
-from mloop.serving.predlog import PredictionLogger, PredictionRecord, open_prediction_log
+from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
 from mloop.serving.responses import Prediction
 from mloop.serving.router import Route, Router
 from mloop.serving.runtime import ModelRuntime

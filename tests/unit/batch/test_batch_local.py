@@ -161,7 +161,7 @@ def test_worker_processes_give_the_same_output(fraud_settings, csv_input: Path, 
 
 
 def test_a_sample_reaches_the_prediction_log(fraud_settings, csv_input: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from mloop.serving.predlog import open_prediction_log
+    from mloop.predlog import open_prediction_log
 
     settings = fraud_settings.model_copy(deep=True)
     settings.prediction_log.url = (tmp_path / "log").as_uri()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mloop.config import Settings
 from mloop.monitoring import ModelReference, build_profile
-from mloop.serving.predlog import PredictionRecord, new_prediction_id
+from mloop.predlog import PredictionRecord, new_prediction_id
 
 NAME = "toy"
 

@@ -14,7 +14,7 @@ from monitoring_live_helpers import NAME, reference, send, settings
 
 from mloop.monitoring import BackgroundMonitor, MonitoringGauges
 from mloop.monitoring.history import WINDOW_EVENT
-from mloop.serving.predlog import MemoryPredictionLog
+from mloop.predlog import MemoryPredictionLog
 from mloop.store import open_store
 from mloop.tracking import LoadedModel, VersionInfo
 

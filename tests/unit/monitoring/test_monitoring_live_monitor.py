@@ -14,7 +14,7 @@ from mloop.errors import MonitoringError
 from mloop.monitoring import run_monitor
 from mloop.monitoring.alerts import Alert
 from mloop.monitoring.history import WINDOW_EVENT, window_history
-from mloop.serving.predlog import MemoryPredictionLog
+from mloop.predlog import MemoryPredictionLog
 from mloop.store import open_store
 
 

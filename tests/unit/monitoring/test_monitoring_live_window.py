@@ -10,7 +10,7 @@ import pytest
 
 from mloop.errors import MonitoringError
 from mloop.monitoring.window import WindowSpec, label_key, parse_since, split_window
-from mloop.serving.predlog import PredictionRecord, records_to_frame
+from mloop.predlog import PredictionRecord, records_to_frame
 
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from mloop.errors import ConfigError, StoreError
-from mloop.serving.predlog import MemoryPredictionLog, PredictionLogger, PredictionRecord
-from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog import MemoryPredictionLog, PredictionLogger, PredictionRecord
+from mloop.predlog.base import PredictionLogBackend, ReadQuery
 
 
 def _rec(i: int) -> PredictionRecord:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mloop.errors import ConfigError, StoreError
-from mloop.serving.predlog import (
+from mloop.predlog import (
     MemoryPredictionLog,
     ParquetPredictionLog,
     PostgresPredictionLog,

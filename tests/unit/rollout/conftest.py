@@ -11,7 +11,7 @@ import pytest
 
 from mloop.config import Settings
 from mloop.errors import ModelNotFound
-from mloop.serving.predlog import MemoryPredictionLog
+from mloop.predlog import MemoryPredictionLog
 from mloop.store import Store, open_store
 
 

@@ -21,7 +21,7 @@ from mloop.errors import ServingError
 from mloop.rollout import RolloutController
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import prediction_routes
-from mloop.serving.predlog import MemoryPredictionLog, PredictionLogger
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.serving.runtime import ModelRuntime
 from mloop.serving.service import PredictionService
 from mloop.serving.source import StaticSource

@@ -16,7 +16,7 @@ from serving_helpers import make_loaded
 from mloop.config.settings import ServingSettings, Settings
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
-from mloop.serving.predlog import MemoryPredictionLog, PredictionLogger
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.store import open_store
 
 schemathesis = pytest.importorskip("schemathesis")

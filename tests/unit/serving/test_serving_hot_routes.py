@@ -15,7 +15,7 @@ from mloop.config.settings import ServingSettings, Settings
 from mloop.server import create_app
 from mloop.server.app import ServingApp
 from mloop.serving import PredictionService, StaticSource
-from mloop.serving.predlog import MemoryPredictionLog, PredictionLogger
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.tracking import LoadedModel
 
 pytestmark = pytest.mark.anyio

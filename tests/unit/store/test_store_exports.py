@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["mloop.store", "mloop.serving.predlog"])
+@pytest.mark.parametrize("package", ["mloop.store", "mloop.predlog"])
 def test_all_names_exist_and_are_documented(package: str) -> None:
     module = importlib.import_module(package)
     assert module.__doc__ and len(module.__doc__) > 100

@@ -11,13 +11,13 @@ windows back with ``backend.read(...)`` as a flat DataFrame (features as columns
     ...     logger.log(PredictionRecord(new_prediction_id(), "fraud", "3", {"amount": 12.0}, 0))
 """
 
-from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.serving.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log
-from mloop.serving.predlog.logger import PredictionLogger
-from mloop.serving.predlog.memory import MemoryPredictionLog
-from mloop.serving.predlog.parquet import ParquetPredictionLog
-from mloop.serving.predlog.postgres import PostgresPredictionLog
-from mloop.serving.predlog.record import BASE_COLUMNS, PredictionRecord, new_prediction_id, records_to_frame
+from mloop.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log
+from mloop.predlog.logger import PredictionLogger
+from mloop.predlog.memory import MemoryPredictionLog
+from mloop.predlog.parquet import ParquetPredictionLog
+from mloop.predlog.postgres import PostgresPredictionLog
+from mloop.predlog.record import BASE_COLUMNS, PredictionRecord, new_prediction_id, records_to_frame
 
 __all__ = [
     "BASE_COLUMNS",

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.errors import StoreError
-from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.serving.predlog.record import PredictionRecord, records_to_columns, storage_to_output
+from mloop.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog.record import PredictionRecord, records_to_columns, storage_to_output
 from mloop.store.jsonutil import dumps
 
 __all__ = ["ParquetPredictionLog"]

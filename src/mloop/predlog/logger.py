@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Any
 
 from mloop.errors import ConfigError
-from mloop.serving.predlog.base import PredictionLogBackend
-from mloop.serving.predlog.record import PredictionRecord
+from mloop.predlog.base import PredictionLogBackend
+from mloop.predlog.record import PredictionRecord
 
 __all__ = ["PredictionLogger"]
 

@@ -1,7 +1,7 @@
 """The interface every prediction-log backend implements, and its shared argument checks.
 
 A backend only writes batches and answers filtered reads; buffering and the background thread live
-in :class:`~mloop.serving.predlog.logger.PredictionLogger`, so every backend gets them for free.
+in :class:`~mloop.predlog.logger.PredictionLogger`, so every backend gets them for free.
 Public methods validate and normalise; backends implement the protected hooks.
 
     class MyLog(PredictionLogBackend):
@@ -21,7 +21,7 @@ from types import TracebackType
 import pandas as pd
 
 from mloop.errors import StoreError
-from mloop.serving.predlog.record import PredictionRecord, empty_frame
+from mloop.predlog.record import PredictionRecord, empty_frame
 
 __all__ = ["PredictionLogBackend", "ReadQuery"]
 
@@ -67,7 +67,7 @@ class PredictionLogBackend(ABC):
         """Logged predictions, oldest first, with features flattened into columns.
 
         ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC); ``last_n`` keeps the
-        newest n rows after the other filters. Columns: see :mod:`mloop.serving.predlog.record`.
+        newest n rows after the other filters. Columns: see :mod:`mloop.predlog.record`.
         """
         if last_n is not None and (isinstance(last_n, bool) or not isinstance(last_n, int) or last_n < 0):
             raise StoreError(f"last_n must be a non-negative integer or None; got {last_n!r}.")

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from mloop.errors import StoreError
-from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.serving.predlog.record import PredictionRecord, records_to_frame
+from mloop.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog.record import PredictionRecord, records_to_frame
 from mloop.store.jsonutil import dumps
 from mloop.store.schema import UTCDateTime
 

@@ -11,8 +11,8 @@ import threading
 import pandas as pd
 
 from mloop.errors import StoreError
-from mloop.serving.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.serving.predlog.record import PredictionRecord, records_to_frame
+from mloop.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog.record import PredictionRecord, records_to_frame
 
 __all__ = ["MemoryPredictionLog"]
 

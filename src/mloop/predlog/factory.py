@@ -6,10 +6,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from mloop.errors import ConfigError, did_you_mean
-from mloop.serving.predlog.base import PredictionLogBackend
-from mloop.serving.predlog.memory import MemoryPredictionLog
-from mloop.serving.predlog.parquet import ParquetPredictionLog
-from mloop.serving.predlog.postgres import PostgresPredictionLog
+from mloop.predlog.base import PredictionLogBackend
+from mloop.predlog.memory import MemoryPredictionLog
+from mloop.predlog.parquet import ParquetPredictionLog
+from mloop.predlog.postgres import PostgresPredictionLog
 
 __all__ = ["SUPPORTED_SCHEMES", "open_prediction_log"]
 
