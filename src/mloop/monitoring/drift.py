@@ -32,8 +32,7 @@ from mloop.monitoring.profile import (
     numeric_values,
 )
 from mloop.monitoring.results import ColumnDrift, DriftReport
-from mloop.monitoring.stattests import StatTest, Window, auto_stattest, get_stattest
-from mloop.monitoring.stattests._binning import aligned_counts
+from mloop.monitoring.stattests import StatTest, Window, aligned_counts, auto_stattest, get_stattest
 
 __all__ = ["MISSING_ALPHA", "MISSING_MIN_CHANGE", "benjamini_hochberg", "detect_drift"]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mloop.config.settings import RolloutSettings
-from mloop.monitoring.stattests._binning import fill_zeros
+from mloop.monitoring.stattests import fill_zeros
 from mloop.monitoring.stattests.jensenshannon import js_distance
 from mloop.rollout.stats import ArmStats
 

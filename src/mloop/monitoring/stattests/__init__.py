@@ -3,7 +3,8 @@
 Built in: ``ks`` (Kolmogorov-Smirnov), ``chisquare`` (chi-squared over the union of categories),
 ``z`` (two-proportion Z-test), ``wasserstein`` (normed by the reference std), ``jensenshannon`` and
 ``psi``. :func:`auto_stattest` picks among them exactly as Evidently's defaults do, but from the
-reference alone.
+reference alone. :func:`aligned_counts` and :func:`fill_zeros` put a reference and a window on common
+bins for other monitoring code and for rollout analysis.
 """
 
 from mloop.monitoring.profile import ColumnProfile
@@ -16,12 +17,15 @@ from mloop.monitoring.stattests._base import (
     register_stattest,
     stattest_names,
 )
+from mloop.monitoring.stattests._binning import aligned_counts, fill_zeros
 
 __all__ = [
     "Outcome",
     "StatTest",
     "Window",
+    "aligned_counts",
     "auto_stattest",
+    "fill_zeros",
     "get_stattest",
     "register_stattest",
     "stattest_names",
