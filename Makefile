@@ -31,10 +31,12 @@ test: $(VENV)/.installed $(KFP_VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-logo
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# lint includes the layering contracts (lint-imports); tests/unit/test_layers.py runs them in `make test`.
 check: lint typecheck test
 
 # Refresh the lock after changing dependencies in pyproject.toml.
