@@ -12,7 +12,8 @@ that the server maps in one handler. Third-party failures are wrapped at the bou
     │   └── ContractViolation       rows break the data contract (carries the report)
     ├── TrainingError               an estimator, split, metric or tuning problem
     ├── TrackingError               MLflow could not be reached or refused an operation
-    │   └── ModelNotFound           no such registered model, version or alias (404)
+    │   ├── ModelNotFound           no such registered model, version or alias (404)
+    │   └── ModelRefused            a version breaks the load policy: untrusted type, bad contract (422)
     ├── StoreError                  the platform store failed
     │   └── ConflictError           a concurrent change won (409)
     ├── ServingError                a prediction could not be made (status per subclass)
@@ -40,6 +41,7 @@ __all__ = [
     "DeployError",
     "MloopError",
     "ModelNotFound",
+    "ModelRefused",
     "MonitoringError",
     "Overloaded",
     "PayloadTooLarge",
@@ -112,6 +114,17 @@ class ModelNotFound(TrackingError):
     """No such registered model, version or alias."""
 
     status_code = 404
+
+
+class ModelRefused(TrackingError):
+    """A registered version is not loaded: its model file holds a type outside the trusted set, or
+    its contract breaks the rules; ``types`` names the refused types (empty for a contract)."""
+
+    status_code = 422
+
+    def __init__(self, message: str, types: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.types = types
 
 
 class StoreError(MloopError):
