@@ -15,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mloop.config import Settings
 from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
+from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
+from mloop.predlog.record import new_prediction_ids
 from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
 from mloop.serving.metrics import ServingMetrics
-from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
 from mloop.serving.responses import Prediction
 from mloop.serving.router import Route, Router
 from mloop.serving.runtime import ModelRuntime
@@ -43,37 +41,6 @@ _DECODERS: dict[str, Callable[[Any, ContractValidator, int], Any]] = {
     "mlflow": decode_mlflow,
     "v2": decode_v2,
 }
-
-
-class _Ids:
-    """Prediction ids: 32 hex characters, a per-process random prefix (the first 20 hex characters
-    of a ``uuid4``) and a 48-bit counter.
-
-    Unique across processes and restarts like ``uuid4().hex`` (the prefix is fresh per process,
-    after a fork, and whenever the counter wraps), at the cost of one string format per id instead
-    of a ``urandom`` system call. One instance per process (:data:`_IDS`).
-    """
-
-    def __init__(self) -> None:
-        self._renew()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._renew)
-
-    def _renew(self) -> None:
-        self._prefix = uuid.uuid4().hex[:20]
-        self._count = itertools.count()  # next() on it is atomic: safe from several threads
-
-    def take(self, n: int) -> list[str]:
-        """``n`` fresh ids."""
-        prefix, count = self._prefix, self._count
-        ids = [f"{prefix}{next(count):012x}" for _ in range(n)]
-        if ids and len(ids[-1]) > 32:  # the counter passed 48 bits: a new prefix
-            self._renew()
-            return self.take(n)
-        return ids
-
-
-_IDS = _Ids()
 
 
 class PredictionService:
@@ -295,7 +262,7 @@ class PredictionService:
                 self.on_result(route.arm, True)
         finally:
             runtime.inflight -= 1
-        ids = _IDS.take(columns.n)
+        ids = new_prediction_ids(columns.n)
         prediction = Prediction(runtime, route.arm, ids, columns, output, single)
         self._log(prediction, (time.perf_counter() - started) * 1000.0)
         for shadow in shadows:
