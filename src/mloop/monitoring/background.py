@@ -8,6 +8,10 @@ gauges from that newest window. So with several workers or replicas, or with a c
 ``mloop monitor`` as well, cycles are not repeated, alerts are not sent twice (the store lease and
 the persisted alert state), and every worker's ``/metrics`` shows the same, latest values.
 
+A cycle that fails — a store that is down, a model whose reference cannot be read, a bug — never
+stops the loop: it is logged, recorded as a ``monitor.failed`` event with its reason, counted in
+``mloop_monitoring_cycle_failures_total{model,error}``, and the next tick tries again.
+
     monitor = BackgroundMonitor.for_service(service)   # in the app's lifespan
     await monitor.start(); ...; await monitor.stop()
 """
@@ -25,14 +29,16 @@ from typing import Any
 from mloop.errors import MloopError, MonitoringError
 from mloop.monitoring.cycle_result import MonitorResult
 from mloop.monitoring.gauges import MonitoringGauges
-from mloop.monitoring.history import latest_window
-from mloop.monitoring.monitor import run_monitor
+from mloop.monitoring.history import latest_window, subject_for
+from mloop.monitoring.monitor import CycleBusy, run_monitor
 from mloop.monitoring.reference import ModelReference
 
-__all__ = ["BackgroundMonitor"]
+__all__ = ["FAILED_EVENT", "BackgroundMonitor"]
 
 log = logging.getLogger("mloop.monitoring")
 _STOP_WAIT_S = 30.0
+FAILED_EVENT = "monitor.failed"
+"""Event kind of a monitoring cycle that failed (its reason says why)."""
 
 
 class BackgroundMonitor:
@@ -72,6 +78,8 @@ class BackgroundMonitor:
         self._current: asyncio.Future[Any] | None = None
         self.last_result: MonitorResult | None = None
         self.last_error: str | None = None
+        self.failures = 0
+        """Cycles that failed since this monitor started."""
 
     @classmethod
     def for_service(cls, service: Any, **kwargs: Any) -> BackgroundMonitor:
@@ -118,12 +126,38 @@ class BackgroundMonitor:
         try:
             self.tick()
             self.last_error = None
-        except MloopError as exc:
-            self.last_error = exc.message
-            log.warning("Monitoring cycle failed: %s", exc.message)
+        except CycleBusy as exc:  # another worker or `mloop monitor` runs this window: not a failure
+            log.debug("Monitoring cycle skipped: %s", exc.message)
         except Exception as exc:  # the loop must outlive any one bad cycle
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("Monitoring cycle failed")
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Log, count and record a failed cycle; never raises (the store may be what failed)."""
+        reason = exc.message if isinstance(exc, MloopError) else f"{type(exc).__name__}: {exc}"
+        self.last_error = reason
+        self.failures += 1
+        if isinstance(exc, MloopError):
+            log.warning("Monitoring cycle failed: %s", reason)
+        else:
+            log.error("Monitoring cycle failed", exc_info=exc)
+        try:
+            runtime = self.champion()
+            info = runtime.loaded.info if runtime is not None else None
+        except Exception:
+            info = None
+        model = str(info.name) if info is not None else str(self.settings.model.name)
+        version = str(info.version) if info is not None else "?"
+        self.gauges.cycle_failures.labels(model, type(exc).__name__).inc()
+        try:
+            self.store().record_event(
+                FAILED_EVENT,
+                subject_for(model, version),
+                f"Monitoring cycle failed: {reason}",
+                actor="mloop-server",
+                data={"model": model, "version": version, "error": type(exc).__name__},
+            )
+        except Exception as record_exc:
+            log.warning("Could not record the failed monitoring cycle as an event: %s", record_exc)
 
     # -- one tick --------------------------------------------------------------------------------
     def _reference(self, runtime: Any) -> ModelReference | None:

@@ -3,7 +3,8 @@
 ``mloop_drift_score{model,feature}``, ``mloop_drift_detected{model,feature}``,
 ``mloop_drift_share{model}``, ``mloop_live_quality{model,version,metric}`` and
 ``mloop_labelled_rows{model,version}``, set from a window summary (see
-:mod:`mloop.monitoring.history`). They live on the serving registry so ``/metrics`` shows them.
+:mod:`mloop.monitoring.history`), and the counter ``mloop_monitoring_cycle_failures_total{model,error}``
+of cycles that failed. They live on the serving registry so ``/metrics`` shows them.
 
 With several worker processes (``PROMETHEUS_MULTIPROC_DIR``) the gauges use the ``livemostrecent``
 mode: every worker refreshes them from the newest persisted window, and the scrape shows the most
@@ -18,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["MonitoringGauges"]
 
@@ -69,6 +70,12 @@ class MonitoringGauges:
             ["model", "version"],
             registry=r,
             multiprocess_mode=_MODE,
+        )
+        self.cycle_failures = Counter(
+            "mloop_monitoring_cycle_failures",
+            "Monitoring cycles that failed, by model and error type (the next cycle runs regardless).",
+            ["model", "error"],
+            registry=r,
         )
         self._features: dict[str, set[str]] = {}
         self._metrics: dict[tuple[str, str], set[str]] = {}

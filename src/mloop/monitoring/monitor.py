@@ -36,12 +36,16 @@ from mloop.monitoring.window import WindowSpec, parse_since, split_window
 if TYPE_CHECKING:
     from mloop.config import Settings
 
-__all__ = ["LEASE_TTL_S", "MonitorResult", "run_monitor"]
+__all__ = ["LEASE_TTL_S", "CycleBusy", "MonitorResult", "run_monitor"]
 
 LEASE_TTL_S = 600.0
 """Longest one cycle may hold the model's monitoring lease (a crashed holder frees it after this)."""
 HISTORY_WINDOWS = 200
 """Earlier windows shown in the over-time plots of the reports."""
+
+
+class CycleBusy(MonitoringError):
+    """Another process holds the model's monitoring lease: this cycle is skipped, nothing failed."""
 
 
 class _ModelRecorder:
@@ -66,7 +70,7 @@ def _lease(store: Any, name: str, wait_s: float) -> Iterator[None]:
     deadline = time.monotonic() + wait_s
     while not store.acquire_lease(name, owner, LEASE_TTL_S):
         if time.monotonic() >= deadline:
-            raise MonitoringError(
+            raise CycleBusy(
                 f"Another monitoring cycle of {name.split(':', 1)[1]!r} is running (store lease {name!r} "
                 f"held for over {wait_s:g}s). Try again shortly; a crashed holder frees it within "
                 f"{LEASE_TTL_S:g}s."

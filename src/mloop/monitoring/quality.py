@@ -7,6 +7,10 @@ make quality alerts fire on noise. Classifiers get accuracy, precision, recall, 
 positive class, ``classes[1]``; otherwise macro averages named ``*_macro``) and ROC AUC when the log
 holds probabilities and both outcomes occur; regressors get RMSE, MAE and R². Names match the
 holdout metrics in the version's evaluation, so live and holdout values can be put side by side.
+
+A label that cannot be scored — a class the model does not have, a regressor's label that is not a
+finite number — is left out and counted (``unusable_labels``), never allowed to fail the window:
+labels come from outside, and one bad label would otherwise stop every later cycle that sees it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class LiveQuality:
     rows: int = 0
     min_labelled_rows: int = 0
     note: str = ""
+    unusable_labels: int = 0
+    """Labels left out because they cannot be scored (unknown class, not a finite number)."""
 
     @property
     def coverage(self) -> float:
@@ -120,23 +126,31 @@ def live_quality(
     truth = window["prediction_id"].map(labels)
     labelled = window[truth.notna()]
     truth = truth[truth.notna()]
+    labelled, truth, result.unusable_labels = _usable(labelled, truth, task, classes)
     result.labelled_rows = len(labelled)
+    skipped = (
+        f"; {result.unusable_labels} unusable labels left out (not one of the model's classes, or not a "
+        "finite number)"
+        if result.unusable_labels
+        else ""
+    )
     if result.labelled_rows == 0:
-        result.note = "no labels received for this window's predictions (POST /feedback)"
+        result.note = "no labels received for this window's predictions (POST /feedback)" + skipped
         return result
     if result.labelled_rows < max(min_labelled_rows, 1):
         result.note = (
             f"only {result.labelled_rows} labelled predictions; metrics need at least {min_labelled_rows} "
-            "(monitoring.min_labelled_rows)"
+            "(monitoring.min_labelled_rows)" + skipped
         )
         return result
+    result.note = skipped[2:]
     with warnings.catch_warnings():
         # One-class windows are normal with delayed labels; the metrics say what they can.
         warnings.simplefilter("ignore", category=UserWarning)
         if task == "regression":
             y_true = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=float)
             y_pred = pd.to_numeric(labelled["prediction"], errors="coerce").to_numpy(dtype=float)
-            ok = ~(np.isnan(y_true) | np.isnan(y_pred))
+            ok = np.isfinite(y_true) & np.isfinite(y_pred)
             if not ok.any():
                 result.note = "labels or predictions are not numbers; cannot score a regressor"
                 return result
@@ -152,3 +166,30 @@ def live_quality(
                 )
             )
     return result
+
+
+def _usable(
+    labelled: pd.DataFrame, truth: pd.Series, task: str | None, classes: Sequence[Any] | None
+) -> tuple[pd.DataFrame, pd.Series, int]:
+    """The labelled rows whose label can be scored, the labels, and how many were left out."""
+    if task == "regression":
+        numbers = pd.to_numeric(truth.map(_number), errors="coerce").to_numpy(dtype=float)
+        keep = np.isfinite(numbers)
+    else:
+        known = {label_key(c) for c in classes or []} - {None}
+        if not known:
+            return labelled, truth, 0
+        keep = truth.map(lambda v: label_key(v) in known).to_numpy(dtype=bool)
+    if keep.all():
+        return labelled, truth, 0
+    return labelled[keep], truth[keep], int((~keep).sum())
+
+
+def _number(value: Any) -> float:
+    """A label as a float, NaN when it is not a single number (lists, text, booleans)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | np.number):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
