@@ -20,6 +20,7 @@ that the server maps in one handler. Third-party failures are wrapped at the bou
     │   ├── RequestValidationError  the request breaks the contract (422)
     │   ├── PayloadTooLarge         body or rows above the configured limit (413)
     │   ├── Overloaded              the batching queue is full (503, Retry-After)
+    │   ├── UnsupportedMediaType    the body is not of an accepted content type (415)
     │   └── Unauthorized            missing or wrong token (401)
     ├── MonitoringError             drift or quality could not be computed
     ├── RolloutError                a rollout operation is not allowed now (409)
@@ -53,6 +54,7 @@ __all__ = [
     "TrackingError",
     "TrainingError",
     "Unauthorized",
+    "UnsupportedMediaType",
     "did_you_mean",
 ]
 
@@ -171,6 +173,12 @@ class Unauthorized(ServingError):
     """A token was required and was missing or wrong."""
 
     status_code = 401
+
+
+class UnsupportedMediaType(ServingError):
+    """The body's Content-Type is not one the endpoint accepts."""
+
+    status_code = 415
 
 
 class MonitoringError(MloopError):

@@ -111,7 +111,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_env_value(value)
+        # Keys stay verbatim: YAML would read "0123" or "1e5" as numbers and change them.
+        node[parts[-1]] = value if parts[:2] == ["serving", "keys"] else _parse_env_value(value)
     return out
 
 

@@ -9,9 +9,9 @@ Unknown keys are errors (with the closest known key suggested), never silently i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Section(BaseModel):
@@ -156,6 +156,46 @@ class StoreSettings(Section):
     when several processes or machines share state."""
 
 
+def _key_list(value: Any) -> Any:
+    """Keys as a list: a comma-separated string (how an environment variable carries several) is split."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list):
+        keys = [k.strip() if isinstance(k, str) else k for k in value]
+        for k in keys:
+            if not isinstance(k, str) or not k.isprintable() or " " in k:
+                raise ValueError(
+                    "each key must be a string of printable characters without spaces; got a value of "
+                    f"type {type(k).__name__} (the key itself is not shown)"
+                )
+        return [k for k in keys if k]
+    return value
+
+
+KeyList = Annotated[list[str], BeforeValidator(_key_list)]
+
+
+class KeySettings(Section):
+    """Keys of the HTTP API, per role (see ``docs/security.md``). A role with no key is open, except
+    ``admin``, whose routes are disabled without one. Several keys per role are accepted at once, so
+    a key is rotated without downtime: add the new one, move the clients, remove the old one.
+
+    Set them from the environment (``MLOOP_SERVING__KEYS__PREDICT=k1,k2``) or from files (``dir``), not
+    in ``mloop.yaml``; ``mloop deploy`` takes them from a Secret."""
+
+    predict: KeyList = Field(default_factory=list)
+    """Keys that may call ``/predict``, ``/invocations`` and v2 inference."""
+    feedback: KeyList = Field(default_factory=list)
+    """Keys that may send labels to ``/feedback``."""
+    read: KeyList = Field(default_factory=list)
+    """Keys that may read status, model details and the OpenAPI schema (it shows the contract)."""
+    admin: KeyList = Field(default_factory=list)
+    """Keys of ``/admin/*`` (reload, rollouts); an admin key is also accepted on every other route."""
+    dir: str | None = None
+    """Directory holding one file per role (``predict``, ``feedback``, ``read``, ``admin``) with one key
+    per line, e.g. a Kubernetes Secret or Docker secrets mounted as files; added to the keys above."""
+
+
 class ServingSettings(Section):
     """``mloop serve``."""
 
@@ -179,10 +219,19 @@ class ServingSettings(Section):
     """Largest request body accepted (413 above)."""
     poll_interval_s: float = 10.0
     """How often the alias is checked for a new version (0 disables polling)."""
+    keys: KeySettings = Field(default_factory=KeySettings)
+    """Keys per role: ``predict``, ``feedback``, ``read``, ``admin`` (``Authorization: Bearer <key>``)."""
     admin_token: str | None = None
-    """Bearer token required by ``/admin/*``; also from ``MLOOP_ADMIN_TOKEN``."""
+    """An admin key (also from ``MLOOP_ADMIN_TOKEN``); the same as one entry of ``keys.admin``."""
     api_key: str | None = None
-    """If set, prediction endpoints require header ``X-API-Key``."""
+    """Deprecated: use ``keys.predict`` and ``keys.feedback``. A key accepted on the prediction routes and
+    ``/feedback`` (as a bearer token or the old ``X-API-Key`` header)."""
+    max_feedback_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest ``/feedback`` body accepted (413 above); about 20,000 labels."""
+    max_feedback_items: int = Field(default=10_000, ge=1)
+    """Most labels accepted in one ``/feedback`` request (413 above)."""
+    feedback_max_age_days: float = Field(default=90.0, gt=0)
+    """How far back ``/feedback`` looks for the prediction a label names; older ids are unknown (404)."""
     unseen_category: Literal["reject", "flag"] = "flag"
     """Unseen categorical values: reject with 422, or accept and flag in the response and log."""
     out_of_range: Literal["reject", "flag"] = "flag"
