@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 
 from mloop.config.settings import ServingSettings, Settings
 from mloop.errors import StoreError
+from mloop.predlog import MemoryPredictionLog, PredictionLogger, PredictionRecord
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
 from mloop.store import Store, open_store
@@ -41,12 +43,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 @pytest.fixture
 async def client(tmp_path: Path, store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    # No model is needed to take feedback; the app's lifespan (which loads one) does not run here.
+    # The app's lifespan (which loads a model) does not run here: the valid ids are logged as
+    # predictions of a regressor "toy" v1, which /feedback checks each id and label against.
     settings = Settings(root=tmp_path, serving=ServingSettings(poll_interval_s=0))
-    service = PredictionService(settings, source=StaticSource("toy", {}), store=store)
+    log = MemoryPredictionLog()
+    log.write_batch(PredictionRecord(pid, "toy", "1", {"x": 1.0}, 0.5) for pid in GOOD_IDS)
+    service = PredictionService(
+        settings, source=StaticSource("toy", {}), store=store, logger=PredictionLogger(log)
+    )
+    regressor = SimpleNamespace(task="regression", classes=[], name="toy", version="1")
+    service.runtime_of = lambda version: regressor  # type: ignore[assignment,method-assign,return-value]
     app = create_app(settings, service=service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         yield c
+    service.logger.close()  # type: ignore[union-attr]
 
 
 BAD_IDS = ["\t", " ", "", "\n\r\t ", "x" * 129, "a\x00b", "\x00", 0, None, ["p1"]]

@@ -7,6 +7,7 @@ changed their labels. Ids are now a keyed hash of the counter (see ``mloop.predl
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import Any
@@ -45,7 +46,7 @@ def test_ids_are_32_hex_unique_and_share_no_structure() -> None:
     # digits between any two of 5000 ids happens with probability below 3e-3 (birthday bound).
     assert len({i[:8] for i in ids}) > 4990 and len({i[-8:] for i in ids}) > 4990
     # Nor a constant difference between neighbours (what a counter gives).
-    diffs = {int(b, 16) - int(a, 16) for a, b in zip(ids, ids[1:], strict=False)}
+    diffs = {int(b, 16) - int(a, 16) for a, b in itertools.pairwise(ids)}
     assert len(diffs) == len(ids) - 1
 
 

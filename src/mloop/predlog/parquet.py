@@ -14,7 +14,7 @@ import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.errors import StoreError
-from mloop.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.predlog.record import PredictionRecord, records_to_columns, storage_to_output
+from mloop.predlog.base import PredictionLogBackend, ReadQuery, RecordsRefused
+from mloop.predlog.record import FLAG_PREFIX, PredictionRecord, records_to_columns, storage_to_output
 from mloop.store.jsonutil import dumps
 
 __all__ = ["ParquetPredictionLog"]
@@ -42,6 +42,15 @@ def _arrow_column(name: str, values: list[Any]) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
         # Mixed types in one column (e.g. 3 and "3"): keep every value readable as JSON text.
         return pa.array([None if v is None else (v if isinstance(v, str) else dumps(v, str)) for v in values])
+
+
+def _table(records: list[PredictionRecord]) -> pa.Table:
+    """The Arrow table of ``records``; :class:`RecordsRefused` when some value cannot be held."""
+    try:
+        columns = records_to_columns(records)
+        return pa.table({name: _arrow_column(name, values) for name, values in columns.items()})
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise RecordsRefused(f"Arrow cannot hold these predictions: {type(exc).__name__}: {exc}") from exc
 
 
 class ParquetPredictionLog(PredictionLogBackend):
@@ -67,13 +76,16 @@ class ParquetPredictionLog(PredictionLogBackend):
         groups: dict[tuple[str, date], list[PredictionRecord]] = defaultdict(list)
         for rec in records:
             groups[(rec.model_name, rec.ts.date())].append(rec)
+        # Every table is built before any segment is written: a record Arrow cannot hold refuses the
+        # batch before anything is on disk, so the isolating retry never writes a row twice.
+        tables = []
         for (model, day), group in groups.items():
             folder = self.directory / f"model={quote(model, safe='')}" / f"date={day.isoformat()}"
-            self._write_segment(folder, group)
+            tables.append((folder, group, _table(group)))
+        for folder, group, table in tables:
+            self._write_segment(folder, group, table)
 
-    def _write_segment(self, folder: Path, records: list[PredictionRecord]) -> None:
-        columns = records_to_columns(records)
-        table = pa.table({name: _arrow_column(name, values) for name, values in columns.items()})
+    def _write_segment(self, folder: Path, records: list[PredictionRecord], table: pa.Table) -> None:
         first_us = int(min(rec.ts for rec in records).timestamp() * 1_000_000)
         name = f"{first_us:017d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         final, temp = folder / name, folder / f".{name}{TEMP_SUFFIX}"
@@ -160,6 +172,39 @@ class ParquetPredictionLog(PredictionLogBackend):
             # A column changed type between segments (e.g. a feature went from int to str).
             frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
         return storage_to_output(frame)
+
+    def _versions(self, ids: set[str], model_name: str, since: datetime | None) -> dict[str, str]:
+        # Only three columns of each segment, newest day first: labels mostly name recent predictions,
+        # and the scan stops as soon as every id is found.
+        found: dict[str, str] = {}
+        remaining = set(ids)
+        for _day, paths in self._days(ReadQuery(model_name=model_name, since=since)):
+            for path in paths:
+                try:
+                    names = set(pq.read_schema(path).names)
+                    columns = ["prediction_id", "model_version"]
+                    columns += [c for c in (f"{FLAG_PREFIX}shadow",) if c in names]
+                    table = pq.read_table(
+                        path, columns=columns, filters=[("prediction_id", "in", sorted(remaining))]
+                    )
+                except FileNotFoundError:
+                    continue
+                except (pa.ArrowException, OSError) as exc:
+                    log.warning("Skipping unreadable prediction log segment %s: %s", path, exc)
+                    continue
+                shadow = table.column(columns[2]).to_pylist() if len(columns) > 2 else [None] * table.num_rows
+                for pid, version, flag in zip(
+                    table.column("prediction_id").to_pylist(),
+                    table.column("model_version").to_pylist(),
+                    shadow,
+                    strict=True,
+                ):
+                    if not flag:
+                        found[pid] = str(version)
+                        remaining.discard(pid)
+                if not remaining:
+                    return found
+        return found
 
     def _count(self, model_name: str | None) -> int:
         total = 0

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from mloop.errors import StoreError
-from mloop.predlog.base import PredictionLogBackend, ReadQuery
+from mloop.predlog.base import PredictionLogBackend, ReadQuery, RecordsRefused
 from mloop.predlog.record import PredictionRecord, records_to_frame
 from mloop.store.jsonutil import dumps
 from mloop.store.schema import UTCDateTime
@@ -80,24 +80,20 @@ class PostgresPredictionLog(PredictionLogBackend):
         )
 
     def _write_batch(self, records: list[PredictionRecord]) -> None:
-        rows = [
-            {
-                "prediction_id": r.prediction_id,
-                "ts": r.ts,
-                "model_name": r.model_name,
-                "model_version": str(r.model_version),
-                "arm": r.arm,
-                "latency_ms": r.latency_ms,
-                "features": dict(r.features),
-                "output": {"prediction": r.prediction, "probabilities": r.probabilities},
-                "flags": dict(r.flags) if r.flags else None,
-            }
-            for r in records
-        ]
+        try:
+            rows = _rows(records)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RecordsRefused(
+                f"A prediction cannot be stored as a row: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             with self._engine.begin() as conn:
                 conn.execute(sa.insert(self._table), rows)
         except sa.exc.SQLAlchemyError as exc:
+            if _refused(exc):
+                cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+                first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+                raise RecordsRefused(f"PostgreSQL refused {len(rows)} predictions: {first}") from exc
             raise self._error(f"write {len(rows)} predictions", exc) from exc
 
     def _where(self, query: ReadQuery) -> list[sa.ColumnElement[bool]]:
@@ -135,6 +131,25 @@ class PostgresPredictionLog(PredictionLogBackend):
             raise self._error("read predictions", exc) from exc
         return records_to_frame(_record(row) for row in rows)
 
+    def _versions(self, ids: set[str], model_name: str, since: datetime | None) -> dict[str, str]:
+        t = self._table.c
+        found: dict[str, str] = {}
+        wanted = sorted(ids)
+        try:
+            with self._engine.connect() as conn:
+                for start in range(0, len(wanted), 1000):  # the prediction_id index answers each chunk
+                    stmt = sa.select(t.prediction_id, t.model_version, t.flags).where(
+                        t.prediction_id.in_(wanted[start : start + 1000]), t.model_name == model_name
+                    )
+                    if since is not None:
+                        stmt = stmt.where(t.ts >= since)
+                    for pid, version, flags in conn.execute(stmt):
+                        if not (flags or {}).get("shadow"):
+                            found[pid] = str(version)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error("look up prediction ids", exc) from exc
+        return found
+
     def _count(self, model_name: str | None) -> int:
         stmt = sa.select(sa.func.count()).select_from(self._table)
         if model_name is not None:
@@ -147,6 +162,31 @@ class PostgresPredictionLog(PredictionLogBackend):
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _rows(records: list[PredictionRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "prediction_id": r.prediction_id,
+            "ts": r.ts,
+            "model_name": r.model_name,
+            "model_version": str(r.model_version),
+            "arm": r.arm,
+            "latency_ms": r.latency_ms,
+            "features": dict(r.features),
+            "output": {"prediction": r.prediction, "probabilities": r.probabilities},
+            "flags": dict(r.flags) if r.flags else None,
+        }
+        for r in records
+    ]
+
+
+def _refused(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether PostgreSQL refused the data (NUL in text, bad JSON text, too long) rather than failed."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    # Binding the parameters (e.g. JSON encoding) failed before anything reached the server.
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
 
 
 def _record(row: Any) -> PredictionRecord:

@@ -1,4 +1,4 @@
-"""State-changing routes (``/admin/*``): bearer token required, disabled (403) when none is set."""
+"""State-changing routes (``/admin/*``): an admin key required, disabled (403) while none is set."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mloop.errors import MloopError, RequestValidationError
-from mloop.server.http import check_admin, error_response, json_response, read_json
+from mloop.server.auth import KeyRing
+from mloop.server.http import error_response, json_response, read_json
 from mloop.serving.service import PredictionService
 
 __all__ = ["admin_routes"]
 
 
-def admin_routes(service: PredictionService, token: str | None) -> APIRouter:
+def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIRouter:
+    """``/admin/reload`` (admin key) and ``/admin/status`` (admin or read key); a string is the admin key."""
     router = APIRouter(prefix="/admin", tags=["admin"])
+    ring = KeyRing.coerce(keys, roles=("admin",))
+    admin, read = ring.admin_guard(), ring.admin_guard(read=True)
 
     @router.post(
         "/reload",
@@ -27,7 +31,7 @@ def admin_routes(service: PredictionService, token: str | None) -> APIRouter:
     async def reload(request: Request) -> Response:
         """Load the version the serving alias points at now (or ``version``) and swap to it atomically."""
         try:
-            check_admin(request, token)
+            admin(request)
             body = await read_json(request, 10_000) if await request.body() else {}
             ref = body.get("version") if isinstance(body, dict) else None
             if ref is not None and not isinstance(ref, str | int):
@@ -53,7 +57,7 @@ def admin_routes(service: PredictionService, token: str | None) -> APIRouter:
     async def status(request: Request) -> Response:
         """What is loaded, per arm, and the prediction log's counters."""
         try:
-            check_admin(request, token)
+            read(request)
         except MloopError as exc:
             return error_response(exc)
         return json_response(service.status())

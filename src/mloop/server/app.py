@@ -26,7 +26,9 @@ from mloop.config import Settings, load_settings
 from mloop.errors import MloopError, ServingError
 from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
-from mloop.server.http import admin_token, error_response
+from mloop.server.auth import Guard, KeyRing
+from mloop.server.http import error_response
+from mloop.server.protocol import HttpLimits
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import HotHandler, prediction_routes
 from mloop.serving.schemas import openapi_components
@@ -55,6 +57,10 @@ class ServingApp(FastAPI):
         super().__init__(*args, **kwargs)
         self.hot_routes: dict[str, HotHandler] = {}
         """``POST`` path -> handler served directly (filled by :func:`prediction_routes`)."""
+        self.http_limits = HttpLimits()
+        """Head size cap and read deadlines, read by ``mloop serve``'s HTTP protocol."""
+        self.docs_guard: Guard | None = None
+        """Check of the read role on the schema and docs pages (they show the data contract)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -62,7 +68,17 @@ class ServingApp(FastAPI):
             if handler is not None and self._direct(scope):
                 await self._serve_hot(handler, scope, receive, send)
                 return
+        elif self.docs_guard is not None and scope["type"] == "http" and scope["path"] in self._docs_paths():
+            try:
+                self.docs_guard(Request(scope, receive, send))
+            except MloopError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    def _docs_paths(self) -> set[str]:
+        urls = (self.openapi_url, self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
+        return {u for u in urls if u}
 
     def _direct(self, scope: Scope) -> bool:
         if scope.get("root_path") or self.root_path or self.user_middleware:
@@ -124,9 +140,12 @@ def create_app(
     )
     app.state.service = service
     app.state.monitor = monitor
-    app.include_router(prediction_routes(service, settings.serving.api_key, app.hot_routes))
-    app.include_router(admin_routes(service, admin_token(settings)))
-    app.include_router(rollout_routes(service, admin_token(settings)))
+    app.http_limits = HttpLimits.from_settings(settings.serving)
+    keys = KeyRing.from_settings(settings)
+    app.docs_guard = keys.guard("read")
+    app.include_router(prediction_routes(service, keys, app.hot_routes))
+    app.include_router(admin_routes(service, keys))
+    app.include_router(rollout_routes(service, keys))
 
     @app.exception_handler(MloopError)
     async def _mloop_error(request: Request, exc: MloopError) -> Response:

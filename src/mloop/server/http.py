@@ -1,35 +1,40 @@
-"""HTTP helpers shared by the routes: bounded JSON bodies, orjson responses, error bodies, auth."""
+"""HTTP helpers shared by the routes: bounded JSON bodies, orjson responses, error bodies."""
 
 from __future__ import annotations
 
-import hmac
-import os
+import logging
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
-from mloop.config import Settings
-from mloop.errors import MloopError, Overloaded, PayloadTooLarge, RequestValidationError, Unauthorized
+from mloop.errors import (
+    MloopError,
+    Overloaded,
+    PayloadTooLarge,
+    RequestValidationError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 __all__ = [
-    "ForbiddenError",
-    "admin_token",
-    "check_admin",
-    "check_api_key",
+    "ClientDisconnected",
     "error_response",
     "json_response",
     "read_json",
+    "require_json",
 ]
 
+log = logging.getLogger("mloop.server")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-class ForbiddenError(MloopError):
-    """Admin endpoints are disabled because no admin token is configured."""
+class ClientDisconnected(MloopError):
+    """The client closed the connection before its request body arrived: nothing can be answered."""
 
-    status_code = 403
+    status_code = 499  # nginx's "client closed request": a client error, never counted against the model
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -54,28 +59,55 @@ def error_response(exc: MloopError) -> Response:
     return json_response(body, exc.status_code, headers)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body; 413 above ``limit`` bytes, 422 when it is not JSON."""
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json`` (``+json`` types too).
+
+    A browser posts ``text/plain``, form or multipart bodies to another origin without asking it first
+    (no CORS preflight); refusing them keeps a web page a user visits from writing through this API.
+    """
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"This endpoint accepts only Content-Type application/json; got {media[:60] or 'none'!r}. "
+            "Send the JSON body with the header 'Content-Type: application/json'."
+        )
+
+
+async def read_json(request: Request, limit: int, setting: str = "serving.max_body_bytes") -> Any:
+    """The parsed JSON body; 413 above ``limit`` bytes (the ``setting`` named), 422 when it is not JSON."""
     length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            declared = -1
-        if declared > limit:
-            raise _too_large(declared, limit)
-        body = await request.body()
-    else:  # chunked: count while reading so a huge body is refused before it is all in memory
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            parts.append(chunk)
-        body = b"".join(parts)
+    size = 0
+    try:
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared > limit:
+                raise _too_large(declared, limit, setting)
+            body = await request.body()
+        else:  # chunked: count while reading so a huge body is refused before it is all in memory
+            parts: list[bytes] = []
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit, setting)
+                parts.append(chunk)
+            body = b"".join(parts)
+    except ClientDisconnect:
+        # One line, not a traceback: a client that goes away mid-body is not a server fault.
+        client = request.client
+        log.info(
+            "%s %s: the client %s closed the connection before sending the whole body (%s bytes "
+            "announced); nothing was answered.",
+            request.method,
+            request.url.path,
+            f"{client.host}:{client.port}" if client else "",
+            length if length is not None else "chunked,",
+        )
+        raise ClientDisconnected("The client closed the connection before sending the whole body.") from None
     if len(body) > limit:
-        raise _too_large(len(body), limit)
+        raise _too_large(len(body), limit, setting)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -95,38 +127,8 @@ async def read_json(request: Request, limit: int) -> Any:
         ) from None
 
 
-def _too_large(size: int, limit: int) -> PayloadTooLarge:
+def _too_large(size: int, limit: int, setting: str) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The request body has {size} bytes; at most {limit} are accepted (serving.max_body_bytes). "
+        f"The request body has {size} bytes; at most {limit} are accepted ({setting}). "
         "Send fewer rows per request."
     )
-
-
-def admin_token(settings: Settings) -> str | None:
-    """The configured admin token: ``serving.admin_token`` or ``MLOOP_ADMIN_TOKEN``."""
-    return settings.serving.admin_token or os.environ.get("MLOOP_ADMIN_TOKEN") or None
-
-
-def check_admin(request: Request, token: str | None) -> None:
-    """401 without the right bearer token; 403 when admin endpoints are disabled."""
-    if token is None:
-        raise ForbiddenError(
-            "Admin endpoints are disabled because no admin token is configured. Set serving.admin_token "
-            "in mloop.yaml or the MLOOP_ADMIN_TOKEN environment variable, then send "
-            "'Authorization: Bearer <token>'."
-        )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        # The message never echoes what was sent: tokens must not end up in logs.
-        raise Unauthorized("This admin endpoint requires the header 'Authorization: Bearer <admin token>'.")
-
-
-def check_api_key(request: Request, key: str | None) -> None:
-    """401 when prediction endpoints require an API key and the request lacks the right one."""
-    if key is None:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        raise Unauthorized(
-            "This endpoint requires the header 'X-API-Key' with the configured serving.api_key."
-        )

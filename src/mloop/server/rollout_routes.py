@@ -1,4 +1,4 @@
-"""Rollout admin API (``/admin/rollout/*``, bearer token) and the serving process's rollout sync.
+"""Rollout admin API (``/admin/rollout/*``, admin key) and the serving process's rollout sync.
 
 The router carries a lifespan that starts :class:`~mloop.rollout.sync.RolloutSync` beside the
 prediction service, so including the router is all the app factory does: every serving process then
@@ -25,7 +25,8 @@ from fastapi.responses import Response
 from mloop.errors import MloopError, RequestValidationError
 from mloop.rollout.controller import RolloutController
 from mloop.rollout.sync import RolloutSync
-from mloop.server.http import check_admin, error_response, json_response, read_json
+from mloop.server.auth import KeyRing
+from mloop.server.http import error_response, json_response, read_json
 from mloop.serving.service import PredictionService
 
 __all__ = ["rollout_routes"]
@@ -68,10 +69,13 @@ def _invalid(field: str, value: Any, allowed: str) -> RequestValidationError:
 
 
 def rollout_routes(
-    service: PredictionService, token: str | None, *, controller: RolloutController | None = None
+    service: PredictionService, keys: KeyRing | str | None, *, controller: RolloutController | None = None
 ) -> APIRouter:
-    """The admin routes plus the lifespan that runs the rollout sync of ``service``."""
+    """The admin routes plus the lifespan that runs the rollout sync of ``service``; the actions need
+    an admin key, ``GET /admin/rollout`` an admin or read key (a string is the admin key)."""
     sync = RolloutSync(service, controller)
+    ring = KeyRing.coerce(keys, roles=("admin",))
+    admin, read = ring.admin_guard(), ring.admin_guard(read=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +91,7 @@ def rollout_routes(
         request: Request, action: str, call: Callable[[RolloutController, dict[str, Any]], Any]
     ) -> Response:
         try:
-            check_admin(request, token)
+            admin(request)
             raw = await read_json(request, 10_000) if await request.body() else {}
             body = _body(action, raw)
             result = await asyncio.to_thread(call, sync.controller, body)
@@ -104,7 +108,7 @@ def rollout_routes(
     async def status(request: Request) -> Response:
         """The active rollout (else the latest), the deployment and the arms this process serves."""
         try:
-            check_admin(request, token)
+            read(request)
             ctl = sync.controller
             rollout = await asyncio.to_thread(lambda: ctl.current() or ctl.latest())
             dep = await asyncio.to_thread(ctl.deployment)

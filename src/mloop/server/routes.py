@@ -11,7 +11,9 @@ from fastapi.responses import Response
 
 from mloop.errors import MloopError, ModelNotFound, ServingError
 from mloop.rollout.keys import routing_key
-from mloop.server.http import check_api_key, error_response, json_response, read_json
+from mloop.server.auth import KeyRing
+from mloop.server.http import error_response, json_response, read_json, require_json
+from mloop.serving.admission import Admission, Ticket
 from mloop.serving.codecs import v2_datatype
 from mloop.serving.metrics import CONTENT_TYPE
 from mloop.serving.responses import Prediction, mlflow_body, native_body, v2_body, v2_output_type
@@ -29,14 +31,26 @@ def _body_doc(schema: str) -> dict[str, Any]:
 
 
 def prediction_routes(
-    service: PredictionService, api_key: str | None, hot: dict[str, HotHandler] | None = None
+    service: PredictionService, keys: KeyRing | str | None, hot: dict[str, HotHandler] | None = None
 ) -> APIRouter:
-    """The routes; ``hot`` (when given) receives ``POST`` path -> handler for the hot endpoints,
-    which the app serves without FastAPI's routing (they stay declared here for OpenAPI)."""
+    """The routes; ``keys`` guard them by role (a plain string: the one predict and feedback key);
+    ``hot`` (when given) receives ``POST`` path -> handler for the hot endpoints, which the app
+    serves without FastAPI's routing (they stay declared here for OpenAPI)."""
     router = APIRouter()
     serving = service.serving
     metrics = service.metrics
     limit = serving.max_body_bytes
+    admission = Admission(
+        latency_budget_s=serving.latency_budget_ms / 1000.0,
+        max_queue=serving.max_queue,
+        min_queue=4 * serving.max_batch_rows,
+    )
+    ring = KeyRing.coerce(keys, roles=("predict", "feedback"))
+    predict_guard, feedback_guard, read_guard = (
+        ring.guard("predict"),
+        ring.guard("feedback"),
+        ring.guard("read"),
+    )
 
     async def run(
         request: Request,
@@ -46,12 +60,19 @@ def prediction_routes(
     ) -> Response:
         started = time.perf_counter()
         version = ""
+        ticket: Ticket | None = None
+        answered: int | None = None
         try:
-            check_api_key(request, api_key)
+            if predict_guard is not None:
+                predict_guard(request)
+            # Admitted or refused (503) from the head alone: an overloaded server parses no body it
+            # would refuse.
+            ticket = admission.admit(endpoint, request.headers.get("content-length"))
             body = await read_json(request, limit)
             key = routing_key(service.settings.rollout.routing_key, request.headers, body)
             p = await service.predict(body, protocol, key=key)
             version = p.version
+            answered = p.columns.n
             response = json_response(
                 encode(p, body), headers={"X-Mloop-Version": version, "X-Mloop-Arm": p.arm}
             )
@@ -60,6 +81,9 @@ def prediction_routes(
             if not version:
                 champion = service.champion()
                 version = champion.version if champion is not None else ""
+        finally:
+            if ticket is not None:
+                admission.release(ticket, answered)
         metrics.observe_request(
             service.model_name, version, endpoint, response.status_code, time.perf_counter() - started
         )
@@ -119,9 +143,11 @@ def prediction_routes(
         return await _v2_infer(request, name, version)
 
     @router.get("/v2/models/{name}", tags=["v2"])
-    async def v2_metadata(name: str) -> Response:
+    async def v2_metadata(name: str, request: Request) -> Response:
         """V2 model metadata: versions, input fields with datatypes, outputs."""
         try:
+            if read_guard is not None:
+                read_guard(request)
             _check_name(name)
             runtime = service.champion()
             if runtime is None:
@@ -187,24 +213,42 @@ def prediction_routes(
 
     @router.post("/feedback", tags=["predict"], openapi_extra=_body_doc("FeedbackRequest"))
     async def feedback(request: Request) -> Response:
-        """Ground-truth labels by prediction id (one or many), stored for monitoring."""
-        return await _simple(request, "feedback", lambda body: service.feedback(body))
+        """Ground-truth labels by prediction id (one or many), stored for monitoring.
 
-    async def _simple(request: Request, endpoint: str, call: Callable[[Any], Awaitable[Any]]) -> Response:
+        Only ``application/json`` (415 otherwise: no cross-origin form posts), at most
+        ``serving.max_feedback_bytes`` (413). Each label names a prediction of this model in the
+        prediction log and must fit the version that made it; the first label of an id wins.
+        Items that fail are listed in ``rejected`` with their status and are not stored.
+        """
         started = time.perf_counter()
         try:
-            check_api_key(request, api_key)
-            response = json_response(await call(await read_json(request, limit)))
+            if feedback_guard is not None:
+                feedback_guard(request)
+            require_json(request)
+            result = await service.feedback(
+                await read_json(request, serving.max_feedback_bytes, "serving.max_feedback_bytes")
+            )
+            response = json_response(result, _feedback_status(result))
         except MloopError as exc:
             response = error_response(exc)
         champion = service.champion()
         metrics.observe_request(
             service.model_name,
             champion.version if champion else "",
-            endpoint,
+            "feedback",
             response.status_code,
             time.perf_counter() - started,
         )
         return response
 
     return router
+
+
+def _feedback_status(result: dict[str, Any]) -> int:
+    """200 when a label was stored (or there was nothing to reject); else the items' shared status
+    (404 all unknown, 409 all already labelled), 422 when they failed in different ways."""
+    rejected = result.get("rejected") or []
+    if result.get("stored") or not rejected:
+        return 200
+    statuses = {item["status"] for item in rejected}
+    return statuses.pop() if len(statuses) == 1 else 422

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from mloop.errors import MloopError, RequestValidationError, ServingError, Store
 from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
 from mloop.predlog.record import new_prediction_ids
 from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
+from mloop.serving.feedback import FeedbackDesk
 from mloop.serving.metrics import ServingMetrics
 from mloop.serving.responses import Prediction
 from mloop.serving.router import Route, Router
@@ -33,10 +35,12 @@ from mloop.serving.runtime import ModelRuntime
 from mloop.serving.source import ModelSource, RegistrySource
 from mloop.serving.validation import Columns, ContractValidator
 
-__all__ = ["PredictionService", "WireProtocol"]
+__all__ = ["LOAD_FAILED_EVENT", "PredictionService", "WireProtocol"]
 
 log = logging.getLogger("mloop.serving")
 WireProtocol = Literal["native", "mlflow", "v2"]
+LOAD_FAILED_EVENT = "serving.load_failed"
+"""Event kind of a version that could not be loaded (at start, or when the alias moved to it)."""
 _DECODERS: dict[str, Callable[[Any, ContractValidator, int], Any]] = {
     "mlflow": decode_mlflow,
     "v2": decode_v2,
@@ -69,21 +73,26 @@ class PredictionService:
         """Called with (arm, ok) after each model call; the rollout layer counts errors per arm."""
         self.state = "starting"
         self.last_error: str | None = None
+        self.retry_s = (1.0, 60.0)
+        """First and longest pause between start-up attempts (doubling, with jitter)."""
+        self._attempted: asyncio.Event | None = None
+        self._failure_recorded: str | None = None
         self._lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._retiring: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
+        self.feedback_desk = FeedbackDesk(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, wait: bool = False) -> None:
-        """Open the prediction log, then load the model in the background (``wait`` to block)."""
+        """Open the prediction log and load the model in the background, retrying until both work
+        (``wait`` blocks until the first attempt has succeeded or failed)."""
         self._lock = asyncio.Lock()
-        if self.logger is None:
-            self.logger = await asyncio.to_thread(self._open_logger)
-        first = asyncio.create_task(self._first_load(), name="mloop-first-load")
+        self._attempted = attempted = asyncio.Event()
+        first = asyncio.create_task(self._first_load(attempted), name="mloop-first-load")
         self._tasks.append(first)
         if wait:
-            await first
+            await attempted.wait()
 
     def _open_logger(self) -> PredictionLogger:
         pl = self.settings.prediction_log
@@ -101,14 +110,35 @@ class PredictionService:
             self._source = RegistrySource(self.settings, name=self.model_name, events=self.store)
         return self._source
 
-    async def _first_load(self) -> None:
-        try:
-            await self.reload(reason="startup")
-        except MloopError as exc:
-            self.state, self.last_error = "failed", exc.message
-            log.error(
-                "Could not load %s@%s: %s (retrying every poll)", self.model_name, self.alias, exc.message
-            )
+    async def _first_load(self, attempted: asyncio.Event) -> None:
+        """Open the log and load the alias's version. Whatever fails (a corrupt or unreachable
+        registry or log, a refused model), ``/ready`` says ``failed`` with the error, it is logged and
+        recorded, and the attempt is repeated with exponential backoff until it works."""
+        delay, longest = self.retry_s
+        while True:
+            try:
+                if self.logger is None:
+                    self.logger = await asyncio.to_thread(self._open_logger)
+                await self.reload(reason="startup")
+                break
+            except Exception as exc:
+                message = _reason(exc)
+                self.state, self.last_error = "failed", message
+                log.error(
+                    "Could not start serving %s@%s: %s (retrying in %.1fs)",
+                    self.model_name,
+                    self.alias,
+                    message,
+                    delay,
+                    exc_info=None
+                    if isinstance(exc, MloopError) or message == self._failure_recorded
+                    else exc,
+                )
+                await self._record_load_failure(f"@{self.alias}", exc, message)
+            finally:
+                attempted.set()
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, longest)
         if self.serving.poll_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._poll(), name="mloop-alias-poll"))
 
@@ -144,7 +174,8 @@ class PredictionService:
             "state": "ready" if self.ready else self.state,
             "model": self.model_name,
             "alias": self.alias,
-            "error": None if self.ready else self.last_error,
+            # While a champion serves, the error is the last failed load (e.g. a refused version).
+            "error": self.last_error,
             "arms": [
                 {
                     "arm": r.arm,
@@ -184,11 +215,12 @@ class PredictionService:
             if ref is None and before is not None:
                 current = await asyncio.to_thread(self.source.resolve, self.alias)
                 if current is not None and str(current) == before.version:
+                    self.last_error = self._failure_recorded = None
                     return {"changed": False, "version": before.version, "previous": before.version}
             runtime = await self.load_runtime(target)
             others = [r for r in self.router.routes if r.arm != "champion"]
             self.router.set_routes([Route("champion", runtime, 1.0), *others])
-            self.state, self.last_error = "ready", None
+            self.state, self.last_error, self._failure_recorded = "ready", None, None
             # Move everything loaded so far (libraries, the model) out of the collector's reach:
             # full collections then scan only per-request garbage instead of millions of long-lived
             # objects, which otherwise shows up as 100+ ms pauses in the latency tail.
@@ -227,11 +259,43 @@ class PredictionService:
             await asyncio.sleep(self.serving.poll_interval_s)
             try:
                 await self.reload(reason=f"alias {self.alias} moved")
-            except MloopError as exc:
-                self.last_error = exc.message
-                log.warning("Alias poll for %s@%s failed: %s", self.model_name, self.alias, exc.message)
-            except Exception:  # keep polling whatever a registry call raised
-                log.exception("Alias poll for %s@%s failed", self.model_name, self.alias)
+            except Exception as exc:  # keep polling whatever a registry call raised
+                message = self.last_error = _reason(exc)
+                champion = self.champion()
+                log.warning(
+                    "Alias poll for %s@%s failed: %s (serving %s)",
+                    self.model_name,
+                    self.alias,
+                    message,
+                    f"v{champion.version}" if champion is not None else "nothing",
+                    exc_info=None if isinstance(exc, MloopError) else exc,
+                )
+                await self._record_load_failure(f"@{self.alias}", exc, message)
+
+    async def _record_load_failure(self, target: str, exc: Exception, message: str) -> None:
+        """A ``serving.load_failed`` event, once per distinct error (polls repeat it every interval)."""
+        if message == self._failure_recorded:
+            return
+        self._failure_recorded = message
+        champion = self.champion()
+        serving = f"; still serving v{champion.version}" if champion is not None else ""
+        try:
+            store = await self._store()
+            await asyncio.to_thread(
+                store.record_event,
+                LOAD_FAILED_EVENT,
+                f"model:{self.model_name}",
+                f"Could not load {self.model_name} {target}: {message}{serving}",
+                actor="mloop-server",
+                data={
+                    "model": self.model_name,
+                    "target": target,
+                    "error": type(exc).__name__,
+                    "serving": champion.version if champion is not None else None,
+                },
+            )
+        except Exception as record_exc:  # the store may be what is broken; the log line stands
+            log.warning("Could not record the failed load as an event: %s", record_exc)
 
     # -- predictions -----------------------------------------------------------------------------
     async def predict(
@@ -324,42 +388,16 @@ class PredictionService:
     # -- feedback --------------------------------------------------------------------------------
     async def feedback(self, body: Any) -> dict[str, Any]:
         """Store ground-truth labels: ``{"prediction_id", "label"}``, a list of those, or
-        ``{"feedback": [...]}``."""
-        items = body.get("feedback", body) if isinstance(body, Mapping) and "feedback" in body else body
-        if isinstance(items, Mapping):
-            items = [items]
-        if not isinstance(items, list) or not items:
-            raise _feedback_error(
-                "body", items, 'an object {"prediction_id", "label"} or a non-empty list of them'
-            )
-        from mloop.store.store import feedback_problem
+        ``{"feedback": [...]}``; each must name a logged prediction of this model and fit its version
+        (see :mod:`mloop.serving.feedback`)."""
+        return await self.feedback_desk.receive(body)
 
-        pairs: list[tuple[str, Any]] = []
-        for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise _feedback_error(f"[{i}]", item, 'an object {"prediction_id", "label"}')
-            pid, label = item.get("prediction_id"), item.get("label")
-            # The store's own rules, checked here so that an id or label it would refuse is the
-            # client's 422, never a 500 from the store (e.g. NUL, which PostgreSQL cannot hold).
-            found = feedback_problem(pid, label)
-            if found is not None and found[0] == "prediction_id":
-                raise _feedback_error(
-                    f"[{i}].prediction_id",
-                    pid,
-                    "the id string returned with the prediction",
-                    f"the prediction_id {found[1]}",
-                )
-            if found is not None or isinstance(label, Mapping):
-                raise _feedback_error(
-                    f"[{i}].label",
-                    label,
-                    "the observed value (number, string or boolean)",
-                    f"the item {found[1]}" if found is not None else None,
-                )
-            pairs.append((str(pid), label))  # feedback_problem checked it is a str
-        store = await self._store()
-        written = await asyncio.to_thread(store.add_feedback, pairs, self.model_name)
-        return {"received": len(pairs), "stored": written}
+    def runtime_of(self, version: str) -> ModelRuntime | None:
+        """The loaded runtime of ``version``, else the champion (None before the first load)."""
+        for route in self.router.routes:
+            if route.runtime.version == version:
+                return route.runtime
+        return self.champion()
 
     async def _store(self) -> Any:
         if self.store is None:
@@ -372,14 +410,6 @@ class PredictionService:
         return self.store
 
 
-def _feedback_error(
-    field: str, value: Any, allowed: str, problem: str | None = None
-) -> RequestValidationError:
-    shown = value if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
-    if isinstance(shown, str) and len(shown) > 80:
-        shown = shown[:80] + "..."
-    why = f" ({problem})" if problem else ""
-    return RequestValidationError(
-        f"Feedback field {field} is invalid: expected {allowed}; got {shown!r}{why}.",
-        [{"field": field, "rule": "feedback", "received": shown, "allowed": allowed, "rows": [], "count": 1}],
-    )
+def _reason(exc: BaseException) -> str:
+    """An error for ``/ready`` and the log: mloop's message, else the exception's type and text."""
+    return exc.message if isinstance(exc, MloopError) else f"{type(exc).__name__}: {exc}"
