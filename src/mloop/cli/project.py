@@ -36,12 +36,16 @@ def init(
     ] = "fraud",
     rows: Annotated[int, typer.Option(help="Rows of synthetic data for the fraud template.")] = 20_000,
     force: Annotated[bool, typer.Option(help="Overwrite an existing mloop.yaml.")] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Project name (default: the directory's name); letters, digits, '-', '_', '.'."),
+    ] = None,
 ) -> None:
     """Create a working project: mloop.yaml, an editable train.py, sample data and a CI workflow."""
     from mloop.cli.main import console
     from mloop.project import init_project
 
-    written = init_project(directory, template=template, rows=rows, force=force)
+    written = init_project(directory, template=template, rows=rows, force=force, name=name)
     console.print(f"[green]Created[/] a {template} project in [bold]{directory}[/]:")
     for path in written:
         console.print(f"  {path}")

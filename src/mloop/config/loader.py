@@ -154,6 +154,8 @@ def _explain(exc: ValidationError, file: Path | None) -> str:
             known = _known_keys(Settings, loc)
             hint = did_you_mean(str(loc[-1]), known)
             lines.append(f"unknown key {key!r}.{hint} Known keys here: {', '.join(sorted(known))}.")
+        elif err["type"] == "value_error":  # our own validators already say what was received
+            lines.append(f"{key}: {err['ctx']['error']}")
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}).")
     return f"Invalid {where}:\n  - " + "\n  - ".join(lines)

@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from mloop.config.names import check_alias, check_name
+
+ProjectName = Annotated[str, AfterValidator(lambda v: check_name("project", v))]
+ModelName = Annotated[str, AfterValidator(lambda v: check_name("model.name", v))]
+AliasName = Annotated[str, AfterValidator(lambda v: check_alias("serving.alias", v))]
 
 
 class Section(BaseModel):
@@ -68,8 +74,9 @@ class ContractSettings(Section):
 class ModelSettings(Section):
     """What model to train."""
 
-    name: str = "model"
-    """Registered model name in MLflow."""
+    name: ModelName = "model"
+    """Registered model name in MLflow: 1-63 letters, digits, ``-``, ``_`` or ``.``, starting and ending
+    with a letter or digit (see :mod:`mloop.config.names`)."""
     task: Literal["classification", "regression"] = "classification"
     """Classification (binary or multiclass) or regression."""
     target: str = "label"
@@ -205,18 +212,29 @@ class ServingSettings(Section):
     """Port to bind."""
     workers: int = 1
     """Worker processes; each loads its own copy of the model."""
-    alias: str = "champion"
-    """Alias of the registered model to serve."""
+    alias: AliasName = "champion"
+    """Alias of the registered model to serve (letters, digits, ``-``, ``_``)."""
     max_batch_rows: int = 64
     """Largest number of rows grouped into one model call."""
     max_wait_ms: float = 2.0
     """Longest a request waits for others to join its batch."""
-    max_queue: int = 2048
-    """Rows waiting for the model beyond which requests get 503 with Retry-After."""
+    max_queue: int | None = Field(default=None, ge=1)
+    """Rows admitted and not yet answered beyond which requests get 503 with Retry-After, refused before
+    their body is read. None (default) sizes it from the measured throughput: rows per second times
+    ``latency_budget_ms``."""
+    latency_budget_ms: float = Field(default=1000.0, gt=0)
+    """Longest an admitted request should wait under overload; sizes the queue when ``max_queue`` is
+    None. Requests whose estimated work does not fit are refused at once (503, Retry-After)."""
     max_request_rows: int = 10000
     """Most rows accepted in one request (413 above)."""
     max_body_bytes: int = 10_000_000
     """Largest request body accepted (413 above)."""
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    """Largest request line plus headers accepted (431 above, and the connection is closed)."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a client may take to send a request's line and headers (408, connection closed)."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest a client may take to send a request's body once its headers arrived (connection closed)."""
     poll_interval_s: float = 10.0
     """How often the alias is checked for a new version (0 disables polling)."""
     keys: KeySettings = Field(default_factory=KeySettings)
@@ -275,6 +293,12 @@ class MonitoringSettings(Section):
     min_labelled_rows: int = Field(default=30, ge=1)
     """Labelled predictions (``/feedback``) a window needs before live quality metrics are computed;
     fewer labels are reported as a count only, so quality alerts do not fire on noise."""
+    multivariate: bool = True
+    """Run the multivariate (domain-classifier) drift check beside the per-column tests: it sees broken
+    relations between columns that no single column shows. Its p-value joins the dataset verdict."""
+    multivariate_alpha: float = Field(default=0.01, gt=0, lt=1)
+    """Significance of the multivariate check on its own (its ``drifted`` and the
+    ``multivariate_drift`` alert rule); the dataset verdict uses ``fdr``."""
 
 
 class RolloutSettings(Section):
@@ -426,8 +450,9 @@ class StreamSettings(Section):
 class Settings(Section):
     """The whole project configuration (``mloop.yaml``)."""
 
-    project: str = "mloop-project"
-    """Project name, used in generated files."""
+    project: ProjectName = "mloop-project"
+    """Project name, used in generated files and Kubernetes object names: 1-63 letters, digits, ``-``,
+    ``_`` or ``.``, starting and ending with a letter or digit (see :mod:`mloop.config.names`)."""
     home: str = ".mloop"
     """Directory of embedded state, relative to the project directory."""
     source: SourceSettings = Field(default_factory=SourceSettings)

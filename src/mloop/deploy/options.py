@@ -83,6 +83,14 @@ class DeployOptions(BaseModel):
     """Alert when live quality falls this much below its 1-day best; by default
     ``rollout.max_quality_drop``."""
 
+    @field_validator("python_version")
+    @classmethod
+    def _python_version_is_a_version(cls, value: str) -> str:
+        # It becomes a Dockerfile ARG default: anything but digits and dots could add instructions.
+        if not re.fullmatch(r"\d+\.\d+(\.\d+)?", value):
+            raise ValueError(f"a Python version such as '3.11', got {value!r}")
+        return value
+
     @field_validator("image")
     @classmethod
     def _image_has_no_spaces(cls, value: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,11 @@ __all__ = [
 
 
 def environment() -> jinja2.Environment:
-    """The Jinja environment over the packaged templates (undefined names are errors)."""
-    return jinja2.Environment(
+    """The Jinja environment over the packaged templates (undefined names are errors).
+
+    Values reach generated files only as data: ``tojson`` quotes them in YAML and JSON, ``sh`` as one
+    single-quoted shell word (never interpolated into shell code)."""
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("mloop.deploy", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -43,6 +47,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # YAML, Dockerfiles and shell, never HTML
     )
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    return env
 
 
 def render_template(name: str, **context: Any) -> str:

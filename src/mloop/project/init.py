@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from mloop.config.names import NAME_RULE, is_valid_name, suggest_name
 from mloop.errors import ConfigError, did_you_mean
 
-__all__ = ["TEMPLATES", "init_project"]
+__all__ = ["TEMPLATES", "init_project", "project_name"]
 
 TEMPLATES = ("fraud", "classification", "regression")
 
@@ -35,25 +37,50 @@ def _sample_data(template: str, rows: int, seed: int) -> dict[str, pd.DataFrame]
     return {"train.csv": frame}
 
 
+def project_name(directory: Path, name: str | None = None) -> str:
+    """The project name: ``name``, else the directory's name; refused unless it is a valid name
+    (:data:`mloop.config.names.NAME_PATTERN`), so nothing is written for a name the config would refuse."""
+    chosen = name if name is not None else directory.resolve().name
+    if is_valid_name(chosen):
+        return chosen
+    fix = suggest_name(chosen)
+    source = "" if name is not None else " (the directory's name)"
+    raise ConfigError(
+        f"Project name {chosen!r}{source} is not valid: it must be {NAME_RULE}, because it names "
+        f"Kubernetes objects, the Helm chart and the CI workflow. Run `mloop init {fix}`, or keep "
+        f"the directory and pass `--name {fix}`."
+    )
+
+
 def init_project(
-    directory: Path, *, template: str = "fraud", rows: int = 20_000, seed: int = 0, force: bool = False
+    directory: Path,
+    *,
+    template: str = "fraud",
+    rows: int = 20_000,
+    seed: int = 0,
+    force: bool = False,
+    name: str | None = None,
 ) -> list[Path]:
-    """Create the project files in ``directory``; return the paths written."""
+    """Create the project files in ``directory``; return the paths written.
+
+    ``name`` is the project name (default: the directory's name). Every check runs before the first
+    file is written."""
     if template not in TEMPLATES:
         raise ConfigError(
             f"Unknown template {template!r}.{did_you_mean(template, TEMPLATES)} "
             f"Templates: {', '.join(TEMPLATES)}."
         )
+    project = project_name(directory, name)
+    if (directory / "mloop.yaml").exists() and not force:
+        raise ConfigError(
+            f"{directory / 'mloop.yaml'} already exists; pass --force to overwrite it, or choose another "
+            "directory."
+        )
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "mloop.yaml"
-    if config.exists() and not force:
-        raise ConfigError(
-            f"{config} already exists; pass --force to overwrite it, or choose another directory."
-        )
     written = []
-    config.write_text(
-        _template(f"{template}.yaml").format(project=directory.resolve().name), encoding="utf-8"
-    )
+    # Quoted: a valid name such as "1.0" or "true" would otherwise read back as a number or a boolean.
+    config.write_text(_template(f"{template}.yaml").format(project=json.dumps(project)), encoding="utf-8")
     written.append(config)
     train_py = directory / "train.py"
     train_py.write_text(_template(f"{template}_train.py.tmpl"), encoding="utf-8")

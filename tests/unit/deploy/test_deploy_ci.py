@@ -17,7 +17,7 @@ from mloop.deploy import mloop_commands, render_workflow
 
 @pytest.fixture(scope="module")
 def workflow() -> dict[str, Any]:
-    text = render_workflow(Settings(project="Fraud Demo"))
+    text = render_workflow(Settings(project="Fraud.Demo"))
     assert "[[" not in text and "[%" not in text
     parsed: dict[str, Any] = yaml.safe_load(text)
     return parsed

@@ -27,7 +27,7 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs: no
 @pytest.fixture
 def settings(project_dir: Path) -> Settings:
     (project_dir / "mloop.yaml").write_text(
-        "project: Fraud Scoring\n"
+        "project: Fraud_Scoring\n"
         "model: {name: fraud, target: is_fraud}\n"
         "gates: {thresholds: {roc_auc: 0.8}}\n"
         "store: {url: 'postgresql+psycopg://u:secret@db/mloop'}\n"
