@@ -178,3 +178,175 @@ def test_a_failing_store_is_counted_even_when_the_event_cannot_be_written(tmp_pa
     assert (
         mon.gauges.sample("mloop_monitoring_cycle_failures_total", {"model": NAME, "error": "OSError"}) == 2.0
     )
+
+
+# -- a broken registry at start, a refused version later ---------------------------------------------
+LOAD_FAILED = "serving.load_failed"
+RECORD = {"amount": 30.0, "country": "DE"}
+
+
+def _loaded(tmp_path: Path, version: int) -> LoadedModel:
+    from sklearn.linear_model import LogisticRegression
+
+    from mloop.data import infer_contract
+    from mloop.training.preprocess import build_pipeline
+
+    df = _features(200, version).assign(label=lambda d: (d["amount"] > 20).astype(int))
+    model = build_pipeline(["amount"], ["country"], LogisticRegression(max_iter=500))
+    model.fit(df[["amount", "country"]], df["label"])
+    path = tmp_path / f"v{version}"
+    path.mkdir(parents=True, exist_ok=True)
+    info = VersionInfo(NAME, version, None, (), {}, {}, 0, "READY", str(path))
+    contract = infer_contract(df, target="label", task="classification").to_dict()
+    evaluation = {"features": {"numeric": ["amount"], "categorical": ["country"]}, "classes": [0, 1]}
+    return LoadedModel(
+        info=info, model=model, contract=contract, profile=None, evaluation=evaluation, path=path
+    )
+
+
+class _Registry:
+    """A model source whose backing database can be broken (``error``) and whose versions can be
+    refused at load (``refused``), like a corrupt ``mlflow.db`` or the trust policy."""
+
+    name = NAME
+
+    def __init__(self, versions: dict[int, LoadedModel], champion: int) -> None:
+        self.versions, self.champion = versions, champion
+        self.error: Exception | None = None
+        self.refused: set[int] = set()
+        self.loads = 0
+
+    def resolve(self, alias: str) -> int | None:
+        if self.error is not None:
+            raise self.error
+        return self.champion
+
+    def load(self, ref: str | int) -> LoadedModel:
+        self.loads += 1
+        if self.error is not None:
+            raise self.error
+        version = self.champion if str(ref).startswith("@") else int(ref)
+        if version in self.refused:
+            from mloop.errors import ModelRefused
+
+            raise ModelRefused(f"{NAME} v{version} holds builtins.eval, which is not a trusted type.")
+        return self.versions[version]
+
+
+def _service(tmp_path: Path, source: _Registry, store: Any, *, poll_s: float = 0.0) -> Any:
+    from mloop.predlog import PredictionLogger
+    from mloop.serving import PredictionService
+
+    settings = Settings(root=tmp_path, serving={"poll_interval_s": poll_s}, monitoring={"interval_s": 0})
+    logger = PredictionLogger(MemoryPredictionLog(), flush_interval_s=0.05)
+    service = PredictionService(settings, source=source, logger=logger, store=store)
+    service.retry_s = (0.05, 0.2)
+    return service
+
+
+async def _until(check: Any, what: str, timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_corrupt_registry_at_start_is_failed_on_ready_retried_and_ready_once_fixed(
+    tmp_path: Path, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a non-mloop error (sqlite3's 'file is not a database' from a corrupt mlflow.db) killed
+    the first-load task, and /ready said ``starting`` with no error, forever."""
+    import sqlite3
+
+    import httpx
+
+    from mloop.server import create_app
+
+    source = _Registry({1: _loaded(tmp_path, 1)}, champion=1)
+    source.error = sqlite3.DatabaseError("file is not a database")
+    service = _service(tmp_path, source, store)
+    app = create_app(service.settings, service=service)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        await service.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+
+            async def failed() -> Any:
+                r = await client.get("/ready")
+                return r.json() if r.status_code == 503 and r.json()["state"] == "failed" else None
+
+            broken = await _until(failed, "/ready to say failed")
+            await _until(lambda: asyncio.sleep(0, source.loads >= 3), "two retries")
+            source.error = None  # the registry is repaired
+
+            async def ready() -> Any:
+                r = await client.get("/ready")
+                return r.json() if r.status_code == 200 else None
+
+            fixed = await _until(ready, "/ready to turn 200 once the registry works")
+            answered = (await client.post("/predict", json={"features": RECORD})).status_code
+        await service.stop()
+        return broken, fixed, answered
+
+    broken, fixed, answered = asyncio.run(scenario())
+    assert broken["ready"] is False and broken["error"] == "DatabaseError: file is not a database"
+    assert fixed["state"] == "ready" and fixed["error"] is None and answered == 200
+    assert any("file is not a database" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    events = store.events(kind=LOAD_FAILED)
+    assert len(events) == 1, "one event per distinct error, not one per retry"
+    assert "file is not a database" in events[0].reason
+
+
+def test_an_unreachable_prediction_log_at_start_is_failed_and_retried(tmp_path: Path, store: Any) -> None:
+    """Before: the prediction log was opened before the load task, so an unreachable PostgreSQL made
+    the server's start-up raise (no /ready at all)."""
+    from mloop.serving import PredictionService
+
+    settings = Settings(
+        root=tmp_path,
+        serving={"poll_interval_s": 0},
+        prediction_log={"url": "postgresql+psycopg://nobody@127.0.0.1:9/nothing"},
+    )
+    service = PredictionService(settings, source=_Registry({1: _loaded(tmp_path, 1)}, 1), store=store)
+    service.retry_s = (0.05, 0.1)
+
+    async def scenario() -> dict[str, Any]:
+        await service.start(wait=True)
+        status = service.status()
+        await service.stop()
+        return status
+
+    status = asyncio.run(scenario())
+    assert status["state"] == "failed" and status["ready"] is False
+    assert "127.0.0.1" in status["error"] or "connect" in status["error"].lower()
+
+
+def test_a_refused_version_shows_on_ready_and_in_an_event_while_the_champion_serves(
+    tmp_path: Path, store: Any
+) -> None:
+    source = _Registry({1: _loaded(tmp_path, 1), 2: _loaded(tmp_path, 2)}, champion=1)
+    source.refused = {2}
+    service = _service(tmp_path, source, store, poll_s=0.05)
+
+    async def scenario() -> tuple[dict[str, Any], str]:
+        await service.start(wait=True)
+        assert service.ready
+        source.champion = 2  # the alias moves to a version the trust policy refuses
+        await _until(lambda: asyncio.sleep(0, service.last_error), "the poll to try version 2")
+        await _until(lambda: asyncio.sleep(0, store.events(kind=LOAD_FAILED)), "the event")
+        prediction = await service.predict({"features": RECORD})
+        status = service.status()
+        await service.stop()
+        return status, prediction.version
+
+    status, served_by = asyncio.run(scenario())
+    assert status["ready"] is True and status["state"] == "ready"
+    assert [a["version"] for a in status["arms"]] == ["1"] and served_by == "1"
+    assert "builtins.eval" in status["error"]
+    (event,) = store.events(kind=LOAD_FAILED)
+    assert "builtins.eval" in event.reason and "still serving v1" in event.reason
+    assert event.data["error"] == "ModelRefused"
