@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from mloop.errors import ConfigError
-from mloop.predlog.base import PredictionLogBackend
+from mloop.predlog.base import PartialWrite, PredictionLogBackend
 from mloop.predlog.record import PredictionRecord
 
 __all__ = ["PredictionLogger"]
@@ -113,6 +113,7 @@ class PredictionLogger:
             "written": self.written,
             "dropped": self.dropped,
             "write_errors": self.write_errors,
+            "quarantined": self.backend.quarantined,
             "pending": self.pending,
         }
 
@@ -134,12 +135,17 @@ class PredictionLogger:
 
     def _write(self, batch: list[PredictionRecord]) -> bool:
         try:
-            self.backend.write_batch(batch)
+            written = self.backend.write_batch(batch)
         except Exception as exc:
             self.write_errors += 1
             log.warning("Writing %d predictions to %r failed: %s", len(batch), self.backend, exc)
+            if isinstance(exc, PartialWrite):  # part of a split batch is stored: retry only the rest
+                self.written += exc.written
+                batch[:] = exc.remaining
             return False
-        self.written += len(batch)
+        self.written += written
+        if written < len(batch):  # refused for their content, not even storable quarantined
+            self._drop(len(batch) - written)
         return True
 
     def _flush(self, *, final: bool) -> bool:
