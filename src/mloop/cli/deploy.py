@@ -34,6 +34,18 @@ def deploy_cmd(
         float | None,
         typer.Option("--target-rps", help="Also autoscale on requests/s per pod (prometheus-adapter)."),
     ] = None,
+    ingress: Annotated[
+        bool, typer.Option("--ingress/--no-ingress", help="Generate the Ingress (k8s, helm).")
+    ] = True,
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public",
+            help="Expose the Ingress even to pods running without keys (anyone may predict and send "
+            "labels). Without it, pods behind the Ingress start only with the predict, feedback and "
+            "read keys in the Secret.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Write deployment files generated from mloop.yaml and the registered model."""
@@ -52,7 +64,9 @@ def deploy_cmd(
         "target_rps": target_rps,
     }
     try:
-        options = DeployOptions.model_validate({k: v for k, v in chosen.items() if v is not None})
+        options = DeployOptions.model_validate(
+            {**{k: v for k, v in chosen.items() if v is not None}, "ingress": ingress, "public": public}
+        )
     except ValidationError as exc:
         problems = "; ".join(
             f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()

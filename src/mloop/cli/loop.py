@@ -60,6 +60,11 @@ def run(
     app, controller, store = build_loop(settings)
     stop = threading.Event()
     loop = threading.Thread(target=controller.run, args=(stop,), name="mloop-loop", daemon=True)
+    from mloop.server.auth import bind_warning
+
+    warning = bind_warning(settings)
+    if warning is not None:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(
         f"Serving [bold]{settings.model.name}@{settings.serving.alias}[/] on "
         f"http://{settings.serving.host}:{settings.serving.port} and running the loop "

@@ -63,6 +63,11 @@ def serve(
     if n > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mloop-metrics-")
     name = model or settings.model.name
+    from mloop.server.auth import bind_warning
+
+    warning = bind_warning(settings)
+    if warning is not None:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(
         f"Serving [bold]models:/{name}@{settings.serving.alias}[/] on "
         f"http://{settings.serving.host}:{settings.serving.port} ({n} worker{'s' if n > 1 else ''}; "

@@ -62,9 +62,17 @@ class DeployOptions(BaseModel):
     """Secret holding the Ingress TLS certificate; by default ``<name>-tls``."""
     ingress_class: str = "nginx"
     """IngressClass of the Ingress."""
+    ingress: bool = True
+    """Generate the Ingress. Its pods start only when the Secret holds the ``predict-keys``,
+    ``feedback-keys`` and ``read-keys`` they need (see ``public``)."""
+    public: bool = False
+    """Expose the Ingress even to pods that run without keys (anyone who reaches the host may predict,
+    send labels and read the contract). Without it, an Ingress is generated only in front of pods that
+    require keys."""
     secret_name: str | None = None
-    """Secret holding ``store-url``, ``tracking-uri``, ``prediction-log-url`` and ``admin-token``;
-    by default ``<name>-secrets``."""
+    """Secret holding ``store-url``, ``tracking-uri``, ``prediction-log-url``, ``admin-token`` and the
+    keys per role (``predict-keys``, ``feedback-keys``, ``read-keys``, ``admin-keys``); by default
+    ``<name>-secrets``."""
     drain_seconds: int = Field(default=20, ge=1)
     """How long a pod keeps answering in-flight requests after it is told to stop."""
     cpu_request: str = "500m"

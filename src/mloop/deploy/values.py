@@ -19,6 +19,7 @@ __all__ = [
     "CONTAINER_HOME",
     "CONTAINER_PORT",
     "PRESTOP_SECONDS",
+    "KEY_SECRETS",
     "SECRET_KEYS",
     "ModelRef",
     "build_values",
@@ -38,6 +39,20 @@ SECRET_KEYS: dict[str, tuple[str, bool]] = {
     "prediction-log-url": ("MLOOP_PREDICTION_LOG__URL", True),
     "admin-token": ("MLOOP_ADMIN_TOKEN", True),
 }
+# Secret key -> environment variable of the keys of each role (several keys: comma-separated).
+KEY_SECRETS: dict[str, str] = {
+    f"{role}-keys": f"MLOOP_SERVING__KEYS__{role.upper()}"
+    for role in ("predict", "feedback", "read", "admin")
+}
+GUARDING_KEYS = ("predict-keys", "feedback-keys", "read-keys")
+"""Keys the pods cannot start without when an Ingress exposes them (an absent admin key only disables
+``/admin``)."""
+
+
+def key_secret_refs(values: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Secret key -> (environment variable, optional) of the keys, as the pods reference them."""
+    required = bool(values["secret"].get("keysRequired"))
+    return {key: (env, not (required and key in GUARDING_KEYS)) for key, env in KEY_SECRETS.items()}
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ def cluster_config(settings: Settings) -> dict[str, Any]:
         ("prediction_log", "url"),
         ("serving", "admin_token"),
         ("serving", "api_key"),
+        ("serving", "keys"),
     ):
         data.get(section, {}).pop(key, None)
     data["serving"]["host"] = "0.0.0.0"
@@ -96,7 +112,11 @@ def build_values(settings: Settings, options: DeployOptions, model: ModelRef | N
             "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
             "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
         },
-        "secret": {"name": options.secret_name or f"{name}-secrets"},
+        "secret": {
+            "name": options.secret_name or f"{name}-secrets",
+            # Fixed when the files are generated: pods behind a non-public Ingress need their keys.
+            "keysRequired": options.ingress and not options.public,
+        },
         "config": cluster_config(settings),
         "autoscaling": {
             "enabled": True,
@@ -111,7 +131,7 @@ def build_values(settings: Settings, options: DeployOptions, model: ModelRef | N
             },
         },
         "ingress": {
-            "enabled": True,
+            "enabled": options.ingress,
             "className": options.ingress_class,
             "host": options.host,
             "tlsSecret": options.tls_secret or f"{name}-tls",

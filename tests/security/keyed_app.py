@@ -1,0 +1,92 @@
+"""A served toy model (classifier or regressor) over an in-memory source, for the key and feedback attacks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from mloop.config.settings import ServingSettings, Settings
+from mloop.data import infer_contract
+from mloop.predlog import MemoryPredictionLog, PredictionLogBackend, PredictionLogger
+from mloop.server import create_app
+from mloop.serving import PredictionService, StaticSource
+from mloop.store import Store, open_store
+from mloop.tracking import LoadedModel, VersionInfo
+from mloop.training.preprocess import build_pipeline
+
+RECORD = {"amount": 300.0, "hour": 3, "country": "DE"}
+
+
+def toy_model(tmp: Path, task: str = "classification") -> LoadedModel:
+    """A fitted pipeline on amount/hour/country: a 0/1 classifier or a regressor of the amount."""
+    rng = np.random.default_rng(0)
+    amount = rng.uniform(1.0, 500.0, 200).round(2)
+    df = pd.DataFrame(
+        {"amount": amount, "hour": rng.integers(0, 24, 200), "country": rng.choice(["DE", "FR", "US"], 200)}
+    )
+    df["label"] = (amount > 250).astype(int) if task == "classification" else amount * 2.0
+    contract = infer_contract(df, target="label", task=task)
+    estimator = LogisticRegression(max_iter=500) if task == "classification" else LinearRegression()
+    model = build_pipeline(["amount", "hour"], ["country"], estimator)
+    model.fit(df[["amount", "hour", "country"]], df["label"])
+    path = tmp / f"model-{task}"
+    path.mkdir(parents=True, exist_ok=True)
+    info = VersionInfo(
+        name="toy",
+        version=1,
+        run_id=None,
+        aliases=(),
+        tags={},
+        metrics={},
+        created_at=0,
+        status="READY",
+        source=str(path),
+    )
+    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
+    return LoadedModel(
+        info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=path
+    )
+
+
+class Served:
+    """The app's client plus what the tests inspect: the service, its prediction log and store."""
+
+    def __init__(self, client: httpx.AsyncClient, service: PredictionService, store: Store) -> None:
+        self.client, self.service, self.store = client, service, store
+
+    async def predict(self, n: int = 1, headers: dict[str, str] | None = None) -> list[str]:
+        """Ids of ``n`` fresh predictions."""
+        r = await self.client.post("/predict", json={"features": [RECORD] * n}, headers=headers or {})
+        assert r.status_code == 200, r.text
+        return [p["id"] for p in r.json()["predictions"]]
+
+
+@asynccontextmanager
+async def served(
+    tmp: Path,
+    *,
+    task: str = "classification",
+    backend: PredictionLogBackend | None = None,
+    flush_interval_s: float = 0.05,
+    **serving: Any,
+) -> AsyncIterator[Served]:
+    """The app of ``toy`` v1 with ``serving`` settings, a prediction log and a SQLite store."""
+    settings = Settings(root=tmp, serving=ServingSettings(poll_interval_s=0, **serving))
+    source = StaticSource("toy", {1: toy_model(tmp, task)}, {"champion": 1})
+    logger = PredictionLogger(backend or MemoryPredictionLog(), flush_interval_s=flush_interval_s)
+    store = open_store(f"sqlite:///{tmp / 'store.db'}")
+    service = PredictionService(settings, source=source, logger=logger, store=store)
+    app = create_app(settings, service=service)
+    await service.start(wait=True)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            yield Served(client, service, store)
+    finally:
+        await service.stop()
