@@ -82,6 +82,11 @@ def serve(
         workers=n,
         log_level=log_level,
         access_log=False,  # one line per request costs more than the prediction; use /metrics
+        # httptools with a cap on the request head and deadlines for slow heads and bodies
+        # (serving.max_header_bytes, header_timeout_s, body_timeout_s; see mloop.server.protocol).
+        http="mloop.server.protocol:LimitedHttpProtocol",
+        h11_max_incomplete_event_size=settings.serving.max_header_bytes,  # the same cap if h11 is chosen
+        timeout_keep_alive=5,  # idle keep-alive connections close after 5 s (uvicorn's default)
     )
 
 

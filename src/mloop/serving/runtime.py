@@ -145,6 +145,7 @@ class ModelRuntime:
             max_batch_rows=self.settings.max_batch_rows,
             max_wait_ms=self.settings.max_wait_ms,
             max_queue=self.settings.max_queue,
+            latency_budget_s=self.settings.latency_budget_ms / 1000.0,
             on_depth=self._depth_gauge(),
             name=f"{self.name} v{self.version}",
         )

@@ -1,0 +1,198 @@
+"""The HTTP/1.1 protocol of ``mloop serve``: uvicorn's httptools protocol with limits on what a client holds.
+
+uvicorn with httptools accepts a request head of any size and waits for a slow client forever: a 200 MB
+header line grew the server by 400 MB, and a client that trickles its headers or body keeps its
+connection (and the memory behind it) as long as it likes. :class:`LimitedHttpProtocol` adds:
+
+- a cap on the request line and headers together (``serving.max_header_bytes``): above it the client
+  gets 431 and the connection is closed, with at most one socket read beyond the cap ever buffered;
+- a deadline for the head (``serving.header_timeout_s``, counted from the request's first byte, or from
+  the connection's opening) and one for the body (``serving.body_timeout_s``, counted from the end of
+  the head): a connection past its deadline gets 408 (head) or is closed (body; the handler waiting for
+  the body sees a disconnect).
+
+A deadline costs one float store per request: one timer per event loop sweeps the open connections a
+few times per timeout, instead of a timer armed and cancelled for every request on the hot path.
+The limits come from the served app (``ServingApp.http_limits``); any other app gets the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["HttpLimits", "LimitedHttpProtocol"]
+
+log = logging.getLogger("mloop.server")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client connection may hold (see the module docstring)."""
+
+    max_header_bytes: int = 65_536
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, serving: Any) -> HttpLimits:
+        return cls(serving.max_header_bytes, serving.header_timeout_s, serving.body_timeout_s)
+
+
+def _limits_of(app: Any) -> HttpLimits:
+    """The limits of the served app, found through uvicorn's wrapping middlewares."""
+    for _ in range(8):
+        limits = getattr(app, "http_limits", None)
+        if isinstance(limits, HttpLimits):
+            return limits
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return HttpLimits()
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """httptools' protocol with a head size cap and read deadlines (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = _limits_of(self.app)
+        self._reading_head = True
+        self._head_bytes = 0
+        self.deadline = 0.0
+        """Monotonic time by which the head or body being read must be complete (0: none)."""
+
+    # -- connection ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a byte is held to the head's deadline too.
+        self.deadline = time.monotonic() + self.limits.header_timeout_s
+        _sweeper(self.loop, self.limits).add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        sweeper = _SWEEPERS.get(self.loop)
+        if sweeper is not None:
+            sweeper.connections.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused or timed out: what is still in flight is not parsed
+        if self._reading_head:
+            if not self.deadline:
+                self.deadline = time.monotonic() + self.limits.header_timeout_s
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing, so a read that completes the head (and carries the body) passes.
+        if self._reading_head and self._head_bytes > self.limits.max_header_bytes:
+            log.warning(
+                "Refused a request from %s: its request line and headers exceed %d bytes "
+                "(serving.max_header_bytes).",
+                _client(self.client),
+                self.limits.max_header_bytes,
+            )
+            self._refuse(
+                431,
+                "HeadersTooLarge",
+                f"The request line and headers exceed {self.limits.max_header_bytes} bytes "
+                "(serving.max_header_bytes). Send shorter headers.",
+            )
+
+    # -- parser callbacks ------------------------------------------------------------------------
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        self.deadline = time.monotonic() + self.limits.body_timeout_s
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # The next request's clock starts at its first byte; idle time in between is uvicorn's
+        # keep-alive timeout.
+        self._reading_head = True
+        self._head_bytes = 0
+        self.deadline = 0.0
+        super().on_message_complete()
+
+    # -- refusals --------------------------------------------------------------------------------
+    def expire(self) -> None:
+        """The deadline passed: 408 if the head is incomplete, else close (the handler sees a disconnect)."""
+        self.deadline = 0.0
+        if self.transport.is_closing():
+            return
+        if self._reading_head:
+            timeout, what = self.limits.header_timeout_s, "request line and headers"
+            setting = "serving.header_timeout_s"
+        else:
+            timeout, what, setting = self.limits.body_timeout_s, "body", "serving.body_timeout_s"
+        log.warning(
+            "Closed the connection from %s: its %s did not arrive within %.0f s (%s).",
+            _client(self.client),
+            what,
+            timeout,
+            setting,
+        )
+        if self._reading_head and (self.cycle is None or self.cycle.response_complete):
+            self._refuse(
+                408, "RequestTimeout", f"The {what} did not arrive within {timeout:.0f} s ({setting})."
+            )
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, error: str, message: str) -> None:
+        body = orjson.dumps({"error": error, "message": message})
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        for name, value in self.server_state.default_headers:
+            head += name + b": " + value + b"\r\n"
+        head += b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(
+            body
+        )
+        self.deadline = 0.0
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def _client(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "a client"
+
+
+class _Sweeper:
+    """Closes the connections of one event loop whose deadline passed (a few checks per timeout)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> None:
+        self.loop = loop
+        self.connections: weakref.WeakSet[LimitedHttpProtocol] = weakref.WeakSet()
+        shortest = min(limits.header_timeout_s, limits.body_timeout_s)
+        self.interval = min(1.0, max(0.05, shortest / 4))
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, conn: LimitedHttpProtocol) -> None:
+        self.connections.add(conn)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.deadline and now > conn.deadline:
+                conn.expire()
+        if self.connections and not self.loop.is_closed():
+            self._timer = self.loop.call_later(self.interval, self._sweep)
+
+
+_SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = weakref.WeakKeyDictionary()
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> _Sweeper:
+    sweeper = _SWEEPERS.get(loop)
+    if sweeper is None:
+        sweeper = _SWEEPERS[loop] = _Sweeper(loop, limits)
+    return sweeper
