@@ -134,7 +134,11 @@ class FeedbackDesk:
                     f"the prediction_id {found[1]}",
                 )
             if found is not None or isinstance(label, Mapping | list):
-                problem = f"the item {found[1]}" if found is not None else "the label is not a single value"
+                problem = (
+                    f"the item for {_shown(pid)!r} {found[1]}"
+                    if found is not None
+                    else f"the label of {_shown(pid)!r} is not a single value"
+                )
                 raise _shape_error(
                     f"[{i}].label", label, "the observed value (number, string or boolean)", problem
                 )
@@ -198,8 +202,9 @@ class FeedbackDesk:
         since = datetime.now(UTC) - timedelta(days=self.service.serving.feedback_max_age_days)
         found = await asyncio.to_thread(backend.versions, ids, model_name=model, since=since)
         missing = [i for i in ids if i not in found]
-        if missing and logger.pending:
-            # The prediction may still wait in this process's buffer: write it out, then look again.
+        if missing:
+            # The prediction may still wait in this process's buffer, or be in a write under way:
+            # flush (which waits for that write) and look again.
             await asyncio.to_thread(logger.flush)
             found.update(await asyncio.to_thread(backend.versions, missing, model_name=model, since=since))
         return found
