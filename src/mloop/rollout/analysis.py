@@ -9,6 +9,11 @@ Checks, in the order they are reported:
 
 * ``error_rate`` — canary errors / requests ≤ ``max_error_rate``. It fails early, before the step has
   its traffic, once the errors alone exceed what ``min_requests_per_step`` requests may contain.
+  Errors are the arm's own failures only (5xx: the model raised, the server failed or shed the
+  request); a request refused for what its client sent (4xx: broken contract, malformed body) is
+  not the arm's doing and is counted neither as a request nor as an error (the serving service
+  reports only model calls and 5xx to the rollout's counters), so malformed traffic cannot roll
+  back a healthy canary.
 * ``latency`` — canary p99 / baseline p99 ≤ ``max_latency_ratio`` (from the prediction log).
 * ``prediction_drift`` — Jensen-Shannon distance between the arms' outputs ≤ ``max_prediction_drift``:
   classifiers compare the shares of predicted classes, regressors the shares over the baseline's deciles.
@@ -98,8 +103,8 @@ def analyze_step(
             None if not (enough or err_fail) else not err_fail,
             canary.error_rate,
             cfg.max_error_rate,
-            f"{canary.errors} errors in {canary.requests} canary requests "
-            f"(baseline {baseline.errors}/{baseline.requests})",
+            f"{canary.errors} server errors (5xx) in {canary.requests} canary requests "
+            f"(baseline {baseline.errors}/{baseline.requests}; client errors are not counted)",
         )
     )
     if enough:

@@ -70,7 +70,8 @@ class PredictionService:
         self.store = store
         self.router = Router()
         self.on_result: Callable[[str, bool], None] | None = None
-        """Called with (arm, ok) after each model call; the rollout layer counts errors per arm."""
+        """Called with (arm, ok) after each model call the arm answered (ok) or failed itself (a 5xx);
+        requests refused for what the client sent (4xx) are not the arm's and are not reported."""
         self.state = "starting"
         self.last_error: str | None = None
         self.retry_s = (1.0, 60.0)
@@ -318,8 +319,9 @@ class PredictionService:
                 raise
             try:
                 output = await runtime.predict(columns)
-            except MloopError:
-                if self.on_result is not None:
+            except MloopError as exc:
+                # Only the arm's own failures (5xx) count against it, never what a client sent (4xx).
+                if self.on_result is not None and exc.status_code >= 500:
                     self.on_result(route.arm, False)
                 raise
             if self.on_result is not None:
@@ -375,7 +377,8 @@ class PredictionService:
             output = await runtime.predict(shadow_cols)
         except MloopError as exc:
             log.warning("Shadow arm %s v%s failed: %s", route.arm, runtime.version, exc.message)
-            if self.on_result is not None:
+            # A request the shadow's contract refuses (4xx) is the client's, not the arm's failure.
+            if self.on_result is not None and exc.status_code >= 500:
                 self.on_result(route.arm, False)
             return
         finally:
