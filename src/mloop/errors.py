@@ -16,6 +16,7 @@ that the server maps in one handler. Third-party failures are wrapped at the bou
     │   └── ModelRefused            a version breaks the load policy: untrusted type, bad contract (422)
     ├── StoreError                  the platform store failed
     │   └── ConflictError           a concurrent change won (409)
+    │       └── TransitionError     a state machine refused a move (409)
     ├── ServingError                a prediction could not be made (status per subclass)
     │   ├── RequestValidationError  the request breaks the contract (422)
     │   ├── PayloadTooLarge         body or rows above the configured limit (413)
@@ -53,6 +54,7 @@ __all__ = [
     "StoreError",
     "TrackingError",
     "TrainingError",
+    "TransitionError",
     "Unauthorized",
     "UnsupportedMediaType",
     "did_you_mean",
@@ -137,6 +139,19 @@ class ConflictError(StoreError):
     """A concurrent change was applied first; retry with fresh state."""
 
     status_code = 409
+
+
+class TransitionError(ConflictError):
+    """A persisted state machine (rollout, loop cycle) refused a move its transition table lacks."""
+
+    def __init__(self, machine: str, subject: str, source: str, target: str, allowed: Iterable[str]) -> None:
+        self.machine, self.subject, self.source, self.target = machine, subject, source, target
+        self.allowed = sorted(allowed)
+        nxt = ", ".join(self.allowed) if self.allowed else "nothing (it is final)"
+        super().__init__(
+            f"{machine.capitalize()} {subject} cannot go from {source!r} to {target!r}; from {source!r} it "
+            f"may go to {nxt}. Re-read its state (it may have moved on) before retrying."
+        )
 
 
 class ServingError(MloopError):

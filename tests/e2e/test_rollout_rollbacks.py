@@ -147,11 +147,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
 
 def _rollout_state(project: Path, rid: int) -> Any:
     from mloop.config import load_settings
+    from mloop.rollout.states import ROLLOUT_MACHINE
     from mloop.store import open_store
     from mloop.store.rollouts import RolloutStore
 
     with open_store(load_settings(project / "mloop.yaml").store_url) as store:
-        return RolloutStore(store).get(rid)
+        return RolloutStore(store, ROLLOUT_MACHINE).get(rid)
 
 
 def _drive(project: Path, url: str, rid: int, *, arm: Path | None = None, timeout: float = 150.0) -> Any:

@@ -32,8 +32,9 @@ def main() -> None:
 
     from mloop.config import load_settings
     from mloop.control import Controller, RolloutDriver, Trigger
-    from mloop.control import controller as controller_mod
-    from mloop.rollout.controller import RolloutController
+    from mloop.control.trainer import SubprocessTrainer
+    from mloop.rollout.promotion import Promotions
+    from mloop.rollout.states import ROLLOUT_MACHINE
     from mloop.store.rollouts import RolloutStore
     from mloop.tracking import Registry
 
@@ -43,19 +44,19 @@ def main() -> None:
             while True:  # wait for SIGKILL
                 time.sleep(60)
 
-    move, spawn = Controller._move, controller_mod.spawn_training
+    move, spawn = Controller._move, SubprocessTrainer.spawn
     start, advance = RolloutDriver.start, RolloutDriver.advance
-    finish, set_alias = RolloutController._finish_promotion, Registry.set_alias
+    finish, set_alias = Promotions.finish, Registry.set_alias
 
     def paused_move(self: Any, cycle: Any, state: str, reason: str, **kw: Any) -> Any:
         moved = move(self, cycle, state, reason, **kw)
         pause(state)
         return moved
 
-    def paused_spawn(*args: Any, **kw: Any) -> Any:
-        proc = spawn(*args, **kw)
+    def paused_spawn(self: Any, *args: Any, **kw: Any) -> int:
+        pid = spawn(self, *args, **kw)
         pause("spawned")
-        return proc
+        return pid
 
     def paused_start(self: Any, version: str, reason: str) -> int:
         rollout_id = start(self, version, reason)
@@ -68,7 +69,7 @@ def main() -> None:
         # Stand-in for the serving processes: each analysis sees 1,000 more error-free requests per arm.
         served[0] += 1000
         counts = {"champion": (served[0], 0), "canary": (served[0], 0)}
-        RolloutStore(self.store).write_counters(rollout_id, "loop-kill-test", counts)
+        RolloutStore(self.store, ROLLOUT_MACHINE).write_counters(rollout_id, "loop-kill-test", counts)
         state, reason = advance(self, rollout_id)
         if state == "promoted":
             pause("rollout_promoted")
@@ -85,10 +86,10 @@ def main() -> None:
         return info
 
     Controller._move = paused_move  # type: ignore[method-assign]
-    controller_mod.spawn_training = paused_spawn  # type: ignore[assignment]
+    SubprocessTrainer.spawn = paused_spawn  # type: ignore[method-assign]
     RolloutDriver.start = paused_start  # type: ignore[method-assign]
     RolloutDriver.advance = paused_advance  # type: ignore[method-assign]
-    RolloutController._finish_promotion = paused_finish  # type: ignore[method-assign]
+    Promotions.finish = paused_finish  # type: ignore[method-assign]
     Registry.set_alias = paused_set_alias  # type: ignore[method-assign]
 
     settings = load_settings(config)

@@ -40,10 +40,10 @@ class ScriptedRollouts:
     """Promotes after ``steps`` analyses (or rolls back when ``outcome='rolled_back'``)."""
 
     def __init__(self, settings: Settings, store: Any, *, steps: int = 2, outcome: str = "promoted") -> None:
-        from mloop.store.loop import LoopRepository
+        from mloop.store.loop import LoopState
         from mloop.tracking import Registry
 
-        self.repo = LoopRepository(store)
+        self.repo = LoopState(store)
         self.registry = Registry(settings, events=store)
         self.steps, self.outcome = steps, outcome
 

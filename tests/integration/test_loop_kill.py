@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 from loop_support import make_project
 
-from mloop.control.retrain import CYCLE_TAG, pid_alive
-from mloop.store import open_store
+from mloop.control.retrain import CYCLE_TAG
+from mloop.control.states import CYCLE_MACHINE
+from mloop.rollout.states import ROLLOUT_MACHINE
+from mloop.store import open_store, pid_alive
 from mloop.store.loop import LoopRepository
 from mloop.store.rollouts import RolloutStore
 from mloop.tracking import Registry
@@ -110,7 +112,11 @@ def _check_resumed(project: Any, key: str, champion_before: int) -> None:
     name = project.model.name
     store = open_store(project.store_url)
     try:
-        repo, registry, rollouts = LoopRepository(store), Registry(project), RolloutStore(store)
+        repo, registry, rollouts = (
+            LoopRepository(store, CYCLE_MACHINE),
+            Registry(project),
+            RolloutStore(store, ROLLOUT_MACHINE),
+        )
         # one trigger, one cycle (and one loop.triggered event)
         cycles = [c for c in repo.cycles(name, limit=1000) if c.trigger_key == key]
         assert len(cycles) == 1
@@ -136,7 +142,9 @@ def _check_resumed(project: Any, key: str, champion_before: int) -> None:
 
 def _cycle_of(project: Any, key: str) -> Any:
     with open_store(project.store_url) as store:
-        found = [c for c in LoopRepository(store).cycles(project.model.name) if c.trigger_key == key]
+        found = [
+            c for c in LoopRepository(store, CYCLE_MACHINE).cycles(project.model.name) if c.trigger_key == key
+        ]
     assert len(found) == 1, f"{len(found)} cycles for {key}"
     return found[0]
 

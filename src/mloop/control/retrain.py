@@ -20,12 +20,12 @@ import pandas as pd
 
 from mloop.config import Settings
 from mloop.errors import ControlError
+from mloop.store.leases import pid_alive
 
 __all__ = [
     "CYCLE_TAG",
     "find_cycle_version",
     "find_training",
-    "pid_alive",
     "recent_labelled",
     "retrain_dataset",
     "spawn_training",
@@ -167,23 +167,6 @@ def find_training(settings: Settings, cycle_id: int) -> int | None:
         if config in args or cwd == os.path.realpath(settings.root):
             return int(entry)
     return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _thread_limits(settings: Settings) -> dict[str, str]:

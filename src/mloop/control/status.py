@@ -13,6 +13,7 @@ __all__ = ["status_report"]
 
 def status_report(settings: Settings, *, events: int = 25, store: Any | None = None) -> dict[str, Any]:
     """Everything ``mloop status`` prints, as plain data (also what `--json` prints)."""
+    from mloop.control.states import CYCLE_MACHINE
     from mloop.store import open_store
     from mloop.store.loop import LoopRepository
     from mloop.tracking import Registry
@@ -26,7 +27,7 @@ def status_report(settings: Settings, *, events: int = 25, store: Any | None = N
         from mloop.rollout import current
 
         serving: dict[str, Any] = {"aliases": aliases, "arms": [], "rollout": None}
-        rollout = current(settings)
+        rollout = current(settings, store=store)
         if rollout is not None:
             serving["arms"] = [
                 {"arm": a.arm, "version": a.version, "weight": a.weight, "shadow": a.shadow}
@@ -44,7 +45,7 @@ def status_report(settings: Settings, *, events: int = 25, store: Any | None = N
             serving["arms"] = [
                 {"arm": "champion", "version": aliases["champion"], "weight": 1.0, "shadow": False}
             ]
-        repo = LoopRepository(store)
+        repo = LoopRepository(store, CYCLE_MACHINE)
         cycles = [
             {
                 "id": c.id,

@@ -1,6 +1,6 @@
 """Rollouts: deliver a new model version to traffic safely — direct, A/B, canary or shadow.
 
-A rollout is a persisted state machine in the platform store (:mod:`mloop.store.rollouts`): its
+A rollout is a persisted state machine (:mod:`mloop.rollout.states`) in the platform store: its
 arms, their traffic weights, the current canary step and every transition as an event. The
 :class:`RolloutController` starts rollouts, runs one analysis per :meth:`~RolloutController.advance`
 (canary checks in :mod:`mloop.rollout.analysis`, A/B significance in :mod:`mloop.rollout.abtest`) and
@@ -19,11 +19,13 @@ from mloop.rollout.api import advance, current, start_rollout
 from mloop.rollout.controller import RolloutController
 from mloop.rollout.keys import routing_key
 from mloop.rollout.plan import STRATEGIES
+from mloop.rollout.states import ACTIVE_STATES, ROLLOUT_MACHINE, TERMINAL_STATES, RolloutState
 from mloop.rollout.stats import ArmStats, collect_stats
-from mloop.store.rollouts import ACTIVE_STATES, TERMINAL_STATES, Arm, Deployment, Rollout
+from mloop.store.rollouts import Arm, Deployment, Rollout
 
 __all__ = [
     "ACTIVE_STATES",
+    "ROLLOUT_MACHINE",
     "STRATEGIES",
     "TERMINAL_STATES",
     "Arm",
@@ -32,6 +34,7 @@ __all__ = [
     "Deployment",
     "Rollout",
     "RolloutController",
+    "RolloutState",
     "StepAnalysis",
     "advance",
     "analyze_step",

@@ -139,7 +139,7 @@ class RolloutSync:
 
     def _lead(self, model: str) -> bool:
         ttl = max(3 * self.cfg.refresh_s, 10.0)
-        return bool(self.controller.store.acquire_lease(f"rollout:{model}", self.process, ttl))
+        return self.controller.store.leases.acquire(f"rollout:{model}", self.process, ttl)
 
     def _flush(self) -> None:
         if self.counting is None or not self.counts:

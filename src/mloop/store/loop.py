@@ -3,7 +3,9 @@
 A cycle is a persisted state machine. Every transition is a compare-and-set on ``revision``, so two
 loop processes (or a loop and ``mloop approve``) can never both apply a change, and a restarted loop
 reads exactly the state the last transition wrote. Creating a cycle is an insert under a unique
-``(model_name, trigger_key)``: the same trigger can never start two cycles.
+``(model_name, trigger_key)``: the same trigger can never start two cycles. Moves are checked against
+the cycle state machine the repository is given (:data:`mloop.control.states.CYCLE_MACHINE`): one its
+table lacks is a :class:`~mloop.errors.TransitionError` and nothing is written.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ import sqlalchemy as sa
 
 from mloop.errors import ConflictError
 from mloop.store.jsonutil import to_jsonable
+from mloop.store.machine import StateMachine
 from mloop.store.schema import loop_cycles as cycles_t
 from mloop.store.schema import loop_state as state_t
 from mloop.store.store import Store
 
-__all__ = ["TERMINAL_STATES", "Cycle", "LoopRepository"]
-
-#: States after which a cycle never changes again.
-TERMINAL_STATES = frozenset({"promoted", "rolled_back", "rejected", "failed", "dry_run", "aborted"})
+__all__ = ["Cycle", "LoopRepository", "LoopState"]
 
 
 @dataclass(frozen=True)
 class Cycle:
+    """One retraining cycle as stored; ``state`` is a member of the repository machine's enum."""
+
     id: int
     model_name: str
     trigger_kind: str
@@ -42,19 +44,18 @@ class Cycle:
     created_at: datetime
     updated_at: datetime
     data: dict[str, Any] = field(default_factory=dict, hash=False)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+    terminal: bool = False
+    """Whether the cycle has reached a final state (it never changes again)."""
 
 
-def _row(r: Any) -> Cycle:
+def _row(r: Any, machine: StateMachine[Any]) -> Cycle:
+    state = machine.parse(r.state)
     return Cycle(
         id=int(r.id),
         model_name=r.model_name,
         trigger_kind=r.trigger_kind,
         trigger_key=r.trigger_key,
-        state=r.state,
+        state=state,
         reason=r.reason,
         version=r.version,
         rollout_id=r.rollout_id,
@@ -64,106 +65,24 @@ def _row(r: Any) -> Cycle:
         created_at=r.created_at,
         updated_at=r.updated_at,
         data=dict(r.data or {}),
+        terminal=state in machine.terminal,
     )
 
 
-class LoopRepository:
-    """Cycles and loop state on top of an open :class:`~mloop.store.Store`."""
+class LoopState:
+    """The loop's small key/value state (schedule marks, approvals, throttles) in the store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create(
-        self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None
-    ) -> Cycle | None:
-        """A new cycle in state ``triggered``; None if this trigger already has one."""
-        now = datetime.now(UTC)
-        values = dict(
-            model_name=model_name,
-            trigger_kind=kind,
-            trigger_key=key[:300],
-            state="triggered",
-            reason=reason,
-            attempts=0,
-            revision=1,
-            created_at=now,
-            updated_at=now,
-            data=to_jsonable(data or {}),
-        )
-        with self.store._write("create a loop cycle") as conn:
-            exists = conn.execute(
-                sa.select(cycles_t.c.id).where(
-                    cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300]
-                )
-            ).first()
-            if exists is not None:
-                return None
-            try:
-                with conn.begin_nested():
-                    new_id = conn.execute(cycles_t.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
-            except sa.exc.IntegrityError:
-                return None  # another process created it between our check and insert
-        return self.get(int(new_id))
-
-    def get(self, cycle_id: int) -> Cycle:
-        with self.store._read("read a loop cycle") as conn:
-            row = conn.execute(sa.select(cycles_t).where(cycles_t.c.id == cycle_id)).first()
-        if row is None:
-            raise ConflictError(f"Loop cycle {cycle_id} does not exist.")
-        return _row(row)
-
-    def active(self, model_name: str) -> Cycle | None:
-        """The oldest cycle of the model that is not finished."""
-        with self.store._read("read active loop cycles") as conn:
-            row = conn.execute(
-                sa.select(cycles_t)
-                .where(cycles_t.c.model_name == model_name, cycles_t.c.state.not_in(sorted(TERMINAL_STATES)))
-                .order_by(cycles_t.c.id)
-                .limit(1)
-            ).first()
-        return _row(row) if row is not None else None
-
-    def cycles(self, model_name: str, *, limit: int = 50, since: datetime | None = None) -> list[Cycle]:
-        """Newest first."""
-        q = sa.select(cycles_t).where(cycles_t.c.model_name == model_name)
-        if since is not None:
-            q = q.where(cycles_t.c.created_at >= since)
-        with self.store._read("list loop cycles") as conn:
-            rows = conn.execute(q.order_by(cycles_t.c.id.desc()).limit(limit)).all()
-        return [_row(r) for r in rows]
-
-    def transition(self, cycle: Cycle, state: str, **changes: Any) -> Cycle:
-        """Move ``cycle`` to ``state`` if nobody moved it since it was read; else ConflictError."""
-        if cycle.terminal:
-            raise ConflictError(f"Loop cycle {cycle.id} is already {cycle.state}; it cannot become {state}.")
-        allowed = {"reason", "version", "rollout_id", "attempts", "pid", "data"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"cannot change {sorted(unknown)} of a cycle")
-        if "data" in changes:
-            changes["data"] = to_jsonable({**cycle.data, **changes["data"]})
-        with self.store._write("update a loop cycle") as conn:
-            result = conn.execute(
-                cycles_t.update()
-                .where(cycles_t.c.id == cycle.id, cycles_t.c.revision == cycle.revision)
-                .values(state=state, revision=cycle.revision + 1, updated_at=datetime.now(UTC), **changes)
-            )
-            if result.rowcount != 1:
-                raise ConflictError(
-                    f"Loop cycle {cycle.id} changed while it was being moved to {state}; "
-                    "re-read it and retry."
-                )
-        return self.get(cycle.id)
-
-    # -- key/value state -------------------------------------------------------------------------
     def get_state(self, key: str, default: Any = None) -> Any:
-        with self.store._read("read loop state") as conn:
+        with self.store.read("read loop state") as conn:
             row = conn.execute(sa.select(state_t.c.value).where(state_t.c.key == key)).first()
         return default if row is None else row[0]
 
     def set_state(self, key: str, value: Any) -> None:
         now = datetime.now(UTC)
-        with self.store._write("write loop state") as conn:
+        with self.store.write("write loop state") as conn:
             updated = conn.execute(
                 state_t.update().where(state_t.c.key == key).values(value=to_jsonable(value), updated_at=now)
             )
@@ -179,3 +98,97 @@ class LoopRepository:
                         .where(state_t.c.key == key)
                         .values(value=to_jsonable(value), updated_at=now)
                     )
+
+
+class LoopRepository(LoopState):
+    """Cycles, moved only along ``machine``, and the loop's key/value state."""
+
+    def __init__(self, store: Store, machine: StateMachine[Any]) -> None:
+        super().__init__(store)
+        self.machine = machine
+
+    def create(
+        self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None
+    ) -> Cycle | None:
+        """A new cycle in state ``triggered``; None if this trigger already has one."""
+        now = datetime.now(UTC)
+        values = dict(
+            model_name=model_name,
+            trigger_kind=kind,
+            trigger_key=key[:300],
+            state=self.machine.initial.value,
+            reason=reason,
+            attempts=0,
+            revision=1,
+            created_at=now,
+            updated_at=now,
+            data=to_jsonable(data or {}),
+        )
+        with self.store.write("create a loop cycle") as conn:
+            exists = conn.execute(
+                sa.select(cycles_t.c.id).where(
+                    cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300]
+                )
+            ).first()
+            if exists is not None:
+                return None
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(cycles_t.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+            except sa.exc.IntegrityError:
+                return None  # another process created it between our check and insert
+        return self.get(int(new_id))
+
+    def get(self, cycle_id: int) -> Cycle:
+        with self.store.read("read a loop cycle") as conn:
+            row = conn.execute(sa.select(cycles_t).where(cycles_t.c.id == cycle_id)).first()
+        if row is None:
+            raise ConflictError(f"Loop cycle {cycle_id} does not exist.")
+        return _row(row, self.machine)
+
+    def active(self, model_name: str) -> Cycle | None:
+        """The oldest cycle of the model that is not finished."""
+        with self.store.read("read active loop cycles") as conn:
+            row = conn.execute(
+                sa.select(cycles_t)
+                .where(cycles_t.c.model_name == model_name, cycles_t.c.state.not_in(self._terminal()))
+                .order_by(cycles_t.c.id)
+                .limit(1)
+            ).first()
+        return _row(row, self.machine) if row is not None else None
+
+    def _terminal(self) -> list[str]:
+        return sorted(s.value for s in self.machine.terminal)
+
+    def cycles(self, model_name: str, *, limit: int = 50, since: datetime | None = None) -> list[Cycle]:
+        """Newest first."""
+        q = sa.select(cycles_t).where(cycles_t.c.model_name == model_name)
+        if since is not None:
+            q = q.where(cycles_t.c.created_at >= since)
+        with self.store.read("list loop cycles") as conn:
+            rows = conn.execute(q.order_by(cycles_t.c.id.desc()).limit(limit)).all()
+        return [_row(r, self.machine) for r in rows]
+
+    def transition(self, cycle: Cycle, state: str, **changes: Any) -> Cycle:
+        """Move ``cycle`` to ``state`` if nobody moved it since it was read; else ConflictError."""
+        target = self.machine.check(f"{cycle.id}", cycle.state, state)
+        allowed = {"reason", "version", "rollout_id", "attempts", "pid", "data"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)} of a cycle")
+        if "data" in changes:
+            changes["data"] = to_jsonable({**cycle.data, **changes["data"]})
+        with self.store.write("update a loop cycle") as conn:
+            result = conn.execute(
+                cycles_t.update()
+                .where(cycles_t.c.id == cycle.id, cycles_t.c.revision == cycle.revision)
+                .values(
+                    state=target.value, revision=cycle.revision + 1, updated_at=datetime.now(UTC), **changes
+                )
+            )
+            if result.rowcount != 1:
+                raise ConflictError(
+                    f"Loop cycle {cycle.id} changed while it was being moved to {state}; "
+                    "re-read it and retry."
+                )
+        return self.get(cycle.id)

@@ -7,12 +7,10 @@ module as :class:`~mloop.errors.StoreError` with the cause chained.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -21,69 +19,30 @@ import sqlalchemy as sa
 
 from mloop.errors import StoreError
 from mloop.store import migrate
+from mloop.store.events import Event, append_event, text_problem, unstorable
 from mloop.store.jsonutil import to_jsonable
+from mloop.store.leases import Leases
 from mloop.store.schema import events as events_t
 from mloop.store.schema import feedback as feedback_t
-from mloop.store.schema import leases as leases_t
 
 __all__ = ["PREDICTION_ID_MAX", "WRITE_OPTION", "Event", "Store", "feedback_problem"]
 
 WRITE_OPTION = "mloop_write"
 """Execution option marking a connection whose transactions write (SQLite begins them IMMEDIATE)."""
 
-_KIND = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _CHUNK = 500
 
 PREDICTION_ID_MAX = 128
 """Longest prediction id the feedback table holds (characters)."""
 
 
-@dataclass(frozen=True)
-class Event:
-    """One entry of the audit timeline: what happened (``kind``) to what (``subject``), by whom, why."""
-
-    id: int
-    ts: datetime
-    kind: str
-    subject: str
-    actor: str
-    reason: str
-    data: dict[str, Any] = field(default_factory=dict, hash=False)
-
-
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _unstorable(value: str) -> str | None:
-    """Why no backend can store the string ``value`` (PostgreSQL refuses NUL in text and JSONB)."""
-    if "\x00" in value:
-        return "contains a NUL character (\\u0000), which the store cannot hold"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (it contains a lone surrogate)"
-    return None
-
-
-def _text_problem(value: object, max_len: int) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return f"must be a non-empty string, not only whitespace; got {value!r}"
-    if len(value) > max_len:
-        return f"must be at most {max_len} characters; got {len(value)}: {value[:40]!r}..."
-    return _unstorable(value)
-
-
-def _text(name: str, value: object, max_len: int) -> str:
-    problem = _text_problem(value, max_len)
-    if problem is not None:
-        raise StoreError(f"{name} {problem}.")
-    return value  # type: ignore[return-value]
-
-
 def _label_problem(value: Any) -> str | None:
     if isinstance(value, str):
-        return _unstorable(value)
+        return unstorable(value)
     if isinstance(value, dict):
         for k, v in value.items():
             problem = _label_problem(str(k)) or _label_problem(v)
@@ -103,7 +62,7 @@ def feedback_problem(prediction_id: object, label: Any) -> tuple[str, str] | Non
     the id is a string of 1 to :data:`PREDICTION_ID_MAX` characters that is not only whitespace, and
     no string in either contains NUL or a lone surrogate. Valid ids are stored verbatim.
     """
-    problem = _text_problem(prediction_id, PREDICTION_ID_MAX)
+    problem = text_problem(prediction_id, PREDICTION_ID_MAX)
     if problem is not None:
         return "prediction_id", problem
     if label is None:
@@ -126,6 +85,7 @@ class Store(ABC):
         parsed = sa.engine.make_url(url)
         self._safe_url = parsed.render_as_string(hide_password=True)
         self._engine = self._make_engine(parsed)
+        self._leases = Leases(self)
         try:
             self._upgrade()
         except BaseException:
@@ -169,25 +129,40 @@ class Store(ABC):
             raise StoreError(f"The store at {self._safe_url} could not {action}: {exc}") from exc
 
     @contextmanager
-    def _write(self, action: str) -> Iterator[sa.Connection]:
+    def write(self, action: str = "write") -> Iterator[sa.Connection]:
+        """A write transaction: commits when the block ends, rolls back if it raises.
+
+        SQLite takes its write lock up front (``BEGIN IMMEDIATE``), so concurrent writers queue
+        instead of failing half-way. ``action`` words the error if the database fails
+        ("could not <action>")."""
         with self._errors(action), self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
 
     @contextmanager
-    def _read(self, action: str) -> Iterator[sa.Connection]:
+    def read(self, action: str = "read") -> Iterator[sa.Connection]:
+        """A read transaction (a consistent snapshot on both backends)."""
         with self._errors(action), self._engine.connect() as conn, conn.begin():
             yield conn
 
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's ``INSERT`` for ``table``, with ``on_conflict_do_update``/``_do_nothing``."""
+        return self._insert(table)
+
+    @property
+    def leases(self) -> Leases:
+        """The store's leases (acquire, renew, release, holder, alive, hold)."""
+        return self._leases
+
     def _upgrade(self) -> None:
-        with self._write("migrate its schema to the current version") as conn, self._migration_lock(conn):
+        with self.write("migrate its schema to the current version") as conn, self._migration_lock(conn):
             if migrate.current_revision(conn) != migrate.head_revision():
                 migrate.upgrade(conn)
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at."""
-        with self._read("read its schema revision") as conn:
+        with self.read("read its schema revision") as conn:
             return migrate.current_revision(conn)
 
     def close(self) -> None:
@@ -220,25 +195,8 @@ class Store(ABC):
         E.g. ``record_event("gate.passed", "model:fraud/v3", "auc 0.91")``. ``kind`` is lowercase
         dotted words; ``data`` must be JSON-serializable (numpy values are fine).
         """
-        _text("Event kind", kind, 100)
-        if not _KIND.match(kind):
-            raise StoreError(
-                "Event kind must be lowercase dotted words like 'gate.passed' or 'alias.moved'; "
-                f"got {kind!r}."
-            )
-        _text("Event subject", subject, 300)
-        _text("Event actor", actor, 200)
-        if not isinstance(reason, str):
-            raise StoreError(f"Event reason must be a string; got {type(reason).__name__}.")
-        try:
-            payload = to_jsonable(dict(data or {}))
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"Event data for {kind!r} must be JSON-serializable: {exc}.") from exc
-        ts = datetime.now(UTC)
-        row = {"ts": ts, "kind": kind, "subject": subject, "actor": actor, "reason": reason, "data": payload}
-        with self._write(f"record event {kind!r}") as conn:
-            new_id = conn.execute(sa.insert(events_t).values(**row).returning(events_t.c.id)).scalar_one()
-        return Event(id=int(new_id), **row)
+        with self.write(f"record event {kind!r}") as conn:
+            return append_event(conn, kind, subject, reason, actor=actor, data=data)
 
     def events(
         self,
@@ -264,7 +222,7 @@ class Store(ABC):
                 raise StoreError(f"limit must be a non-negative number of events or None; got {limit}.")
             query = query.limit(limit)
         query = query.order_by(events_t.c.ts.desc(), events_t.c.id.desc())
-        with self._read("read events") as conn:
+        with self.read("read events") as conn:
             rows = conn.execute(query).mappings().all()
         return [Event(**{**row, "data": row["data"] or {}}) for row in rows]
 
@@ -303,7 +261,7 @@ class Store(ABC):
                 "model_name": stmt.excluded.model_name,
             },
         )
-        with self._write(f"store {len(rows)} feedback labels") as conn:
+        with self.write(f"store {len(rows)} feedback labels") as conn:
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(stmt, rows[start : start + _CHUNK])
         return len(rows)
@@ -329,7 +287,7 @@ class Store(ABC):
                 for i in range(0, len(wanted), _CHUNK)
             ]
         out: dict[str, Any] = {}
-        with self._read("read feedback") as conn:
+        with self.read("read feedback") as conn:
             for query in queries:
                 out.update({row.prediction_id: row.label for row in conn.execute(query)})
         return out
@@ -342,38 +300,17 @@ class Store(ABC):
             query = query.where(feedback_t.c.ts >= _utc(since))
         if model_name is not None:
             query = query.where(feedback_t.c.model_name == model_name)
-        with self._read("read feedback") as conn:
+        with self.read("read feedback") as conn:
             rows = conn.execute(query).all()
         frame = pd.DataFrame(rows, columns=["prediction_id", "label", "ts", "model_name"])
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
         return frame
 
-    # -- leases --------------------------------------------------------------------------------
+    # -- leases (shorthands for ``store.leases``) -------------------------------------------------
     def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
-        """Take or renew the lease ``name`` for ``owner`` for ``ttl_s`` seconds.
-
-        True if ``owner`` holds it now; False while another owner's lease has not expired. Used so
-        that only one of several replicas runs a singleton job (e.g. the controller).
-        """
-        _text("Lease name", name, 200)
-        _text("Lease owner", owner, 200)
-        if not ttl_s > 0:
-            raise StoreError(f"Lease ttl_s must be a positive number of seconds; got {ttl_s!r}.")
-        now = datetime.now(UTC)
-        stmt = self._insert(leases_t).values(
-            name=name, owner=owner, expires_at=now + timedelta(seconds=ttl_s)
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[leases_t.c.name],
-            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-            where=(leases_t.c.owner == owner) | (leases_t.c.expires_at < now),
-        ).returning(leases_t.c.name)
-        # RETURNING, not rowcount: drivers do not all report rowcount for INSERT ... ON CONFLICT.
-        with self._write(f"acquire lease {name!r}") as conn:
-            return conn.execute(stmt).first() is not None
+        """Take or renew the lease ``name`` for ``owner`` for ``ttl_s`` seconds (:meth:`Leases.acquire`)."""
+        return self._leases.acquire(name, owner, ttl_s)
 
     def release_lease(self, name: str, owner: str) -> bool:
-        """Give the lease up if ``owner`` holds it; True if it did."""
-        query = sa.delete(leases_t).where(leases_t.c.name == name, leases_t.c.owner == owner)
-        with self._write(f"release lease {name!r}") as conn:
-            return conn.execute(query).rowcount == 1
+        """Give the lease up if ``owner`` holds it (:meth:`Leases.release`)."""
+        return self._leases.release(name, owner)

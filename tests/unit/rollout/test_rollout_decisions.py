@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mloop.cli.main import app
 from mloop.errors import RolloutError
-from mloop.rollout import RolloutController
+from mloop.rollout import ROLLOUT_MACHINE, RolloutController
 from mloop.store.rollouts import RolloutStore
 
 
@@ -205,7 +205,7 @@ def test_rollback_help_documents_the_back_and_forth() -> None:
 def test_repo_is_consistent_after_models_promote(settings, store, registry, predlog) -> None:
     ctl = _ctl(settings, store, registry, predlog)
     ctl.promote_version("2", actor="cli", reason="manual promotion")
-    dep = RolloutStore(store).deployment("fraud")
+    dep = RolloutStore(store, ROLLOUT_MACHINE).deployment("fraud")
     assert dep is not None and (dep.champion_version, dep.previous_version) == ("2", "1")
     assert registry.aliases == {"champion": 2, "previous": 1}
     [event] = store.events(kind="deployment.promoted")
