@@ -6,12 +6,22 @@ to the output themselves, sending back only counts and the rows sampled for the 
 most ``workers + 1`` chunks are in flight, so memory is bounded by a few chunks whatever the input
 size. Chunks already finished by an interrupted run of the same job are read but not scored again.
 With ``workers=1`` everything runs in the calling process, the model keeping its own threading.
+
+Workers exit with the main process, even when it is killed with ``kill -9`` (each holds a model
+copy, so orphans would keep hundreds of MB): see :func:`_exit_with_parent`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -101,11 +111,57 @@ def process_chunk(
 
 
 _WORKER: tuple[Scorer, BatchOutput, BatchInput] | None = None
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _exit_with_parent() -> None:
+    """Make this worker exit when the main process dies, however it dies.
+
+    Three layers, because no one of them covers every case: (1) the worker closes its inherited copy
+    of the fork server's "alive" pipe, so the fork server (the worker's parent under ``forkserver``)
+    exits as soon as the main process does instead of being kept alive by its own workers; (2) on
+    Linux, ``PR_SET_PDEATHSIG`` has the kernel SIGKILL the worker when its parent exits, even while
+    it is busy in native code; (3) everywhere, a watchdog thread waits on the main process's
+    sentinel (a pipe that reaches end-of-file when the main process is gone) and exits.
+    """
+    parent = multiprocessing.parent_process()
+    _release_fork_server()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc symbol: the watchdog below still covers it
+            pass
+    if parent is None:
+        return
+    if not parent.is_alive():  # died before the signal was armed
+        os._exit(1)
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mloop-parent-watchdog", daemon=True).start()
+
+
+def _release_fork_server() -> None:
+    """Close this worker's copy of the fork server's alive pipe (see :func:`_exit_with_parent`)."""
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):  # set only in a process the fork server started (or one that runs it)
+        server._forkserver_alive_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _init_worker(blob: bytes) -> None:
     global _WORKER
     from threadpoolctl import threadpool_limits
+
+    _exit_with_parent()
 
     _WORKER = pickle.loads(blob)
     # After unpickling, so the model's OpenMP/BLAS libraries are loaded and get limited too: one
