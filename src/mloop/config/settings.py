@@ -272,6 +272,16 @@ class PredictionLogSettings(Section):
     """Longest a record waits in memory before it is written."""
     flush_rows: int = 5000
     """Write as soon as this many records are waiting."""
+    durability: Literal["buffered", "sync"] = "buffered"
+    """``buffered``: a prediction is answered while its record is in memory, so a crash (``kill -9``,
+    out of memory, power loss) loses the records not yet written — up to ``flush_interval_s`` of
+    traffic or ``flush_rows`` records, plus a batch being written. ``sync``: it is answered only once
+    its record is fsync'd to a local write-ahead file (``wal_dir``; one fsync per group of concurrent
+    requests), shipped to ``url`` afterwards and replayed at the next start, so an acknowledged
+    prediction is never lost (it may be stored twice after a crash). See docs/serving.md for the cost."""
+    wal_dir: str | None = None
+    """Local directory of the write-ahead log in ``sync`` mode (default ``<home>/predictions-wal``);
+    must not be shared between machines."""
 
 
 class MonitoringSettings(Section):

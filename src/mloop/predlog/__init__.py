@@ -12,16 +12,18 @@ windows back with ``backend.read(...)`` as a flat DataFrame (features as columns
 """
 
 from mloop.predlog.base import PredictionLogBackend, ReadQuery
-from mloop.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log
+from mloop.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log, open_prediction_logger
 from mloop.predlog.logger import PredictionLogger
 from mloop.predlog.memory import MemoryPredictionLog
 from mloop.predlog.parquet import ParquetPredictionLog
 from mloop.predlog.postgres import PostgresPredictionLog
 from mloop.predlog.record import BASE_COLUMNS, PredictionRecord, new_prediction_id, records_to_frame
+from mloop.predlog.wal import DurablePredictionLogger
 
 __all__ = [
     "BASE_COLUMNS",
     "SUPPORTED_SCHEMES",
+    "DurablePredictionLogger",
     "MemoryPredictionLog",
     "ParquetPredictionLog",
     "PostgresPredictionLog",
@@ -31,5 +33,6 @@ __all__ = [
     "ReadQuery",
     "new_prediction_id",
     "open_prediction_log",
+    "open_prediction_logger",
     "records_to_frame",
 ]

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mloop.errors import ConfigError, did_you_mean
 from mloop.predlog.base import PredictionLogBackend
+from mloop.predlog.logger import PredictionLogger
 from mloop.predlog.memory import MemoryPredictionLog
 from mloop.predlog.parquet import ParquetPredictionLog
 from mloop.predlog.postgres import PostgresPredictionLog
+from mloop.predlog.wal import DurablePredictionLogger
 
-__all__ = ["SUPPORTED_SCHEMES", "open_prediction_log"]
+if TYPE_CHECKING:
+    from mloop.config import Settings
+
+__all__ = ["SUPPORTED_SCHEMES", "open_prediction_log", "open_prediction_logger"]
 
 SUPPORTED_SCHEMES = ("file", "postgresql", "postgresql+psycopg", "memory")
 
@@ -45,3 +52,32 @@ def open_prediction_log(url: str) -> PredictionLogBackend:
         f"prediction_log.url uses the scheme {scheme!r}, which the prediction log does not support; "
         f"supported: {', '.join(SUPPORTED_SCHEMES)} or a plain directory path.{hint}"
     )
+
+
+def open_prediction_logger(
+    settings: Settings, *, on_drop: Callable[[int], Any] | None = None
+) -> PredictionLogger | DurablePredictionLogger:
+    """The logger the server writes through, per ``prediction_log.durability``: in memory first
+    (``buffered``) or through a local write-ahead log (``sync``, see :mod:`mloop.predlog.wal`)."""
+    pl = settings.prediction_log
+    backend = open_prediction_log(settings.prediction_log_url)
+    if pl.durability != "sync":
+        return PredictionLogger(
+            backend,
+            buffer_size=pl.buffer_size,
+            flush_interval_s=pl.flush_interval_s,
+            flush_rows=pl.flush_rows,
+            on_drop=on_drop,
+        )
+    try:
+        return DurablePredictionLogger(
+            backend,
+            Path(pl.wal_dir) if pl.wal_dir else settings.home_dir / "predictions-wal",
+            buffer_size=pl.buffer_size,
+            flush_interval_s=pl.flush_interval_s,
+            flush_rows=pl.flush_rows,
+            on_drop=on_drop,
+        )
+    except BaseException:
+        backend.close()
+        raise

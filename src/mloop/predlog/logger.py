@@ -6,6 +6,12 @@ losing a log line is better than slowing or failing a prediction. The thread wri
 ``flush_rows`` records wait or every ``flush_interval_s``. A failed write is kept and retried on the
 next flush, after a pause, at most ``max_retries`` times; then it is dropped and counted, so a dead
 backend costs bounded memory (the buffer plus one batch) and never kills the thread.
+
+The price of answering before the record is written: a crash (``kill -9``, out of memory, power
+loss) loses what was still in memory — the records logged since the last flush began (up to
+``flush_interval_s`` of traffic or ``flush_rows`` records), the batch being written, and a batch
+awaiting retry. ``prediction_log.durability: sync`` closes that window
+(:class:`~mloop.predlog.wal.DurablePredictionLogger`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
@@ -76,7 +83,14 @@ class PredictionLogger:
         self._thread = threading.Thread(target=self._run, name="mloop-predlog-flusher", daemon=True)
         self._thread.start()
 
+    durable = False
+    """Whether answers wait for :meth:`commit` (True only for the ``sync`` write-ahead logger)."""
+
     # -- hot path ------------------------------------------------------------------------------
+    def commit(self) -> Future[None] | None:
+        """Nothing to wait for: records are answered from memory (see the module docstring)."""
+        return None
+
     def log(self, record: PredictionRecord) -> bool:
         """Queue ``record`` for writing; False if it was dropped. Never blocks, never raises."""
         try:

@@ -24,7 +24,12 @@ from typing import Any, Literal
 
 from mloop.config import Settings
 from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
-from mloop.predlog import PredictionLogger, PredictionRecord, open_prediction_log
+from mloop.predlog import (
+    DurablePredictionLogger,
+    PredictionLogger,
+    PredictionRecord,
+    open_prediction_logger,
+)
 from mloop.predlog.record import new_prediction_ids
 from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
 from mloop.serving.feedback import FeedbackDesk
@@ -57,7 +62,7 @@ class PredictionService:
         source: ModelSource | None = None,
         model_name: str | None = None,
         metrics: ServingMetrics | None = None,
-        logger: PredictionLogger | None = None,
+        logger: PredictionLogger | DurablePredictionLogger | None = None,
         store: Any = None,
     ) -> None:
         self.settings = settings
@@ -95,15 +100,8 @@ class PredictionService:
         if wait:
             await attempted.wait()
 
-    def _open_logger(self) -> PredictionLogger:
-        pl = self.settings.prediction_log
-        return PredictionLogger(
-            open_prediction_log(self.settings.prediction_log_url),
-            buffer_size=pl.buffer_size,
-            flush_interval_s=pl.flush_interval_s,
-            flush_rows=pl.flush_rows,
-            on_drop=self.metrics.log_dropped.inc,
-        )
+    def _open_logger(self) -> PredictionLogger | DurablePredictionLogger:
+        return open_prediction_logger(self.settings, on_drop=self.metrics.log_dropped.inc)
 
     @property
     def source(self) -> ModelSource:
@@ -335,6 +333,14 @@ class PredictionService:
             task = asyncio.create_task(self._shadow(shadow, columns, ids))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
+        durable = self.logger.commit() if self.logger is not None else None
+        if durable is not None:  # prediction_log.durability: sync — answer once the records are on disk
+            try:
+                await asyncio.wrap_future(durable)
+            except MloopError as exc:
+                raise ServingError(
+                    f"The prediction could not be logged durably, so it is not answered: {exc.message}"
+                ) from exc
         return prediction
 
     def _count_invalid(self, model: str, exc: RequestValidationError) -> None:
