@@ -24,6 +24,8 @@ __all__ = ["DTYPES", "ColumnSpec", "DataContract", "Dtype"]
 Dtype = Literal["int", "float", "bool", "category", "string", "datetime"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
 FORMAT_VERSION = 1
+#: Longest column name a contract accepts.
+MAX_NAME_LENGTH = 256
 
 
 def _number(value: Any, what: str) -> float | None:
@@ -52,6 +54,17 @@ class ColumnSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise DataError(f"A contract column name must be a non-empty string; got {self.name!r}.")
+        # Names reach request schemas, logs, reports and the model's input frame: plain text only.
+        if len(self.name) > MAX_NAME_LENGTH:
+            raise DataError(
+                f"Contract column name {self.name[:40]!r}… has {len(self.name)} characters; "
+                f"at most {MAX_NAME_LENGTH} are allowed. Rename the column."
+            )
+        if not self.name.isprintable():
+            raise DataError(
+                f"Contract column name {self.name!r} must be printable characters only (no newline, tab, "
+                "NUL or invisible format characters). Rename the column."
+            )
         if self.dtype not in DTYPES:
             raise DataError(
                 f"Column {self.name!r} has dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}."

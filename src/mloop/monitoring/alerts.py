@@ -39,13 +39,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from mloop.errors import ConfigError, MonitoringError
 from mloop.monitoring.notifiers import EmailNotifier, Notifier, WebhookNotifier
 from mloop.monitoring.results import DriftReport
+from mloop.store.events import EventSink
 
 __all__ = ["Alert", "AlertEngine", "AlertRule", "AlertState", "EventRecorder", "parse_rules"]
 
@@ -141,12 +142,8 @@ def parse_rules(raw: Sequence[Mapping[str, Any]]) -> list[AlertRule]:
     return rules
 
 
-class EventRecorder(Protocol):
-    """Anything that records platform events (``mloop.store.Store`` does)."""
-
-    def record_event(
-        self, kind: str, subject: str, reason: str, *, data: dict[str, Any] | None = None
-    ) -> Any: ...
+EventRecorder = EventSink
+"""Anything that records platform events: the store's one event protocol, :class:`mloop.store.EventSink`."""
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from mloop.monitoring.notifiers import Notifier
 from mloop.monitoring.quality import live_quality
 from mloop.monitoring.reference import ModelReference, fetch_reference
 from mloop.monitoring.window import WindowSpec, parse_since, split_window
+from mloop.store.leases import process_token
 
 if TYPE_CHECKING:
     from mloop.config import Settings
@@ -55,7 +55,13 @@ class _ModelRecorder:
         self.store, self.model, self.version, self.actor = store, model, version, actor
 
     def record_event(
-        self, kind: str, subject: str, reason: str, *, data: dict[str, Any] | None = None
+        self,
+        kind: str,
+        subject: str,
+        reason: str,
+        *,
+        actor: str = "mloop",  # the monitor's own actor is recorded: it speaks for the cycle
+        data: Mapping[str, Any] | None = None,
     ) -> Any:
         payload = {**(data or {}), "model": self.model, "version": self.version}
         return self.store.record_event(kind, subject, reason, actor=self.actor, data=payload)
@@ -63,12 +69,13 @@ class _ModelRecorder:
 
 @contextmanager
 def _lease(store: Any, name: str, wait_s: float) -> Iterator[None]:
-    if not hasattr(store, "acquire_lease"):
+    leases = getattr(store, "leases", None)
+    if leases is None:
         yield
         return
-    owner = f"monitor-{uuid.uuid4().hex[:12]}"
+    owner = process_token("monitor-")
     deadline = time.monotonic() + wait_s
-    while not store.acquire_lease(name, owner, LEASE_TTL_S):
+    while not leases.acquire(name, owner, LEASE_TTL_S):
         if time.monotonic() >= deadline:
             raise CycleBusy(
                 f"Another monitoring cycle of {name.split(':', 1)[1]!r} is running (store lease {name!r} "
@@ -79,7 +86,7 @@ def _lease(store: Any, name: str, wait_s: float) -> Iterator[None]:
     try:
         yield
     finally:
-        store.release_lease(name, owner)
+        leases.release(name, owner)
 
 
 def _resolve_version(settings: Settings, name: str, version: str | int | None, log: Any) -> str | None:

@@ -7,11 +7,18 @@ policy (:mod:`mloop.tracking.model_io`).
 """
 
 from mloop.tracking.client import configure_mlflow, experiment_id
-from mloop.tracking.model_io import TRUSTED_PREFIXES, load_sklearn_model, trusted_types_for
+from mloop.tracking.model_io import (
+    ALLOWED_TYPES,
+    NEVER_TRUSTED,
+    load_sklearn_model,
+    refused_types,
+    trusted_types_for,
+)
 from mloop.tracking.registry import EventSink, LoadedModel, Registry, VersionInfo, parse_version_ref
 
 __all__ = [
-    "TRUSTED_PREFIXES",
+    "ALLOWED_TYPES",
+    "NEVER_TRUSTED",
     "EventSink",
     "LoadedModel",
     "Registry",
@@ -20,5 +27,6 @@ __all__ = [
     "experiment_id",
     "load_sklearn_model",
     "parse_version_ref",
+    "refused_types",
     "trusted_types_for",
 ]

@@ -16,10 +16,12 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mloop.config import Settings
-from mloop.errors import ModelNotFound, TrackingError, did_you_mean
+from mloop.data.schema import DataContract
+from mloop.errors import DataError, ModelNotFound, ModelRefused, TrackingError, did_you_mean
+from mloop.store.events import EventSink
 from mloop.tracking.client import configure_mlflow
 from mloop.tracking.model_io import load_sklearn_model
 
@@ -29,20 +31,6 @@ CONTRACT_FILE = "contract.json"
 PROFILE_FILE = "profile.json"
 EVALUATION_FILE = "evaluation.json"
 TAG_PREFIX = "mloop."
-
-
-class EventSink(Protocol):
-    """Anything that records events (the platform store does)."""
-
-    def record_event(
-        self,
-        kind: str,
-        subject: str,
-        reason: str,
-        *,
-        actor: str = "mloop",
-        data: dict[str, Any] | None = None,
-    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -259,15 +247,15 @@ class Registry:
         return info, Path(local)
 
     def load(self, ref: str | int = "@champion", dst: Path | None = None) -> LoadedModel:
-        """Load a version's fitted pipeline with its contract, profile and evaluation."""
+        """Load a version's fitted pipeline with its contract, profile and evaluation.
+
+        The contract is checked first, the model file then goes through the trust policy of
+        :mod:`mloop.tracking.model_io`; a version that breaks either raises
+        :class:`~mloop.errors.ModelRefused` and nothing of it is built.
+        """
         info, path = self.download(ref, dst)
-        model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types)
-        contract = _read_json(_artifact(path, CONTRACT_FILE))
-        if contract is None:
-            raise TrackingError(
-                f"{info.ref} carries no {CONTRACT_FILE}; it was not registered by mloop. "
-                "Retrain with `mloop train`."
-            )
+        contract = _read_contract(info.ref, path)
+        model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types, ref=info.ref)
         return LoadedModel(
             info=info,
             model=model,
@@ -282,6 +270,23 @@ def _artifact(model_dir: Path, name: str) -> Path:
     """MLflow stores ``extra_files`` under ``extra_files/`` in the model directory."""
     nested = model_dir / "extra_files" / name
     return nested if nested.is_file() else model_dir / name
+
+
+def _read_contract(ref: str, model_dir: Path) -> dict[str, Any]:
+    """The version's contract, refused unless it is a valid :class:`DataContract` (names of
+    printable characters within a length limit, dtypes from the closed set)."""
+    path = _artifact(model_dir, CONTRACT_FILE)
+    if not path.is_file():
+        raise TrackingError(
+            f"{ref} carries no {CONTRACT_FILE}; it was not registered by mloop. Retrain with `mloop train`."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+        DataContract.from_json(text)
+    except (DataError, OSError, UnicodeDecodeError) as exc:
+        raise ModelRefused(f"{ref} has an invalid {CONTRACT_FILE}, so it is not loaded: {exc}") from exc
+    data: dict[str, Any] = json.loads(text)  # an object with a columns list: from_json checked it
+    return data
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

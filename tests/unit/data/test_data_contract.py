@@ -123,11 +123,23 @@ def test_without_target_and_column_lookup(contract: DataContract) -> None:
         ({"columns": [{"name": "x", "dtype": "int", "nullable": False}] * 2}, "twice"),
         ({"columns": [], "version": 99}, "upgrade mloop"),
         ({"cols": []}, "'columns' list"),
+        ({"columns": [{"name": "a\nb", "dtype": "int", "nullable": False}]}, "printable"),
+        ({"columns": [{"name": "a\x00", "dtype": "int", "nullable": False}]}, "printable"),
+        ({"columns": [{"name": "a\u200b", "dtype": "int", "nullable": False}]}, "printable"),
+        ({"columns": [{"name": "a" * 257, "dtype": "int", "nullable": False}]}, "at most 256"),
+        ({"columns": [{"name": 3, "dtype": "int", "nullable": False}]}, "non-empty string"),
+        ({"columns": [{"name": "x", "dtype": "object", "nullable": False}]}, "expected one of"),
     ],
 )
 def test_from_dict_rejects_bad_contracts(payload: dict[str, object], needle: str) -> None:
     with pytest.raises(DataError, match=re.escape(needle)):
         DataContract.from_dict(payload)
+
+
+def test_column_names_may_be_any_printable_text_up_to_the_limit() -> None:
+    names = ["amount (EUR)", "größe", "日付", "a b", "x" * 256]
+    contract = DataContract(tuple(ColumnSpec(n, "float", False) for n in names), target=None)
+    assert DataContract.from_json(contract.to_json()).names == names
 
 
 def test_load_errors(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from mloop.data import DTYPES, ColumnSpec, DataContract
 
-_names = st.text(min_size=1, max_size=12)
+_names = st.text(min_size=1, max_size=12).filter(str.isprintable)  # contracts refuse control characters
 _bounds = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 

@@ -10,8 +10,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from mloop.errors import TrackingError
-from mloop.tracking import load_sklearn_model, parse_version_ref, trusted_types_for
+from mloop.errors import ModelRefused, TrackingError
+from mloop.tracking import (
+    ALLOWED_TYPES,
+    NEVER_TRUSTED,
+    load_sklearn_model,
+    parse_version_ref,
+    refused_types,
+    trusted_types_for,
+)
 
 
 def _fitted() -> Pipeline:
@@ -36,17 +43,105 @@ def test_round_trip_through_mlflow_without_pickle_flag(
     assert np.allclose(loaded.predict_proba(x), model.predict_proba(x))
 
 
+@pytest.mark.parametrize(
+    "estimator", ["logistic", "random_forest", "hist_gradient_boosting", "xgboost", "lightgbm"]
+)
+def test_every_built_in_estimator_loads_under_the_policy(tmp_path: Path, estimator: str) -> None:
+    """The allowlist holds what mloop's own models need: each built-in saves and loads unchanged."""
+    from mloop.training import build_estimator
+    from mloop.training.preprocess import build_pipeline
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=120), "c": rng.choice(["x", "y", "z"], 120)})
+    y = (x["a"] > 0).astype(int)
+    params = {"n_estimators": 5} if estimator in ("random_forest", "xgboost", "lightgbm") else {}
+    model = build_pipeline(["a"], ["c"], build_estimator(estimator, "classification", params, 0)).fit(x, y)
+    mlflow.sklearn.save_model(
+        model,
+        str(tmp_path / "m"),
+        serialization_format="skops",
+        skops_trusted_types=trusted_types_for(model),
+        pip_requirements=["scikit-learn"],
+    )
+    loaded = load_sklearn_model(tmp_path / "m")
+    assert np.allclose(loaded.predict_proba(x), model.predict_proba(x))
+
+
 def _double(x: object) -> object:
     return x
 
 
 def test_foreign_types_are_refused_at_save_and_load(tmp_path: Path) -> None:
     model = Pipeline([("f", FunctionTransformer(_double))])
-    with pytest.raises(TrackingError, match=r"model\.trusted_types"):
+    with pytest.raises(ModelRefused, match=r"model\.trusted_types") as caught:
         trusted_types_for(model)
-    # trusted on purpose by the user: allowed
     name = f"{__name__}._double"
+    assert caught.value.types == (name,)
+    # trusted on purpose by the user: allowed
     assert name in trusted_types_for(model, [name])
+
+
+@pytest.mark.parametrize(
+    ("types", "extra", "refused"),
+    [
+        (["sklearn.tree._tree.Tree", "numpy.dtype"], [], []),
+        (["xgboost.core.Booster", "lightgbm.sklearn.LGBMClassifier"], [], []),
+        # Prefixes mean nothing: only exact names are trusted.
+        (["builtins.sorted", "builtins.eval"], [], ["builtins.eval", "builtins.sorted"]),
+        (["sklearn.utils._testing.assert_allclose"], [], ["sklearn.utils._testing.assert_allclose"]),
+        (["numpy.testing.assert_equal"], [], ["numpy.testing.assert_equal"]),
+        (["mloop.tracking.model_io.refused_types"], [], ["mloop.tracking.model_io.refused_types"]),
+        # Listed by the project: trusted, except code-running callables and dangerous modules.
+        (["builtins.sorted"], ["builtins.sorted"], []),
+        (["builtins.eval"], ["builtins.eval"], ["builtins.eval"]),
+        (["posix.system", "os.popen"], ["posix.system", "os.popen"], ["os.popen", "posix.system"]),
+        (["subprocess.run"], ["subprocess.run"], ["subprocess.run"]),
+        (["operator.attrgetter"], ["operator.attrgetter"], ["operator.attrgetter"]),
+        (["mymodels.Forest"], ["mymodels.Forest"], []),
+    ],
+)
+def test_policy_is_exact_names(types: list[str], extra: list[str], refused: list[str]) -> None:
+    assert refused_types(types, extra) == refused
+
+
+def test_nothing_on_the_allowlist_is_a_function() -> None:
+    import importlib
+    import inspect
+
+    for name in sorted(ALLOWED_TYPES):
+        module, _, attr = name.rpartition(".")
+        obj = getattr(importlib.import_module(module), attr)
+        assert inspect.isclass(obj), name
+    assert not ALLOWED_TYPES & NEVER_TRUSTED
+
+
+def test_a_model_file_saved_as_pickle_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ModelRefused, match="only loads skops"):
+        load_sklearn_model(tmp_path)
+
+
+def test_a_model_file_outside_the_model_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: ../other.skops\n    serialization_format: skops\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ModelRefused, match="outside its own directory"):
+        load_sklearn_model(tmp_path / "m")
+
+
+def test_a_corrupt_model_file_is_a_tracking_error(tmp_path: Path) -> None:
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "model.skops").write_bytes(b"not a zip file")
+    with pytest.raises(TrackingError, match="cannot be read as a skops file"):
+        load_sklearn_model(tmp_path, ref="models:/m/1")
 
 
 def test_not_a_model_dir(tmp_path: Path) -> None:
