@@ -28,6 +28,7 @@ import pandas as pd
 import sklearn
 
 from mloop.data.coerce import coerce_column, empty_column
+from mloop.data.predict import model_classes, predict_with_proba
 from mloop.data.report import safe_example
 from mloop.data.schema import ColumnSpec, DataContract
 from mloop.errors import DataError, ServingError, did_you_mean
@@ -127,10 +128,9 @@ class Scorer:
         self.required = set(required) if required else {c.name for c in self.specs}
         self.unseen_category = unseen_category
         self.out_of_range = out_of_range
-        task = contract.task or ("classification" if hasattr(model, "predict_proba") else "regression")
-        self.is_classifier = task == "classification" and hasattr(model, "predict_proba")
-        classes = getattr(model, "classes_", []) if self.is_classifier else []
-        self.classes: list[Any] = classes.tolist() if hasattr(classes, "tolist") else list(classes)
+        classes = model_classes(model, contract.task)
+        self.is_classifier = classes is not None
+        self.classes: list[Any] = classes or []
         self.proba_columns = [f"proba_{c}" for c in self.classes]
 
     @classmethod
@@ -222,10 +222,7 @@ class Scorer:
         # Validation refused infinite numbers, so scikit-learn's finiteness scans are skipped, as online.
         try:
             with sklearn.config_context(assume_finite=True):
-                if self.is_classifier:
-                    proba = np.asarray(self.model.predict_proba(frame), dtype="float64")
-                    return np.asarray(self.classes)[proba.argmax(axis=1)], proba
-                return np.asarray(self.model.predict(frame)), None
+                return predict_with_proba(self.model, frame, self.classes if self.is_classifier else None)
         except Exception as exc:
             raise ServingError(
                 f"Model {self.name} v{self.version} failed on {len(frame)} rows: {type(exc).__name__}: {exc}"

@@ -34,6 +34,7 @@ import sklearn
 import yaml
 
 from mloop.config.settings import ServingSettings
+from mloop.data.predict import model_classes, predict_with_proba
 from mloop.data.schema import ColumnSpec, DataContract
 from mloop.errors import ServingError
 from mloop.serving.batcher import MicroBatcher
@@ -90,10 +91,6 @@ def build_frame(specs: Sequence[ColumnSpec], parts: Sequence[Columns]) -> pd.Dat
     return pd.DataFrame(data)
 
 
-def _python(values: Any) -> list[Any]:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
 class ModelRuntime:
     """A loaded version with everything needed to answer requests for it."""
 
@@ -117,14 +114,15 @@ class ModelRuntime:
         self.task = self.contract.task or (
             "classification" if hasattr(self.model, "predict_proba") else "regression"
         )
-        self.is_classifier = self.task == "classification" and hasattr(self.model, "predict_proba")
+        classes = model_classes(self.model, self.task)
+        self.is_classifier = classes is not None
         # Supported tree-ensemble pipelines answer through numpy tables built once here (same outputs,
         # ~10x less time per batch); anything else keeps the pipeline itself.
         self.compiled = compile_model(self.model)
         if self.compiled is not None and self.compiled.trees.is_classifier != self.is_classifier:
             self.compiled = None  # e.g. a classifier served as a regression: keep predict()'s answers
         log.info("%s v%s: %s", self.name, self.version, self.compiled or "served through scikit-learn")
-        self.classes: list[Any] = _python(getattr(self.model, "classes_", [])) if self.is_classifier else []
+        self.classes: list[Any] = classes or []
         self.class_labels = [str(c) for c in self.classes]
         features = (loaded.evaluation or {}).get("features") or {}
         used = list(features.get("numeric", [])) + list(features.get("categorical", []))
@@ -163,13 +161,11 @@ class ModelRuntime:
         """Predictions (and class probabilities for classifiers) for a frame of contract columns."""
         # The contract validator has already refused non-finite numbers (and JSON cannot carry them),
         # so scikit-learn's per-step finiteness scans are skipped; missing values stay NaN for imputers.
-        model = self.compiled or self.model
         with sklearn.config_context(assume_finite=True):
-            if self.is_classifier:
-                proba = np.asarray(model.predict_proba(frame), dtype="float64")
-                picked = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
-                return list(picked), proba.tolist()
-            return _python(model.predict(frame)), None
+            predictions, proba = predict_with_proba(
+                self.compiled or self.model, frame, self.classes if self.is_classifier else None
+            )
+        return predictions.tolist(), None if proba is None else proba.tolist()
 
     def predict_columns(self, items: Sequence[Columns]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions for validated request rows, in order (one model call for all of them).

@@ -1,14 +1,17 @@
-"""Holdout metrics, and which direction is better for each."""
+"""Holdout metrics, which direction is better for each, and :func:`score_model` (call a model, score it)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["LOWER_IS_BETTER", "better", "default_metric", "evaluate"]
+from mloop.data.predict import model_classes, predict_with_proba
+
+__all__ = ["LOWER_IS_BETTER", "Scored", "better", "default_metric", "evaluate", "score_model"]
 
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "mse"}
 
@@ -66,3 +69,20 @@ def evaluate(
             out["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
         out["log_loss"] = skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=classes)
     return _finite(out)
+
+
+@dataclass
+class Scored:
+    """A model's answers on a holdout (as serving gives them) and their metrics."""
+
+    predictions: np.ndarray
+    proba: np.ndarray | None
+    classes: list[Any] | None
+    metrics: dict[str, float]
+
+
+def score_model(model: Any, task: str, x: Any, y: Any) -> Scored:
+    """Call ``model`` on ``x`` the way serving and batch do, then :func:`evaluate` against ``y``."""
+    classes = model_classes(model, task)
+    predictions, proba = predict_with_proba(model, x, classes)
+    return Scored(predictions, proba, classes, evaluate(task, y, predictions, proba, classes))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mloop.errors import TrainingError
 from mloop.training.estimators import SpaceEntry
-from mloop.training.metrics import LOWER_IS_BETTER, evaluate
+from mloop.training.metrics import LOWER_IS_BETTER, score_model
 
 __all__ = ["TuningResult", "open_study", "suggest", "tune"]
 
@@ -118,9 +118,7 @@ def tune(
                 model = make_model(params)
                 model.fit(x.iloc[tr], y.iloc[tr])
                 xv, yv = x.iloc[va], y.iloc[va]
-                proba = model.predict_proba(xv) if task == "classification" else None
-                classes = list(model.classes_) if task == "classification" else None
-                result = evaluate(task, yv, model.predict(xv), proba, classes)
+                result = score_model(model, task, xv, yv).metrics
                 if metric not in result:
                     raise TrainingError(
                         f"Tuning metric {metric!r} is not available; metrics: {sorted(result)}."
