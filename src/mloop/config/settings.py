@@ -8,6 +8,7 @@ Unknown keys are errors (with the closest known key suggested), never silently i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,20 @@ from mloop.config.names import check_alias, check_name
 ProjectName = Annotated[str, AfterValidator(lambda v: check_name("project", v))]
 ModelName = Annotated[str, AfterValidator(lambda v: check_name("model.name", v))]
 AliasName = Annotated[str, AfterValidator(lambda v: check_alias("serving.alias", v))]
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _check_trusted_type(value: str) -> str:
+    # Exact names only: a prefix once trusted every builtin, eval included.
+    if _DOTTED.fullmatch(value):
+        return value
+    raise ValueError(
+        "model.trusted_types entries are exact dotted names of a class or function, module path "
+        f"first (e.g. 'mymodels.SlowForest'); got {value!r}. Prefixes and wildcards are not supported."
+    )
+
+
+TrustedType = Annotated[str, AfterValidator(_check_trusted_type)]
 
 
 class Section(BaseModel):
@@ -92,9 +107,11 @@ class ModelSettings(Section):
     """Columns that are never features (ids, timestamps used only for splitting)."""
     seed: int = 42
     """Random seed for splits, estimators and tuning."""
-    trusted_types: list[str] = Field(default_factory=list)
-    """Fully qualified types of your own estimator code to trust when the model is saved and loaded
-    with skops (types from scikit-learn, numpy, scipy, XGBoost and LightGBM are trusted already)."""
+    trusted_types: list[TrustedType] = Field(default_factory=list)
+    """Exact names (``mymodels.SlowForest``) of your own classes or functions that a saved model may
+    hold. scikit-learn, XGBoost and LightGBM estimators and numpy/scipy data types are trusted
+    already; any other type or function in a model file refuses the load until it is listed here
+    (code-running builtins such as ``builtins.eval`` never load). See docs/security.md."""
 
 
 class SplitSettings(Section):
