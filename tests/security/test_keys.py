@@ -138,7 +138,7 @@ def test_every_accepted_key_is_compared_whichever_matches(monkeypatch: pytest.Mo
 
     class Req:
         def __init__(self, key: str) -> None:
-            self.headers = {"authorization": f"Bearer {key}"}
+            self.scope = {"headers": [(b"authorization", f"Bearer {key}".encode())]}
 
     for given in (keys[0], keys[3], "k", "a-much-longer-wrong-key-than-any" * 4):
         calls.clear()

@@ -59,15 +59,18 @@ def _digest(key: str | bytes) -> bytes:
 
 
 def _presented(request: Request) -> bytes | None:
-    """The key a request carries: ``Authorization: Bearer <key>``, else the deprecated ``X-API-Key``."""
-    headers = request.headers
-    value = headers.get("authorization")
-    if value is not None:
-        scheme, _, token = value.partition(" ")
-        # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent.
-        return token.strip().encode("latin-1") if scheme.lower() == "bearer" else None
-    legacy = headers.get("x-api-key")
-    return legacy.encode("latin-1") if legacy else None
+    """The key a request carries: ``Authorization: Bearer <key>``, else the deprecated ``X-API-Key``.
+
+    Read from the raw ASGI headers (names are lower-case there), without building a header mapping.
+    """
+    legacy = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" else None
+        if name == b"x-api-key":
+            legacy = value
+    return legacy or None
 
 
 def _matches(given: bytes, accepted: tuple[bytes, ...]) -> bool:
