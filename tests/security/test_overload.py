@@ -8,6 +8,7 @@ requests it refused); a client that goes away mid-body (two tracebacks in the lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,9 +31,15 @@ from mloop.server.protocol import LimitedHttpProtocol
 from mloop.serving import PredictionService, StaticSource
 from mloop.tracking import LoadedModel, VersionInfo
 
+_JSON = {"content-type": "application/json"}
 RECORD = b'{"features": {"amount": 12.5, "hour": 3, "country": "DE"}}'
 WAIT = 20.0
 """Generous bound for anything the server must do "soon" (the machine may be loaded)."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 class Gated:
@@ -224,16 +232,68 @@ def test_requests_beyond_capacity_are_refused_503_before_their_body_is_read(serv
     assert head.startswith(b"HTTP/1.1 503 ")
     assert b"\r\nretry-after: " in head.lower()
     assert b"refused before its body was read" in body
-    second.close()
+    # The body that follows is skipped, and the connection serves the next request.
+    second.sendall(b"x" * 50_000)
     server.model.gate.set()
     assert _read_all_response(first).startswith(b"HTTP/1.1 200 ")
     first.close()
+    second.sendall(_head("/predict", len(RECORD)) + RECORD)
+    assert _read_all_response(second).startswith(b"HTTP/1.1 200 ")
+    second.close()
+    assert b'status="503"' in _metrics(server)
     # With nothing in flight any request is admitted, however large.
     with server.connect() as big:
         records = b",".join([b'{"amount": 12.5, "hour": 3, "country": "DE"}'] * 200)
         payload = b'{"features": [' + records + b"]}"
         big.sendall(_head("/predict", len(payload)) + payload)
         assert _read_all_response(big).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.anyio
+async def test_the_app_admits_by_estimated_work_without_reading_refused_bodies(tmp_path: Path) -> None:
+    """Behind another server (no mloop protocol), the app itself refuses from the head: 503, body unread."""
+    server = Server(tmp_path, max_queue=1)
+    app = server.server.config.app
+    await server.service.start(wait=True)
+    server.model.gate.clear()
+    read: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(1)
+        return {"type": "http.request", "body": RECORD, "more_body": False}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=WAIT) as client:
+        first = asyncio.create_task(client.post("/predict", content=RECORD, headers=_JSON))
+        runtime = server.service.champion()
+        assert runtime is not None
+        while runtime.inflight < 1:
+            await asyncio.sleep(0.01)
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"50000")],
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("t", 80),
+            "client": ("c", 1),
+        }
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 503
+        assert (b"retry-after", b"1") in [(k.lower(), v) for k, v in sent[0]["headers"]]
+        assert read == []  # the body was never asked for
+        server.model.gate.set()
+        assert (await first).status_code == 200
+    await server.service.stop()
 
 
 def test_a_client_gone_mid_body_is_one_log_line(server: Server, caplog: pytest.LogCaptureFixture) -> None:
@@ -277,6 +337,12 @@ def _read_all_response(s: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def _metrics(server: Server) -> bytes:
+    with server.connect() as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return _read_all(s)
 
 
 def _wait_for(condition: Any) -> None:

@@ -28,9 +28,10 @@ from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
 from mloop.server.auth import Guard, KeyRing
 from mloop.server.http import error_response
-from mloop.server.protocol import HttpLimits
+from mloop.server.protocol import HttpLimits, Shedder
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import HotHandler, prediction_routes
+from mloop.serving.admission import Admission
 from mloop.serving.schemas import openapi_components
 from mloop.serving.service import PredictionService
 
@@ -59,6 +60,8 @@ class ServingApp(FastAPI):
         """``POST`` path -> handler served directly (filled by :func:`prediction_routes`)."""
         self.http_limits = HttpLimits()
         """Head size cap and read deadlines, read by ``mloop serve``'s HTTP protocol."""
+        self.shed: Shedder | None = None
+        """503 answers from the request head alone, given by ``mloop serve``'s HTTP protocol."""
         self.docs_guard: Guard | None = None
         """Check of the read role on the schema and docs pages (they show the data contract)."""
 
@@ -143,7 +146,9 @@ def create_app(
     app.http_limits = HttpLimits.from_settings(settings.serving)
     keys = KeyRing.from_settings(settings)
     app.docs_guard = keys.guard("read")
-    app.include_router(prediction_routes(service, keys, app.hot_routes))
+    admission = Admission.for_serving(settings.serving)
+    app.shed = Shedder(admission, service.metrics, service.model_name, service.champion)
+    app.include_router(prediction_routes(service, keys, app.hot_routes, admission))
     app.include_router(admin_routes(service, keys))
     app.include_router(rollout_routes(service, keys))
 

@@ -11,9 +11,16 @@ connection (and the memory behind it) as long as it likes. :class:`LimitedHttpPr
   the head): a connection past its deadline gets 408 (head) or is closed (body; the handler waiting for
   the body sees a disconnect).
 
+- shedding from the head: a prediction request that the admission (:mod:`mloop.serving.admission`)
+  would refuse is answered 503 with ``Retry-After`` as soon as its head is in, by the protocol itself:
+  no ASGI task, no request object, no body read (what arrives of it is skipped by the parser). A
+  refusal then costs a few microseconds, so clients that retry at once cannot take the server's time
+  from the requests it admitted.
+
 A deadline costs one float store per request: one timer per event loop sweeps the open connections a
 few times per timeout, instead of a timer armed and cancelled for every request on the hot path.
-The limits come from the served app (``ServingApp.http_limits``); any other app gets the defaults.
+The limits and the shedder come from the served app (``ServingApp.http_limits``, ``ServingApp.shed``);
+any other app gets the default limits and no shedding.
 """
 
 from __future__ import annotations
@@ -22,13 +29,18 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HttpLimits", "LimitedHttpProtocol"]
+from mloop.serving.admission import Admission
+
+__all__ = ["HttpLimits", "LimitedHttpProtocol", "Shedder"]
+
+_ENDPOINTS = {b"/invocations": "invocations", b"/predict": "predict"}
 
 log = logging.getLogger("mloop.server")
 
@@ -46,16 +58,61 @@ class HttpLimits:
         return cls(serving.max_header_bytes, serving.header_timeout_s, serving.body_timeout_s)
 
 
-def _limits_of(app: Any) -> HttpLimits:
-    """The limits of the served app, found through uvicorn's wrapping middlewares."""
+class Shedder:
+    """The whole 503 answer for a prediction request the admission would refuse now, from its head.
+
+    ``POST /invocations``, ``/predict`` and ``/v2/models/.../infer`` are checked; anything else, or a
+    request that fits, gets None and goes to the app, which admits it for real. Refusals are counted in
+    the request metrics with status 503, as the app counts its own.
+    """
+
+    def __init__(
+        self, admission: Admission, metrics: Any, model: str, champion: Callable[[], Any] | None = None
+    ) -> None:
+        self.admission = admission
+        self._metrics = metrics
+        self._model = model
+        self._champion = champion
+
+    def __call__(
+        self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[bytes, bytes] | None:
+        """The refusal's head (status line and headers, without the blank line) and body, or None."""
+        if not self.admission.pending or method != b"POST":
+            return None
+        path = url.partition(b"?")[0]
+        endpoint = _ENDPOINTS.get(path)
+        if endpoint is None:
+            if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
+                return None
+            endpoint = "v2_infer"
+        length = next((value for name, value in headers if name == b"content-length"), None)
+        refused = self.admission.refusal(endpoint, length)
+        if refused is None:
+            return None
+        self.admission.refused += 1
+        if self._metrics is not None:
+            runtime = self._champion() if self._champion is not None else None
+            version = runtime.version if runtime is not None else ""
+            self._metrics.observe_request(self._model, version, endpoint, 503, 0.0)
+        body = orjson.dumps({"error": "Overloaded", "message": refused.message})
+        return (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: %d\r\ncontent-length: %d\r\n"
+            % (max(1, int(refused.retry_after + 0.999)), len(body)),
+            body,
+        )
+
+
+def _served(app: Any) -> Any:
+    """The served app under uvicorn's wrapping middlewares (the one with ``http_limits``), or None."""
     for _ in range(8):
-        limits = getattr(app, "http_limits", None)
-        if isinstance(limits, HttpLimits):
-            return limits
+        if isinstance(getattr(app, "http_limits", None), HttpLimits):
+            return app
         app = getattr(app, "app", None)
         if app is None:
             break
-    return HttpLimits()
+    return None
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -63,7 +120,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = _limits_of(self.app)
+        served = _served(self.app)
+        self.limits: HttpLimits = served.http_limits if served is not None else HttpLimits()
+        self._shed: Shedder | None = getattr(served, "shed", None)
+        self._skipping = False
+        """The current request was refused from its head: its body is skipped, not handed to the app."""
         self._reading_head = True
         self._head_bytes = 0
         self.deadline = 0.0
@@ -110,7 +171,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         self.deadline = time.monotonic() + self.limits.body_timeout_s
+        # Shed from the head, unless a previous response on this connection is still being written
+        # (answers must keep their order).
+        if self._shed is not None and (self.cycle is None or self.cycle.response_complete):
+            answer = self._shed(self.parser.get_method(), self.url, self.headers)
+            if answer is not None:
+                self._answer_refusal(*answer)
+                return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._skipping:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         # The next request's clock starts at its first byte; idle time in between is uvicorn's
@@ -118,7 +190,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self.deadline = 0.0
+        if self._skipping:
+            self._skipping = False
+            self.on_response_complete()  # keep-alive timer, next pipelined request
+            return
         super().on_message_complete()
+
+    def _answer_refusal(self, head: bytes, body: bytes) -> None:
+        keep_alive = self.parser.should_keep_alive() and not self.expect_100_continue
+        for name, value in self.server_state.default_headers:
+            head += name + b": " + value + b"\r\n"
+        if not keep_alive:
+            head += b"connection: close\r\n"
+        self.transport.write(head + b"\r\n" + body)
+        if not keep_alive:
+            self.transport.close()
+            return
+        self._skipping = True
 
     # -- refusals --------------------------------------------------------------------------------
     def expire(self) -> None:

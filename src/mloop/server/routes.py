@@ -31,20 +31,20 @@ def _body_doc(schema: str) -> dict[str, Any]:
 
 
 def prediction_routes(
-    service: PredictionService, keys: KeyRing | str | None, hot: dict[str, HotHandler] | None = None
+    service: PredictionService,
+    keys: KeyRing | str | None,
+    hot: dict[str, HotHandler] | None = None,
+    admission: Admission | None = None,
 ) -> APIRouter:
     """The routes; ``keys`` guard them by role (a plain string: the one predict and feedback key);
     ``hot`` (when given) receives ``POST`` path -> handler for the hot endpoints, which the app
-    serves without FastAPI's routing (they stay declared here for OpenAPI)."""
+    serves without FastAPI's routing (they stay declared here for OpenAPI); ``admission`` admits
+    prediction requests before their body is read (one from the settings when not given)."""
     router = APIRouter()
     serving = service.serving
     metrics = service.metrics
     limit = serving.max_body_bytes
-    admission = Admission(
-        latency_budget_s=serving.latency_budget_ms / 1000.0,
-        max_queue=serving.max_queue,
-        min_queue=4 * serving.max_batch_rows,
-    )
+    admission = admission or Admission.for_serving(serving)
     ring = KeyRing.coerce(keys, roles=("predict", "feedback"))
     predict_guard, feedback_guard, read_guard = (
         ring.guard("predict"),

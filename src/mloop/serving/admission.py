@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mloop.config.settings import ServingSettings
 from mloop.errors import Overloaded
 
 __all__ = ["Admission", "Ticket"]
@@ -85,29 +86,43 @@ class Admission:
         per_row = self._bytes_per_row.get(endpoint, _INITIAL_BYTES_PER_ROW)
         return max(1, int(body_bytes / per_row + 0.5))
 
-    def admit(self, endpoint: str, content_length: str | None) -> Ticket:
-        """A ticket for the request, or :class:`~mloop.errors.Overloaded` when its work does not fit."""
-        body_bytes: int | None = None
-        if content_length is not None:
-            try:
-                body_bytes = max(0, int(content_length))
-            except ValueError:
-                body_bytes = None
-        rows = self.estimate(endpoint, body_bytes)
+    @classmethod
+    def for_serving(cls, serving: ServingSettings) -> Admission:
+        """The admission of ``serving``'s settings (latency budget, ``max_queue``, batch size)."""
+        return cls(
+            latency_budget_s=serving.latency_budget_ms / 1000.0,
+            max_queue=serving.max_queue,
+            min_queue=4 * serving.max_batch_rows,
+        )
+
+    def refusal(self, endpoint: str, content_length: str | bytes | None) -> Overloaded | None:
+        """The error a request of ``content_length`` bytes would be refused with now, or None if it fits."""
         pending = self.pending
-        if pending and pending + rows > self.limit:
-            self.refused += 1
-            wait = pending / self.rows_per_s
-            setting = "serving.max_queue" if self.max_queue is not None else "serving.latency_budget_ms"
-            raise Overloaded(
-                f"The server is at capacity: about {pending} rows are in flight and it takes {self.limit} "
-                f"({setting}); this request was refused before its body was read. Retry after the "
-                "Retry-After header's seconds, send fewer rows per request, or add replicas.",
-                retry_after=max(1.0, float(int(wait + 0.999))),
-            )
         if not pending:
+            return None
+        rows = self.estimate(endpoint, _length(content_length))
+        if pending + rows <= self.limit:
+            return None
+        wait = pending / self.rows_per_s
+        setting = "serving.max_queue" if self.max_queue is not None else "serving.latency_budget_ms"
+        return Overloaded(
+            f"The server is at capacity: about {pending} rows are in flight and it takes {self.limit} "
+            f"({setting}); this request was refused before its body was read. Retry after the "
+            "Retry-After header's seconds, send fewer rows per request, or add replicas.",
+            retry_after=max(1.0, float(int(wait + 0.999))),
+        )
+
+    def admit(self, endpoint: str, content_length: str | bytes | None) -> Ticket:
+        """A ticket for the request, or :class:`~mloop.errors.Overloaded` when its work does not fit."""
+        refused = self.refusal(endpoint, content_length)
+        if refused is not None:
+            self.refused += 1
+            raise refused
+        body_bytes = _length(content_length)
+        rows = self.estimate(endpoint, body_bytes)
+        if not self.pending:
             self._busy_since = self._now()
-        self.pending = pending + rows
+        self.pending += rows
         return Ticket(endpoint, body_bytes, rows)
 
     def release(self, ticket: Ticket, answered_rows: int | None = None) -> None:
@@ -142,3 +157,12 @@ class Admission:
         self._window_rows = 0
         if self.pending:
             self._busy_since = now
+
+
+def _length(content_length: str | bytes | None) -> int | None:
+    if content_length is None:
+        return None
+    try:
+        return max(0, int(content_length))
+    except ValueError:
+        return None
