@@ -1,15 +1,21 @@
 """Benchmark the prediction log: cost of ``log()`` on the hot path and flush throughput per backend.
 
     .venv/bin/python benchmarks/predlog_bench.py [--records 200000] [--batch 5000] [--postgres URL]
+        [--concurrency 64] [--durability-records 20000]
 
 Prints (1) calls/s of ``PredictionLogger.log()`` next to calls/s of an empty Python function taking
 the same argument, and their ratio; (2) records/s of ``write_batch`` for each backend, with batches of
-``--batch`` records of 10 features. PostgreSQL is measured in a scratch schema that is dropped after.
+``--batch`` records of 10 features. PostgreSQL is measured in a scratch schema that is dropped after;
+(3) the cost of ``prediction_log.durability: sync``: ``--concurrency`` requests in flight on one event
+loop, as in the server, each logging one record and (sync) awaiting its commit before the next,
+into the Parquet log on a temporary directory — records/s of each mode, their ratio, and the
+records that shared one fsync.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import tempfile
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mloop.predlog import (
+    DurablePredictionLogger,
     MemoryPredictionLog,
     ParquetPredictionLog,
     PostgresPredictionLog,
@@ -86,6 +93,54 @@ def bench_backend(
     )
 
 
+def answered_per_second(
+    logger: PredictionLogger | DurablePredictionLogger, records: list[PredictionRecord], concurrency: int
+) -> float:
+    """Records/s answered by ``concurrency`` request tasks that log one record each and wait for
+    its commit (sync mode; a no-op in buffered mode), as ``PredictionService.predict`` does."""
+
+    async def run() -> float:
+        queue = iter(records)
+
+        async def request_loop() -> None:
+            for record in queue:
+                logger.log(record)
+                durable = logger.commit()
+                if durable is not None:
+                    await asyncio.wrap_future(durable)
+                else:
+                    await asyncio.sleep(0)  # the buffered answer still yields to the loop
+
+        start = time.perf_counter()
+        await asyncio.gather(*(request_loop() for _ in range(concurrency)))
+        return len(records) / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def bench_durability(records: list[PredictionRecord], concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        buffered = PredictionLogger(
+            ParquetPredictionLog(os.path.join(tmp, "buffered")), buffer_size=len(records) + 1
+        )
+        buffered_rate = answered_per_second(buffered, records, concurrency)
+        buffered.close()
+        sync = DurablePredictionLogger(
+            ParquetPredictionLog(os.path.join(tmp, "sync")), os.path.join(tmp, "wal")
+        )
+        sync_rate = answered_per_second(sync, records, concurrency)
+        commits = sync.commits
+        sync.close()
+        assert buffered.written == len(records) and sync.written == len(records)
+    print(f"durability      : {len(records):,} records, {concurrency} requests in flight, Parquet log")
+    print(f"  buffered      : {buffered_rate:12,.0f} records/s answered")
+    print(
+        f"  sync          : {sync_rate:12,.0f} records/s answered ({commits:,} fsyncs, "
+        f"{len(records) / max(commits, 1):.1f} records per fsync)"
+    )
+    print(f"  sync/buffered : {sync_rate / buffered_rate:12.2f}x")
+
+
 def postgres_reachable(url: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
@@ -106,6 +161,8 @@ def main() -> None:
             "MLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--durability-records", type=int, default=20_000)
     args = parser.parse_args()
     records = make_records(args.records)
     print(f"{args.records:,} records, 10 features each")
@@ -133,6 +190,7 @@ def main() -> None:
             admin.dispose()
     else:
         print(f"postgres        : skipped ({args.postgres} is not reachable)")
+    bench_durability(records[: args.durability_records], args.concurrency)
 
 
 if __name__ == "__main__":

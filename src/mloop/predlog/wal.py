@@ -181,6 +181,8 @@ class DurablePredictionLogger:
         """Records the backend accepted."""
         self.write_errors = 0
         """Failed backend writes (each retried; a segment stays on disk until it is shipped)."""
+        self.commits = 0
+        """Group commits (fsyncs) so far: ``written / commits`` is the records shared per fsync."""
         self.replayed = 0
         """Records shipped from segments left by an earlier process."""
         self.unreadable = 0
@@ -291,6 +293,7 @@ class DurablePredictionLogger:
             self._rotate()
             return
         self._segment_records.extend(group.records)
+        self.commits += 1
         group.future.set_result(None)
 
     def _rotate(self) -> None:
@@ -423,6 +426,7 @@ class DurablePredictionLogger:
             "write_errors": self.write_errors,
             "quarantined": getattr(self.backend, "quarantined", 0),
             "pending": self.pending,
+            "commits": self.commits,
             "segments": len(self._ship) + (1 if self._segment is not None else 0),
         }
 
