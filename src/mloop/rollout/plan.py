@@ -6,6 +6,7 @@ Arm names are fixed so every layer agrees: the baseline is always ``champion``; 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from mloop.config.settings import RolloutSettings
@@ -80,10 +81,11 @@ def initial_arms(
             Arm("shadow", candidates[0], 0.0, shadow=True, share=cfg.shadow_share),
         ]
     given = list(weights if weights is not None else (cfg.ab_weights or [1.0] * (len(candidates) + 1)))
-    if len(given) != len(candidates) + 1 or any(w < 0 for w in given) or sum(given) <= 0:
+    numbers = all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in given)
+    if len(given) != len(candidates) + 1 or not numbers or any(w < 0 for w in given) or sum(given) <= 0:
         raise ConfigError(
-            f"A/B weights must be {len(candidates) + 1} non-negative numbers (champion first, then each "
-            f"version), not all 0; got {given}."
+            f"A/B weights must be {len(candidates) + 1} finite, non-negative numbers (champion first, then "
+            f"each version), not all 0; got {given}."
         )
     total = sum(given)
     names = [BASELINE] + [candidate_arm("ab", i) for i in range(len(candidates))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -11,6 +13,15 @@ from mloop.server.http import error_response, json_response, read_json
 from mloop.serving.service import PredictionService
 
 __all__ = ["admin_routes"]
+
+_VERSION = re.compile(r"(v?[0-9]{1,18}|@[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)")
+
+
+def _is_version(ref: object) -> bool:
+    """A version number within 64 bits, as a number or text (``3``, ``"v3"``), or an ``@alias``."""
+    if type(ref) is int:
+        return 1 <= ref <= 2**63 - 1
+    return type(ref) is str and _VERSION.fullmatch(ref) is not None
 
 
 def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIRouter:
@@ -33,10 +44,24 @@ def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIR
         try:
             admin(request)
             body = await read_json(request, 10_000) if await request.body() else {}
-            ref = body.get("version") if isinstance(body, dict) else None
-            if ref is not None and not isinstance(ref, str | int):
+            if not isinstance(body, dict) or set(body) - {"version"}:
                 raise RequestValidationError(
-                    "version must be a version number or '@alias'.",
+                    'The reload body must be an object with at most the field "version".',
+                    [
+                        {
+                            "field": "body",
+                            "rule": "type",
+                            "received": repr(body)[:80],
+                            "allowed": 'an object such as {"version": 3} or {"version": "@champion"}',
+                            "rows": [],
+                            "count": 1,
+                        }
+                    ],
+                )
+            ref = body.get("version")
+            if ref is not None and not _is_version(ref):
+                raise RequestValidationError(
+                    "version must be a version number (1 to 2^63-1) or '@alias'.",
                     [
                         {
                             "field": "version",

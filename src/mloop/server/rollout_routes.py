@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,8 +24,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from mloop.errors import MloopError, RequestValidationError
+from mloop.errors import MloopError, RequestValidationError, did_you_mean
 from mloop.rollout.controller import RolloutController
+from mloop.rollout.plan import STRATEGIES
 from mloop.rollout.sync import RolloutSync
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json
@@ -31,32 +34,71 @@ from mloop.serving.service import PredictionService
 
 __all__ = ["rollout_routes"]
 
-_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "start": {
-        "strategy": str,
-        "version": (str, int),
-        "versions": list,
-        "weights": list,
-        "reason": str,
-        "actor": str,
-    },
-    "promote": {"id": int, "version": (str, int), "reason": str, "actor": str},
-    "rollback": {"id": int, "reason": str, "actor": str},
-    "abort": {"id": int, "reason": str, "actor": str},
+_INT64_MAX = 2**63 - 1
+_MAX_ARMS = 20
+# A version number ("3", "v3") or an alias ("@challenger"; MLflow's alias grammar).
+_VERSION = re.compile(r"(v?[0-9]{1,18}|@[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)")
+
+
+def _is_id(v: Any) -> bool:
+    return type(v) is int and 1 <= v <= _INT64_MAX
+
+
+def _is_version(v: Any) -> bool:
+    return _is_id(v) or (type(v) is str and _VERSION.fullmatch(v) is not None)
+
+
+def _is_versions(v: Any) -> bool:
+    return type(v) is list and 1 <= len(v) <= _MAX_ARMS and all(_is_version(x) for x in v)
+
+
+def _is_weights(v: Any) -> bool:
+    if type(v) is not list or not 1 <= len(v) <= _MAX_ARMS + 1:
+        return False
+    if not all(type(w) in (int, float) and math.isfinite(w) and w >= 0 for w in v):
+        return False
+    return sum(v) > 0
+
+
+def _is_text(v: Any) -> bool:
+    return type(v) is str and len(v) <= 1000 and "\x00" not in v
+
+
+_VERSION_TEXT = "a version number (1 to 2^63-1, or text such as 'v3') or an alias such as '@challenger'"
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "strategy": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+    "version": (_is_version, _VERSION_TEXT),
+    "versions": (_is_versions, f"a list of 1 to {_MAX_ARMS} versions, each {_VERSION_TEXT}"),
+    "weights": (
+        _is_weights,
+        "a list of finite, non-negative numbers (champion first, then each version), not all 0",
+    ),
+    "id": (_is_id, "a rollout id (an integer from 1 to 2^63-1)"),
+    "reason": (_is_text, "text of at most 1000 characters without NUL"),
+    "actor": (_is_text, "text of at most 1000 characters without NUL"),
+}
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "start": ("strategy", "version", "versions", "weights", "reason", "actor"),
+    "promote": ("id", "version", "reason", "actor"),
+    "rollback": ("id", "reason", "actor"),
+    "abort": ("id", "reason", "actor"),
 }
 
 
 def _body(action: str, body: Any) -> dict[str, Any]:
+    """``body`` if every field is known and valid for ``action``; else the client's 422."""
     if not isinstance(body, dict):
         raise _invalid("body", body, "a JSON object")
     allowed = _FIELDS[action]
     for key, value in body.items():
         if key not in allowed:
-            raise _invalid(key, value, f"one of the fields {sorted(allowed)}")
+            raise _invalid(key, value, f"one of the fields {sorted(allowed)}{did_you_mean(key, allowed)}")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, allowed[key]):
-            raise _invalid(key, value, f"a value of type {allowed[key]}")
+        check, text = _CHECKS[key]
+        if not check(value):
+            hint = did_you_mean(value, STRATEGIES) if key == "strategy" and type(value) is str else ""
+            raise _invalid(key, value, text + hint)
     return body
 
 
