@@ -235,3 +235,49 @@ def test_contracts_with_unknown_dtypes_are_refused(settings: Settings) -> None:
     _register(settings, _real_model(), contract, alias="champion")
     with pytest.raises(ModelRefused, match="dtype"):
         Registry(settings).load("@champion")
+
+
+def test_a_refused_candidate_is_rolled_back_and_the_champion_keeps_serving(
+    settings: Settings, marker: Path, tmp_path: Path
+) -> None:
+    """A canary of the malicious version: the load is refused, the rollout rolled back with the
+    reason (naming the type) in its event, and version 1 answers every request."""
+    from mloop.predlog import MemoryPredictionLog
+    from mloop.rollout import RolloutController
+    from mloop.rollout.sync import RolloutSync
+    from mloop.serving.service import PredictionService
+    from mloop.store import open_store
+
+    good = _register(settings, _real_model(), _contract("amount"), alias="champion")
+    model, code = _evil(marker)
+    bad = _register(settings, model, _contract(code))
+
+    async def run(store: Any) -> tuple[Any, list[str], str | None]:
+        service = PredictionService(settings)
+        ctl = RolloutController(
+            settings,
+            store=store,
+            registry=Registry(settings),
+            predlog=MemoryPredictionLog(),
+            model_name=settings.model.name,
+        )
+        sync = RolloutSync(service, ctl)
+        await service.start(wait=True)
+        try:
+            rollout = ctl.start(version=bad, strategy="canary")
+            await sync.refresh()
+            answered = [
+                (await service.predict({"features": {"amount": 70.0}})).runtime.version for _ in range(5)
+            ]
+            champion = service.champion()
+            return ctl.get(rollout.id), answered, champion.version if champion else None
+        finally:
+            await service.stop()
+
+    with open_store(f"sqlite:///{tmp_path / 'mloop.db'}") as store:
+        rollout, versions, champion = asyncio.run(run(store))
+        [event] = store.events(kind="rollout.rolled_back")
+    assert not marker.exists()
+    assert rollout.state == "rolled_back"
+    assert event.data["check"] == "load" and "builtins.eval" in event.reason
+    assert versions == [str(good)] * 5 and champion == str(good)
