@@ -5,6 +5,12 @@ params and the seed, and returns an unfitted scikit-learn-compatible estimator. 
 may also be ``"module:function"``: the function is called with ``task``, ``seed`` and the params and
 must return an estimator with ``fit``/``predict`` (and ``predict_proba`` for classifiers).
 
+Trust: ``module:function`` names the project's own code (``train.py`` by default), read from
+``mloop.yaml`` or ``MLOOP_*`` only; mloop imports and runs it as the user's code, like any script
+they run. What it returns is saved only if every type in it is allowed by
+:mod:`mloop.tracking.model_io` (its own classes and functions must be listed in
+``model.trusted_types``), so the serving side never imports the project's code unless told to.
+
 Example, a custom built-in::
 
     @register_estimator("extra_trees", space={"n_estimators": ("int", 50, 400)})
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,7 +145,15 @@ def _lightgbm(task: str, params: dict[str, Any], seed: int) -> Any:
     return cls(**{"n_estimators": 200, "random_state": seed, "verbose": -1, "n_jobs": 2, **params})
 
 
+_USER_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+
+
 def _user_factory(ref: str) -> Factory:
+    if not _USER_REF.fullmatch(ref):
+        raise TrainingError(
+            f"model.estimator {ref!r} is neither a built-in nor 'module:function' with a dotted module "
+            "path and a function name (e.g. 'train:build_model' for build_model in train.py)."
+        )
     module_name, _, func_name = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -146,6 +161,11 @@ def _user_factory(ref: str) -> Factory:
         raise TrainingError(
             f"Cannot import module {module_name!r} for estimator {ref!r}: {exc}. "
             "The module must be importable from the project directory (mloop adds it to sys.path)."
+        ) from exc
+    except Exception as exc:  # the project's module failed while it was imported: say where
+        raise TrainingError(
+            f"Importing {module_name!r} for estimator {ref!r} raised {type(exc).__name__}: {exc}. "
+            "Fix that module (it is your project's code)."
         ) from exc
     func = getattr(module, func_name, None)
     if not callable(func):

@@ -49,6 +49,22 @@ def test_user_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.modules.pop("mymodels", None)
 
 
+@pytest.mark.parametrize("ref", [":build", "mymodels:", "..pkg:build", "a b:build", "m:f:g", "m:f()"])
+def test_malformed_module_function_refs_are_explained(ref: str) -> None:
+    with pytest.raises(TrainingError, match="neither a built-in nor 'module:function'"):
+        build_estimator(ref, "classification")
+
+
+def test_a_module_that_fails_on_import_is_a_training_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "brokenmodels.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TrainingError, match="raised RuntimeError: no GPU here"):
+        build_estimator("brokenmodels:build", "classification")
+    sys.modules.pop("brokenmodels", None)
+
+
 def test_space_overrides() -> None:
     space = search_space(
         "random_forest",
