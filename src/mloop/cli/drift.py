@@ -128,6 +128,8 @@ def drift(
         f"{report.n_drifted}/{report.n_tested} columns drifted "
         f"({'drifted' if report.share_rule_drifted else 'not drifted'} at ≥ {report.drift_share:.0%})."
     )
+    if report.multivariate is not None:
+        console.print(f"Multivariate (domain classifier): {report.multivariate.describe()}")
     if report.extra_columns:
         console.print(f"[yellow]Not in the reference (not compared):[/] {', '.join(report.extra_columns)}")
     if json_out is not None:

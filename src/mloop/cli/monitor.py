@@ -95,6 +95,10 @@ def _show(result: MonitorResult) -> None:
             f"Features: {verdict} (Benjamini-Hochberg, FDR {d.fdr:g}); {d.n_drifted}/{d.n_tested} drifted "
             f"({d.share_drifted:.0%})."
         )
+        if d.multivariate is not None:
+            console.print(
+                f"Multivariate (domain classifier): {escape(d.multivariate.describe())}", highlight=False
+            )
     if result.prediction_drift is not None:
         console.print(_drift_table(result.prediction_drift, "Prediction drift (outputs vs the holdout)"))
     if result.quality.metrics:

@@ -6,7 +6,8 @@ Rules come from ``settings.monitoring.alerts``, a list of mappings validated int
     monitoring:
       alerts:
         - name: many-columns-drifted   # unique; identifies the rule in events and state
-          when: drift_share            # drift_share | dataset_drift | feature_drift | quality
+          when: drift_share            # drift_share | dataset_drift | feature_drift | quality |
+                                       # multivariate_drift
           threshold: 0.3               # drift_share: share of drifted columns >= threshold
           windows: 3                   # fire when the condition held in >= 3 ...
           of_last: 5                   # ... of the last 5 windows (default 1 of 1)
@@ -19,6 +20,7 @@ Rules come from ``settings.monitoring.alerts``, a list of mappings validated int
                sender: mloop@example.com, recipients: [oncall@example.com]}
         - {name: amount-drift, when: feature_drift, feature: amount}
         - {name: dataset, when: dataset_drift, rule: fdr}          # fdr (Benjamini-Hochberg) | share
+        - {name: joint, when: multivariate_drift}   # the domain classifier (monitoring.multivariate_alpha)
         - {name: accuracy-low, when: quality, metric: accuracy, below: 0.8}
 
 Each :meth:`AlertEngine.observe` call is one window (a drift report and/or live quality metrics).
@@ -114,6 +116,10 @@ class FeatureDriftRule(_Rule):
     feature: str
 
 
+class MultivariateDriftRule(_Rule):
+    when: Literal["multivariate_drift"]
+
+
 class QualityRule(_Rule):
     when: Literal["quality"]
     metric: str
@@ -121,7 +127,8 @@ class QualityRule(_Rule):
 
 
 AlertRule = Annotated[
-    DriftShareRule | DatasetDriftRule | FeatureDriftRule | QualityRule, Field(discriminator="when")
+    DriftShareRule | DatasetDriftRule | FeatureDriftRule | MultivariateDriftRule | QualityRule,
+    Field(discriminator="when"),
 ]
 _RULES = TypeAdapter(list[AlertRule])
 
@@ -213,13 +220,18 @@ def _condition(
             f"threshold {rule.threshold:.0%})",
             facts,
         )
+    multi = report.multivariate
+    if isinstance(rule, MultivariateDriftRule):
+        if multi is None or multi.status != "ok" or multi.auc is None:
+            return None
+        facts = {"auc": multi.auc, "p_value": multi.p_value, "top_columns": multi.top_columns}
+        return multi.drifted, f"multivariate drift: {multi.describe()}", facts
     if isinstance(rule, DatasetDriftRule):
         holds = report.dataset_drifted if rule.rule == "fdr" else report.share_rule_drifted
-        return (
-            holds,
-            f"dataset drift ({rule.rule}): columns {', '.join(report.drifted_columns) or '-'}",
-            facts,
-        )
+        message = f"dataset drift ({rule.rule}): columns {', '.join(report.drifted_columns) or '-'}"
+        if rule.rule == "fdr" and multi is not None and multi.drifted:
+            message += f"; multivariate {multi.describe()}"
+        return holds, message, facts
     try:
         col = report.column(rule.feature)
     except KeyError:

@@ -9,6 +9,10 @@ a verdict, and three side signals: change of missing rate, share of unseen categ
 share of values outside the reference range. Columns are computed in a thread pool (numpy releases
 the GIL). Bad input is reported per column (``status``); only a window that shares no column with
 the reference is an error (:class:`~mloop.errors.MonitoringError`).
+
+Beside the columns, a domain classifier looks at whole rows (:mod:`mloop.monitoring.multivariate`):
+its p-value joins the columns' in the Benjamini-Hochberg dataset verdict, so a broken relation
+between columns drifts the dataset even when every marginal is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pandas as pd
 
 from mloop.errors import MonitoringError, did_you_mean
 from mloop.monitoring.calibration import calibrate as calibrate_threshold
+from mloop.monitoring.multivariate import DEFAULT_ALPHA, MultivariateDrift, detect_multivariate
 from mloop.monitoring.profile import (
     ColumnProfile,
     ReferenceProfile,
@@ -217,8 +222,15 @@ def detect_drift(
     calibrate: bool = True,
     categorical: Sequence[str] | None = None,
     seed: int = 0,
+    multivariate: bool = True,
+    multivariate_alpha: float = DEFAULT_ALPHA,
 ) -> DriftReport:
-    """Compare ``current`` with ``reference`` (see the module docstring)."""
+    """Compare ``current`` with ``reference`` (see the module docstring).
+
+    ``multivariate`` adds the domain-classifier check on the compared columns; ``multivariate_alpha``
+    is its own significance (its ``drifted``), while the dataset verdict takes its p-value into the
+    Benjamini-Hochberg procedure at ``fdr`` with the columns'.
+    """
     if not isinstance(current, pd.DataFrame):
         raise MonitoringError(f"The current window must be a pandas DataFrame; got {type(current).__name__}.")
     if not 0 < fdr < 1 or not 0 < drift_share <= 1:
@@ -250,20 +262,23 @@ def detect_drift(
     workers = max(1, min(len(wanted), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, wanted))
+    multi = _multivariate(profile, current, wanted, multivariate_alpha, seed) if multivariate else None
     tested = [r for r in results if r.status == "ok"]
-    for res, rejected in zip(
-        tested,
-        benjamini_hochberg([1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested], fdr),
-        strict=True,
-    ):
+    p_values = [1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested]
+    multi_ran = multi is not None and multi.status == "ok" and multi.p_value is not None
+    if multi_ran and multi is not None and multi.p_value is not None:
+        p_values.append(multi.p_value)
+    rejections = benjamini_hochberg(p_values, fdr)
+    for res, rejected in zip(tested, rejections[: len(tested)], strict=True):
         res.fdr_rejected = rejected
+    multi_rejected = multi_ran and bool(rejections[-1])
     n_drifted = sum(r.drifted for r in tested)
     share = n_drifted / len(tested) if tested else 0.0
     return DriftReport(
         columns=results,
         rows_reference=profile.rows,
         rows_current=rows,
-        dataset_drifted=any(r.fdr_rejected for r in tested),
+        dataset_drifted=any(r.fdr_rejected for r in tested) or multi_rejected,
         share_drifted=share,
         share_rule_drifted=bool(tested) and share >= drift_share,
         n_tested=len(tested),
@@ -273,4 +288,24 @@ def detect_drift(
         calibrated=calibrate,
         extra_columns=[c for c in current_names if c not in profile.columns],
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        multivariate=multi,
     )
+
+
+def _multivariate(
+    profile: ReferenceProfile, current: pd.DataFrame, wanted: Sequence[str], alpha: float, seed: int
+) -> MultivariateDrift:
+    """The domain classifier on the compared columns (never fails the per-column report)."""
+    joint = profile.joint
+    if joint is not None and set(wanted) != set(joint.columns):
+        keep = [i for i, c in enumerate(joint.columns) if c in set(wanted)]
+        joint = type(joint)(
+            columns=[joint.columns[i] for i in keep],
+            numeric=[joint.numeric[i] for i in keep],
+            values=[joint.values[i] for i in keep],
+            rows=joint.rows,
+        )
+    try:
+        return detect_multivariate(joint, current, alpha=alpha, seed=seed)
+    except (ValueError, TypeError, MemoryError) as exc:  # bad rows: say so, keep the column verdicts
+        return MultivariateDrift(status="failed", alpha=alpha, notes=[f"{type(exc).__name__}: {exc}"])

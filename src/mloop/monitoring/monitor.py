@@ -184,7 +184,14 @@ def run_monitor(
             )
         ref = reference or fetch_reference(settings, name, ver)
         features, outputs = split_window(frame, ref.features, task=ref.task, classes=ref.classes)
-        drift = detect_drift(ref.profile, features, fdr=mon.fdr, drift_share=mon.drift_share)
+        drift = detect_drift(
+            ref.profile,
+            features,
+            fdr=mon.fdr,
+            drift_share=mon.drift_share,
+            multivariate=mon.multivariate,
+            multivariate_alpha=mon.multivariate_alpha,
+        )
         pred_drift = None
         if ref.prediction_profile is not None:
             shared = [c for c in ref.prediction_profile.columns if c in outputs.columns]
@@ -195,6 +202,7 @@ def run_monitor(
                     columns=shared,
                     fdr=mon.fdr,
                     drift_share=mon.drift_share,
+                    multivariate=False,
                 )
         labels = store.feedback(ids=frame["prediction_id"].astype(str).tolist())
         quality = live_quality(

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from mloop.monitoring.profile import ColumnProfile, is_numeric_series, numeric_values
 
-__all__ = ["column_plot_svg"]
+__all__ = ["column_plot_svg", "contributions_svg", "joint_scatter_svg"]
 
 TOP_LEVELS = 15
 _REF, _CUR = "#4c72b0", "#dd8452"
@@ -73,6 +73,42 @@ def column_plot_svg(ref: ColumnProfile, series: pd.Series | None) -> str:
     else:
         return ""
     ax.set_title(ref.name, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return _svg(fig)
+
+
+def contributions_svg(contributions: dict[str, float], top: int = 10) -> str:
+    """Horizontal bars: each column's share of the domain classifier's gain (most first)."""
+    items = list(contributions.items())[:top]
+    if not items:
+        return ""
+    fig = Figure(figsize=(5.2, 0.35 * len(items) + 0.9), dpi=80)
+    ax = fig.add_subplot()
+    y = np.arange(len(items))[::-1]
+    ax.barh(y, [v for _, v in items], color=_CUR)
+    ax.set_yticks(y, [k[:24] for k, _ in items], fontsize=7)
+    ax.set_xlabel("share of the classifier's gain", fontsize=8)
+    ax.set_title("columns that tell current rows from reference rows", fontsize=9)
+    ax.tick_params(labelsize=7)
+    return _svg(fig)
+
+
+def joint_scatter_svg(
+    reference: pd.DataFrame, current: pd.DataFrame, x: str, y: str, points: int = 800
+) -> str:
+    """Reference rows against current rows on two columns: a broken relation shows as a new shape."""
+    fig = Figure(figsize=(5.2, 3.2), dpi=80)
+    ax = fig.add_subplot()
+    for frame, color, label in ((reference, _REF, "reference"), (current, _CUR, "current")):
+        sub = frame[[x, y]].dropna()
+        if len(sub) > points:
+            sub = sub.sample(points, random_state=0)
+        xs, ys = (pd.to_numeric(sub[c], errors="coerce") for c in (x, y))
+        ax.scatter(xs, ys, s=4, alpha=0.4, color=color, label=label)
+    ax.set_xlabel(x[:30], fontsize=8)
+    ax.set_ylabel(y[:30], fontsize=8)
+    ax.set_title(f"{x} against {y}", fontsize=9)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
     return _svg(fig)

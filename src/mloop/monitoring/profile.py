@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mloop.errors import MonitoringError
+from mloop.monitoring.multivariate import JOINT_ROWS, JointSample
 
 __all__ = [
     "DISCRETE_MAX",
@@ -120,16 +121,21 @@ class ReferenceProfile:
     columns: dict[str, ColumnProfile]
     rows: int
     version: int = PROFILE_VERSION
+    joint: JointSample | None = None
+    """Whole reference rows for the multivariate check (None in profiles written before it existed)."""
 
     def __getitem__(self, name: str) -> ColumnProfile:
         return self.columns[name]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": self.version,
             "rows": self.rows,
             "columns": [c.to_dict() for c in self.columns.values()],
         }
+        if self.joint is not None:
+            data["joint"] = self.joint.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceProfile:
@@ -145,7 +151,8 @@ class ReferenceProfile:
                 f"({PROFILE_VERSION}); upgrade mloop."
             )
         cols = [ColumnProfile.from_dict(c) for c in data["columns"]]
-        return cls(columns={c.name: c for c in cols}, rows=int(data["rows"]), version=version)
+        joint = JointSample.from_dict(data["joint"]) if data.get("joint") is not None else None
+        return cls(columns={c.name: c for c in cols}, rows=int(data["rows"]), version=version, joint=joint)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":"))
@@ -279,12 +286,14 @@ def build_profile(
     *,
     categorical: Sequence[str] | None = None,
     sample_rows: int = 10_000,
+    joint_rows: int = JOINT_ROWS,
     seed: int = 0,
 ) -> ReferenceProfile:
     """Profile every column of ``df`` (in parallel: numpy releases the GIL while sorting).
 
     ``categorical`` forces columns to be treated as categories even when they hold numbers (codes,
-    zip codes); every other non-numeric column is categorical anyway.
+    zip codes); every other non-numeric column is categorical anyway. ``joint_rows`` whole rows are
+    kept for the multivariate check (0: none).
     """
     if not isinstance(df, pd.DataFrame):
         raise MonitoringError(f"build_profile expects a pandas DataFrame; got {type(df).__name__}.")
@@ -309,4 +318,9 @@ def build_profile(
     workers = max(1, min(len(df.columns), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cols = list(pool.map(one, enumerate(df.columns)))
-    return ReferenceProfile(columns={c.name: c for c in cols}, rows=len(df))
+    joint = (
+        JointSample.build(df, {c.name: c.numeric for c in cols}, rows=joint_rows, seed=seed)
+        if joint_rows > 0 and len(df)
+        else None
+    )
+    return ReferenceProfile(columns={c.name: c for c in cols}, rows=len(df), joint=joint)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mloop.errors import MonitoringError
-from mloop.monitoring.plots import column_plot_svg
+from mloop.monitoring.plots import column_plot_svg, contributions_svg, joint_scatter_svg
 from mloop.monitoring.profile import ReferenceProfile, build_profile
 from mloop.monitoring.results import ColumnDrift, DriftReport
 
@@ -104,6 +104,7 @@ def render_body(
         "Distance tests use max(default, upper bound of the no-drift 95th percentile for this many rows); "
         "p-value tests flag p &lt; 0.05.</p>",
     ]
+    head.append(_multivariate_block(report, profile, current))
     if report.extra_columns:
         head.append(
             f"<p class='warn'>Columns only in the current window (not compared): "
@@ -143,6 +144,38 @@ def render_body(
             f"{_fmt(col.threshold)} ({html.escape(col.method or '-')})</p>{plot}</section>"
         )
     return "".join([*head, *table, *sections])
+
+
+def _multivariate_block(report: DriftReport, profile: ReferenceProfile, current: pd.DataFrame) -> str:
+    """The domain classifier's verdict, which columns carry the difference, and the two leading
+    numeric columns of reference and current rows plotted against each other."""
+    multi = report.multivariate
+    if multi is None:
+        return ""
+    if multi.status != "ok" or multi.auc is None:
+        notes = "; ".join(multi.notes) or multi.status
+        return f"<p><b>Multivariate check:</b> <span class='warn'>{html.escape(multi.status)}</span> ({html.escape(notes)})</p>"  # noqa: E501
+    verdict = "drifted" if multi.drifted else "no drift"
+    parts = [
+        "<h2>Multivariate drift</h2>",
+        f"<p><b>Domain classifier:</b> <span class='{'drift' if multi.drifted else 'ok'}'>{verdict}</span>. "
+        f"Held-out ROC AUC {multi.auc:.3f} (0.5 = cannot tell current rows from reference rows), one-sided "
+        f"Mann-Whitney p = {_fmt(multi.p_value)} (drifted when &lt; {multi.alpha:g}); "
+        f"{multi.n_reference:,} reference rows, {multi.n_current:,} current rows.</p>",
+    ]
+    chart = contributions_svg(multi.contributions)
+    if chart:
+        parts.append(f"<section>{chart}</section>")
+    joint = profile.joint
+    names = {str(c): c for c in current.columns}
+    if joint is not None:
+        kinds = dict(zip(joint.columns, joint.numeric, strict=True))
+        numeric_top = [c for c in multi.contributions if kinds.get(c) and c in names][:2]
+        if len(numeric_top) == 2:
+            x, y = numeric_top
+            cur = current[[names[x], names[y]]].set_axis([x, y], axis=1)
+            parts.append(f"<section>{joint_scatter_svg(joint.frame(), cur, x, y)}</section>")
+    return "".join(parts)
 
 
 def write_html(

@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from mloop.monitoring.multivariate import MultivariateDrift
+
 __all__ = ["COLUMN_STATUSES", "ColumnDrift", "DriftReport"]
 
 COLUMN_STATUSES = (
@@ -78,9 +80,10 @@ def _clean(value: Any) -> Any:
 class DriftReport:
     """The drift of a current window against a reference.
 
-    ``dataset_drifted`` is the Benjamini-Hochberg verdict (at least one column rejected at false
-    discovery rate ``fdr``); ``share_rule_drifted`` is Evidently's rule (share of drifted columns
-    at or above ``drift_share``).
+    ``dataset_drifted`` is the Benjamini-Hochberg verdict (at least one hypothesis rejected at false
+    discovery rate ``fdr``: one per column, plus the multivariate check's when it ran);
+    ``share_rule_drifted`` is Evidently's rule (share of drifted columns at or above
+    ``drift_share``). ``multivariate`` is the domain classifier's result (None when not asked for).
     """
 
     columns: list[ColumnDrift]
@@ -96,6 +99,7 @@ class DriftReport:
     calibrated: bool
     extra_columns: list[str] = field(default_factory=list)
     created_at: str = ""
+    multivariate: MultivariateDrift | None = None
 
     def column(self, name: str) -> ColumnDrift:
         """The result for one column (KeyError when the column was not compared)."""
@@ -109,9 +113,12 @@ class DriftReport:
         return [c.column for c in self.columns if c.drifted]
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: _clean(v) for k, v in asdict(self).items() if k != "columns"}
+        data = {k: _clean(v) for k, v in asdict(self).items() if k not in {"columns", "multivariate"}}
         data["drifted_columns"] = self.drifted_columns
         data["columns"] = [c.to_dict() for c in self.columns]
+        data["multivariate"] = (
+            {k: _clean(v) for k, v in self.multivariate.to_dict().items()} if self.multivariate else None
+        )
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -120,5 +127,10 @@ class DriftReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftReport:
         names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names and k != "columns"}
-        return cls(columns=[ColumnDrift.from_dict(c) for c in data.get("columns", [])], **kwargs)
+        kwargs = {k: v for k, v in data.items() if k in names and k not in {"columns", "multivariate"}}
+        multi = data.get("multivariate")
+        return cls(
+            columns=[ColumnDrift.from_dict(c) for c in data.get("columns", [])],
+            multivariate=MultivariateDrift.from_dict(multi) if isinstance(multi, dict) else None,
+            **kwargs,
+        )

@@ -1,0 +1,127 @@
+"""The multivariate drift check: a broken relation between columns that no single column shows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mloop.errors import MonitoringError
+from mloop.monitoring import detect_drift
+from mloop.monitoring.alerts import AlertEngine, AlertState, parse_rules
+from mloop.monitoring.multivariate import JointSample, MultivariateDrift, detect_multivariate
+from mloop.monitoring.profile import ReferenceProfile, build_profile
+from mloop.monitoring.report import render_html
+
+
+def _rows(n: int, rng: np.random.Generator, *, corr: bool = True, cat_follows: bool = True) -> pd.DataFrame:
+    """x1, x2 ~ N(0, 1) correlated 0.9 (or not); ``sign`` follows x3 (or not); marginals never change."""
+    z = rng.standard_normal((n, 3))
+    x2 = 0.9 * z[:, 0] + np.sqrt(1 - 0.81) * z[:, 1] if corr else z[:, 1]
+    sign = np.where(z[:, 2] > 0, "pos", "neg") if cat_follows else rng.choice(["pos", "neg"], n)
+    return pd.DataFrame(
+        {
+            "x1": z[:, 0],
+            "x2": x2,
+            "x3": z[:, 2],
+            "sign": sign,
+            "noise": rng.exponential(size=n),
+            "tag": rng.choice(list("abcde"), n),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    return build_profile(_rows(20_000, np.random.default_rng(0)))
+
+
+def test_marginal_tests_miss_what_the_domain_classifier_sees(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(1)
+    window = _rows(1000, rng, corr=False)
+    report = detect_drift(profile, window, multivariate=False)
+    assert not report.dataset_drifted  # the blind spot: every marginal is N(0, 1) as before
+    report = detect_drift(profile, window)
+    assert report.multivariate is not None and report.multivariate.drifted
+    assert report.dataset_drifted and report.drifted_columns == []
+    assert report.multivariate.auc is not None and report.multivariate.auc > 0.6
+    assert set(report.multivariate.top_columns[:2]) == {"x1", "x2"}
+
+
+@pytest.mark.parametrize("rows", [1000, 10_000])
+@pytest.mark.parametrize("scenario", ["correlation", "categorical"])
+def test_broken_dependencies_are_detected(profile: ReferenceProfile, rows: int, scenario: str) -> None:
+    rng = np.random.default_rng(rows)
+    hits = 0
+    for rep in range(10):
+        window = _rows(rows, rng, corr=scenario != "correlation", cat_follows=scenario != "categorical")
+        result = detect_multivariate(profile.joint, window, seed=rep)
+        hits += result.drifted
+        if scenario == "categorical" and result.drifted:
+            assert {"sign", "x3"} & set(result.top_columns)
+    assert hits >= 9
+
+
+@pytest.mark.parametrize("rows", [100, 1000])
+def test_false_alarm_rate_is_at_most_alpha_under_no_drift(profile: ReferenceProfile, rows: int) -> None:
+    """Exact null of the held-out AUC: 40 no-drift windows at alpha 0.05 give few alarms (seeded)."""
+    rng = np.random.default_rng(100 + rows)
+    results = [detect_multivariate(profile.joint, _rows(rows, rng), alpha=0.05, seed=i) for i in range(40)]
+    assert all(r.status == "ok" for r in results)
+    assert sum(r.drifted for r in results) <= 5  # P(X > 5 | Bin(40, 0.05)) < 0.02
+    p_values = np.array([r.p_value for r in results], dtype=float)
+    assert 0.25 < float(np.median(p_values)) < 0.8  # roughly uniform, not piled near 0
+
+
+def test_old_profiles_say_not_available(profile: ReferenceProfile) -> None:
+    data = json.loads(profile.to_json())
+    data.pop("joint")
+    old = ReferenceProfile.from_dict(data)
+    assert old.joint is None
+    report = detect_drift(old, _rows(500, np.random.default_rng(2), corr=False))
+    assert report.multivariate is not None and report.multivariate.status == "not_available"
+    assert not report.multivariate.drifted
+    assert "not evaluated (not_available" in report.multivariate.describe()
+
+
+def test_joint_sample_round_trips_and_is_bounded(profile: ReferenceProfile) -> None:
+    again = ReferenceProfile.from_dict(json.loads(profile.to_json()))
+    assert again.joint is not None and profile.joint is not None
+    assert again.joint.rows == 5000 and again.joint.columns == profile.joint.columns
+    assert again.joint.numeric == [True, True, True, False, True, False]
+    with pytest.raises(MonitoringError, match="joint sample"):
+        JointSample.from_dict({"columns": ["a"]})
+
+
+def test_too_few_rows_and_missing_values_do_not_fail(profile: ReferenceProfile) -> None:
+    small = detect_multivariate(profile.joint, _rows(20, np.random.default_rng(3)))
+    assert small.status == "too_few_rows" and not small.drifted
+    window = _rows(600, np.random.default_rng(4))
+    window.loc[::3, "x1"] = np.nan
+    window.loc[::5, "sign"] = None
+    window.loc[::7, "tag"] = "never-seen"
+    result = detect_multivariate(profile.joint, window)
+    assert result.status == "ok" and result.drifted  # a third of x1 missing is a real change
+    assert "x1" in result.top_columns
+
+
+def test_report_json_html_and_alert_rule(profile: ReferenceProfile) -> None:
+    window = _rows(1000, np.random.default_rng(5), corr=False)
+    report = detect_drift(profile, window)
+    data = json.loads(report.to_json())
+    assert data["multivariate"]["drifted"] is True
+    from mloop.monitoring.results import DriftReport
+
+    back = DriftReport.from_dict(data)
+    assert (
+        isinstance(back.multivariate, MultivariateDrift) and back.multivariate.auc == report.multivariate.auc
+    )
+    page = render_html(report, reference=profile, current=window)
+    assert "Multivariate drift" in page and "x1 against x2" in page
+    rules = parse_rules([{"name": "joint", "when": "multivariate_drift"}])
+    engine = AlertEngine(rules, state=AlertState())
+    fired = engine.observe(report)
+    assert [a.rule for a in fired] == ["joint"]
+    assert "AUC" in fired[0].message and "x1" in fired[0].message
