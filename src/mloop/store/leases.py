@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["Lease", "Leases", "owner_alive", "pid_alive", "process_token"]
 
 log = logging.getLogger("mloop.store")
+_RELEASED = ""
+"""Owner of a released lease: no owner can be empty (acquire refuses it), so none renews it."""
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -74,11 +76,14 @@ def owner_alive(owner: str) -> bool | None:
 
 @dataclass(frozen=True)
 class Lease:
-    """A lease as stored: its name, who holds it and until when."""
+    """A lease as stored: its name, who holds it, until when and since when, and its fencing token
+    (``fence`` grows by one every time the lease changes hands; a renewal keeps it)."""
 
     name: str
     owner: str
     expires_at: datetime
+    acquired_at: datetime | None = None
+    fence: int = 0
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at <= (now or datetime.now(UTC))
@@ -109,8 +114,15 @@ class Leases:
         return self._put(name, owner, ttl_s, renew_only=True)
 
     def release(self, name: str, owner: str) -> bool:
-        """Give the lease up if ``owner`` holds it; True if it did."""
-        query = sa.delete(leases_t).where(leases_t.c.name == name, leases_t.c.owner == owner)
+        """Give the lease up if ``owner`` holds it; True if it did.
+
+        The row stays, expired and ownerless, so the next holder's fencing token still grows."""
+        check_text("Lease owner", owner, 200)
+        query = (
+            sa.update(leases_t)
+            .where(leases_t.c.name == name, leases_t.c.owner == owner)
+            .values(owner=_RELEASED, expires_at=datetime.now(UTC))
+        )
         with self._store.write(f"release lease {name!r}") as conn:
             return conn.execute(query).rowcount == 1
 
@@ -176,11 +188,20 @@ class Leases:
             )
             with self._store.write(f"renew lease {name!r}") as conn:
                 return conn.execute(query).rowcount == 1
-        stmt = self._store.insert(leases_t).values(name=name, owner=owner, expires_at=expires)
+        stmt = self._store.insert(leases_t).values(
+            name=name, owner=owner, expires_at=expires, acquired_at=now, fence=1
+        )
+        same = leases_t.c.owner == stmt.excluded.owner
         stmt = stmt.on_conflict_do_update(
             index_elements=[leases_t.c.name],
-            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-            where=(leases_t.c.owner == owner) | (leases_t.c.expires_at < now),
+            set_={
+                "owner": stmt.excluded.owner,
+                "expires_at": stmt.excluded.expires_at,
+                # A renewal keeps both; a new holder gets the next fencing token.
+                "acquired_at": sa.case((same, leases_t.c.acquired_at), else_=stmt.excluded.acquired_at),
+                "fence": sa.case((same, leases_t.c.fence), else_=leases_t.c.fence + 1),
+            },
+            where=(leases_t.c.owner == owner) | (leases_t.c.expires_at <= now),
         ).returning(leases_t.c.name)
         # RETURNING, not rowcount: drivers do not all report rowcount for INSERT ... ON CONFLICT.
         with self._store.write(f"acquire lease {name!r}") as conn:

@@ -88,6 +88,9 @@ leases = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
+    # revision 0004: since when the owner holds it, and a fencing token that grows on every handover
+    sa.Column("acquired_at", UTCDateTime(), nullable=True),
+    sa.Column("fence", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 # -- rollouts (revision 0002) -------------------------------------------------------------------
