@@ -145,6 +145,24 @@ def test_the_server_never_runs_it_on_warm_up(settings: Settings, marker: Path) -
     assert "builtins.eval" in status["error"] and "model.trusted_types" in status["error"]
 
 
+def test_a_refusal_is_one_event_naming_the_types(settings: Settings, marker: Path, tmp_path: Path) -> None:
+    """Alias polls retry the load: the refusal is recorded once per version, not per poll."""
+    from mloop.store import open_store
+
+    model, code = _evil(marker)
+    version = _register(settings, model, _contract(code), alias="champion")
+    with open_store(f"sqlite:///{tmp_path / 'mloop.db'}") as store:
+        registry = Registry(settings, events=store)
+        for _ in range(3):
+            with pytest.raises(ModelRefused):
+                registry.load("@champion")
+        [event] = store.events(kind="model.refused")
+    assert event.subject == f"model:{settings.model.name}/v{version}"
+    assert event.data["types"] == ["builtins.eval", "builtins.sorted"]
+    assert "builtins.eval" in event.reason
+    assert not marker.exists()
+
+
 # Callables that run code, import modules, reach attributes or open files: none may load, whatever
 # harmless-looking function carries them.
 DANGEROUS: list[Callable[..., Any]] = [

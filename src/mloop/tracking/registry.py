@@ -12,6 +12,7 @@ and ``evaluation.json`` (holdout metrics).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 from mloop.config import Settings
 from mloop.data.schema import DataContract
-from mloop.errors import DataError, ModelNotFound, ModelRefused, TrackingError, did_you_mean
+from mloop.errors import DataError, MloopError, ModelNotFound, ModelRefused, TrackingError, did_you_mean
 from mloop.store.events import EventSink
 from mloop.tracking.client import configure_mlflow
 from mloop.tracking.model_io import load_sklearn_model
@@ -31,6 +32,8 @@ CONTRACT_FILE = "contract.json"
 PROFILE_FILE = "profile.json"
 EVALUATION_FILE = "evaluation.json"
 TAG_PREFIX = "mloop."
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Registry:
         self.name = name or settings.model.name
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         self._events = events
+        self._refused: set[int] = set()
 
     # ---- reading -------------------------------------------------------------------------------
     def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
@@ -228,6 +232,22 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, str(version), key, value)
 
+    def _record_refusal(self, info: VersionInfo, exc: ModelRefused) -> None:
+        """One ``model.refused`` event per version and process (alias polls retry the load)."""
+        if info.version in self._refused:
+            return
+        self._refused.add(info.version)
+        try:
+            self._record(
+                "model.refused",
+                f"model:{self.name}/v{info.version}",
+                exc.message,
+                actor="mloop",
+                data={"version": info.version, "types": list(exc.types)},
+            )
+        except MloopError as err:  # the refusal is the news; a store that cannot record it is logged
+            _log.warning("Could not record the refusal of %s: %s", info.ref, err.message)
+
     def _record(self, kind: str, subject: str, reason: str, *, actor: str, data: dict[str, Any]) -> None:
         if self._events is not None:
             self._events.record_event(kind, subject, reason, actor=actor, data=data)
@@ -254,8 +274,12 @@ class Registry:
         :class:`~mloop.errors.ModelRefused` and nothing of it is built.
         """
         info, path = self.download(ref, dst)
-        contract = _read_contract(info.ref, path)
-        model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types, ref=info.ref)
+        try:
+            contract = _read_contract(info.ref, path)
+            model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types, ref=info.ref)
+        except ModelRefused as exc:
+            self._record_refusal(info, exc)
+            raise
         return LoadedModel(
             info=info,
             model=model,
