@@ -135,6 +135,8 @@ def _text_reader(cap: int, codes: bool) -> Callable[[Any], str]:
             return v
         if codes and type(v) is int:
             return str(v)
+        if codes and type(v) is float and v.is_integer() and abs(v) < 2**63:  # JSON's 525.0 is 525
+            return str(int(v))
         if type(v) is float and v != v:
             raise _Null
         raise _Bad

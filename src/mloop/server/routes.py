@@ -6,13 +6,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import PlainTextResponse, Response
 
 from mloop.errors import MloopError, ModelNotFound, ServingError
 from mloop.rollout.keys import routing_key
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json, require_json
+from mloop.server.openapi import errors, ok, text
 from mloop.serving.admission import Admission, Ticket
 from mloop.serving.codecs import v2_datatype
 from mloop.serving.metrics import CONTENT_TYPE
@@ -23,6 +24,36 @@ __all__ = ["HotHandler", "prediction_routes"]
 
 HotHandler = Callable[[Request], Awaitable[Response]]
 """A prediction endpoint as a plain ``request -> response`` coroutine (see ``ServingApp``)."""
+
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+_MLFLOW_ANSWER = {
+    "type": "object",
+    "required": ["predictions"],
+    "properties": {"predictions": {"type": "array"}},
+}
+_V2_ANSWER = {
+    "type": "object",
+    "required": ["model_name", "outputs"],
+    "properties": {"model_name": {"type": "string"}, "outputs": {"type": "array"}},
+}
+_READY = {
+    **ok(_OBJECT, "Ready: a version is loaded and warmed."),
+    **ok(_OBJECT, "Not ready yet (or loading failed: see the body).", status=503),
+}
+_FEEDBACK_RESULT = {"$ref": "#/components/schemas/FeedbackResult"}
+_FEEDBACK_ANSWERS = {
+    **ok("FeedbackResult", "At least one label was stored (refused items are listed)."),
+    **ok(_FEEDBACK_RESULT, "No label stored: every id is unknown (404).", status=404),
+    **ok(_FEEDBACK_RESULT, "No label stored: every id already has a label (409).", status=409),
+    **errors(401, 413, 415, 500),
+    **ok(
+        {"anyOf": [{"$ref": "#/components/schemas/ErrorResponse"}, _FEEDBACK_RESULT]},
+        "The body is malformed (error body), or no label was stored and items failed in different "
+        "ways or did not fit the model (FeedbackResult).",
+        status=422,
+    ),
+}
 
 
 def _body_doc(schema: str) -> dict[str, Any]:
@@ -93,17 +124,18 @@ def prediction_routes(
         "/predict",
         tags=["predict"],
         openapi_extra=_body_doc("PredictRequest"),
-        responses={
-            200: {
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}}
-            }
-        },
+        responses={**ok("PredictResponse"), **errors(401, 413, 422, 500, 503)},
     )
     async def predict(request: Request) -> Response:
         """Predict one record, a list of records or positional rows (see the request schema)."""
         return await run(request, "predict", "native", lambda p, _: native_body(p))
 
-    @router.post("/invocations", tags=["mlflow"], openapi_extra=_body_doc("InvocationsRequest"))
+    @router.post(
+        "/invocations",
+        tags=["mlflow"],
+        openapi_extra=_body_doc("InvocationsRequest"),
+        responses={**ok(_MLFLOW_ANSWER), **errors(401, 413, 422, 500, 503)},
+    )
     async def invocations(request: Request) -> Response:
         """MLflow scoring protocol, answered as ``mlflow models serve`` answers."""
         return await run(request, "invocations", "mlflow", lambda p, _: mlflow_body(p))
@@ -130,20 +162,35 @@ def prediction_routes(
             return error_response(exc)
         return await run(request, "v2_infer", "v2", _v2_encode)
 
-    @router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=_body_doc("InferenceRequest"))
-    async def v2_infer(name: str, request: Request) -> Response:
+    # The path names the served model: documented as its only value, so clients (and contract
+    # testers) call it; any other name is a 404.
+    served = {"enum": [service.model_name]}
+    v2_answers = {**ok(_V2_ANSWER), **errors(401, 404, 413, 422, 500, 503)}
+
+    @router.post(
+        "/v2/models/{name}/infer",
+        tags=["v2"],
+        openapi_extra=_body_doc("InferenceRequest"),
+        responses=v2_answers,
+    )
+    async def v2_infer(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
         """Open Inference Protocol (KServe V2) inference."""
         return await _v2_infer(request, name, None)
 
     @router.post(
-        "/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=_body_doc("InferenceRequest")
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=["v2"],
+        openapi_extra=_body_doc("InferenceRequest"),
+        responses=v2_answers,
     )
-    async def v2_infer_version(name: str, version: str, request: Request) -> Response:
+    async def v2_infer_version(
+        request: Request, version: str, name: str = Path(json_schema_extra=served)
+    ) -> Response:
         """V2 inference naming a version (it must be the one serving)."""
         return await _v2_infer(request, name, version)
 
-    @router.get("/v2/models/{name}", tags=["v2"])
-    async def v2_metadata(name: str, request: Request) -> Response:
+    @router.get("/v2/models/{name}", tags=["v2"], responses={**ok(_OBJECT), **errors(401, 404, 500)})
+    async def v2_metadata(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
         """V2 model metadata: versions, input fields with datatypes, outputs."""
         try:
             if read_guard is not None:
@@ -169,8 +216,8 @@ def prediction_routes(
             }
         )
 
-    @router.get("/v2/models/{name}/ready", tags=["v2"])
-    async def v2_model_ready(name: str) -> Response:
+    @router.get("/v2/models/{name}/ready", tags=["v2"], responses={**_READY, **errors(404)})
+    async def v2_model_ready(name: str = Path(json_schema_extra=served)) -> Response:
         """V2 per-model readiness (404 for a model this server does not serve)."""
         try:
             _check_name(name)
@@ -178,21 +225,21 @@ def prediction_routes(
             return error_response(exc)
         return json_response({"name": name, "ready": service.ready}, 200 if service.ready else 503)
 
-    @router.get("/v2/health/live", tags=["v2"])
+    @router.get("/v2/health/live", tags=["v2"], responses=ok(_OBJECT))
     async def v2_live() -> Response:
         return json_response({"live": True})
 
-    @router.get("/v2/health/ready", tags=["v2"])
+    @router.get("/v2/health/ready", tags=["v2"], responses=_READY)
     async def v2_ready() -> Response:
         return json_response({"ready": service.ready}, 200 if service.ready else 503)
 
-    @router.get("/v2", tags=["v2"])
+    @router.get("/v2", tags=["v2"], responses=ok(_OBJECT))
     async def v2_server() -> Response:
         from mloop import __version__
 
         return json_response({"name": "mloop", "version": __version__, "extensions": []})
 
-    @router.get("/health", tags=["health"])
+    @router.get("/health", tags=["health"], responses=ok(_OBJECT))
     async def health() -> Response:
         """Liveness: the process answers."""
         return json_response({"status": "ok"})
@@ -201,17 +248,24 @@ def prediction_routes(
     async def ping() -> Response:  # MLflow's scoring server health path
         return json_response({"status": "ok"}, 200 if service.ready else 503)
 
-    @router.get("/ready", tags=["health"])
+    @router.get("/ready", tags=["health"], responses=_READY)
     async def ready() -> Response:
         """Readiness: a version is loaded and warmed."""
         return json_response(service.status(), 200 if service.ready else 503)
 
-    @router.get("/metrics", tags=["health"])
+    @router.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses=text("text/plain", "Prometheus text exposition format."),
+    )
     async def prometheus() -> Response:
         """Prometheus exposition."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @router.post("/feedback", tags=["predict"], openapi_extra=_body_doc("FeedbackRequest"))
+    @router.post(
+        "/feedback", tags=["predict"], openapi_extra=_body_doc("FeedbackRequest"), responses=_FEEDBACK_ANSWERS
+    )
     async def feedback(request: Request) -> Response:
         """Ground-truth labels by prediction id (one or many), stored for monitoring.
 

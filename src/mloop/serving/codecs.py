@@ -13,13 +13,14 @@ the model's :class:`~mloop.serving.validation.ContractValidator`), enforcing the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from mloop.errors import PayloadTooLarge, RequestValidationError
 from mloop.serving.validation import Columns, ContractValidator
 
-__all__ = ["decode_mlflow", "decode_native", "decode_v2", "v2_datatype"]
+__all__ = ["V2_DATATYPES", "decode_mlflow", "decode_native", "decode_v2", "v2_datatype"]
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -119,6 +120,9 @@ def decode_mlflow(body: Any, v: ContractValidator, max_rows: int) -> Columns:
         )
     key = keys[0]
     data = body[key]
+    params = body.get("params")
+    if params is not None and not isinstance(params, Mapping):
+        raise _shape('"params" must be an object of inference parameters.', _kind(params), "object", "params")
     if key == "dataframe_split":
         if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
             raise _shape(
@@ -152,8 +156,96 @@ def decode_mlflow(body: Any, v: ContractValidator, max_rows: int) -> Columns:
     raise _shape(f"{key} must be a list of records or rows.", _kind(data), "list", key)
 
 
+V2_DATATYPES = ("BOOL", "INT64", "FP32", "FP64", "BYTES")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _v2_element_ok(datatype: str, x: Any) -> bool:
+    """Whether ``x`` is a value of ``datatype`` (None stands for a missing value of any type)."""
+    if x is None:
+        return True
+    if datatype == "BOOL":
+        return isinstance(x, bool)
+    if datatype == "INT64":
+        return type(x) is int and _INT64[0] <= x <= _INT64[1]
+    if datatype == "BYTES":
+        return isinstance(x, str)
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _v2_flat(data: list[Any], where: str) -> list[Any]:
+    """The values of ``data``, flat or nested one level (rows); deeper nesting or objects are refused."""
+    flat: list[Any] = []
+    for x in data:
+        if isinstance(x, list):
+            for y in x:
+                if isinstance(y, list | Mapping):
+                    raise _shape(
+                        f"{where} data may be nested one level (rows), not more.", _kind(y), "values", where
+                    )
+            flat.extend(x)
+        elif isinstance(x, Mapping):
+            raise _shape(f"{where} data must hold values, not objects.", "object", "values", where)
+        else:
+            flat.append(x)
+    return flat
+
+
+def _check_tensor(tensor: Mapping[str, Any], i: int) -> None:
+    """A V2 tensor whose name, shape, datatype and data agree with one another."""
+    name = tensor.get("name")
+    where = f"inputs[{i}]"
+    if not isinstance(name, str) or not name:
+        raise _shape(f"{where} needs a non-empty string name.", _kind(name), "a field name", where)
+    where = f"tensor {name!r}"
+    datatype = tensor.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise _shape(
+            f"{where} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}.",
+            datatype if isinstance(datatype, str) else _kind(datatype),
+            " | ".join(V2_DATATYPES),
+            name,
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
+        raise _shape(
+            f"{where} needs a shape: a non-empty list of non-negative integers, e.g. [3] or [3, 1]; "
+            f"got {shape!r}.",
+            _kind(shape),
+            "list of non-negative integers",
+            name,
+        )
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise _shape(f"{where} data must be a list.", _kind(data), "list", name)
+    flat = _v2_flat(data, where)
+    size = math.prod(shape)
+    if len(flat) != size:
+        raise _shape(
+            f"{where} has shape {shape} ({size} values) but its data holds {len(flat)} values; "
+            "send as many values as the shape says.",
+            len(flat),
+            f"{size} values",
+            name,
+        )
+    bad = next((x for x in flat if not _v2_element_ok(datatype, x)), _NONE)
+    if bad is not _NONE:
+        raise _shape(
+            f"{where} is {datatype} but holds {bad!r} ({_kind(bad)}); send values of its datatype "
+            "(BOOL: true/false, INT64: integers within 64 bits, FP32/FP64: numbers, BYTES: strings).",
+            _kind(bad),
+            datatype,
+            name,
+        )
+
+
+_NONE = object()
+
+
 def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
-    """Decode an Open Inference Protocol request: named tensors per field, or one ``[N, F]`` tensor."""
+    """Decode an Open Inference Protocol request: named tensors per field, or one ``[N, F]`` tensor.
+
+    Every tensor's shape, datatype and data must agree and names must be distinct (422 otherwise)."""
     inputs = body.get("inputs") if isinstance(body, Mapping) else None
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, Mapping) for t in inputs):
         raise _shape(
@@ -163,7 +255,28 @@ def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
             "list of tensors",
             "inputs",
         )
-    names = [t.get("name") for t in inputs]
+    assert isinstance(body, Mapping)
+    rid = body.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _shape("A V2 request id must be a string.", _kind(rid), "string", "id")
+    for key in ("parameters",):
+        if body.get(key) is not None and not isinstance(body[key], Mapping):
+            raise _shape(f"V2 {key} must be an object.", _kind(body[key]), "object", key)
+    for i, tensor in enumerate(inputs):
+        _check_tensor(tensor, i)
+        if tensor.get("parameters") is not None and not isinstance(tensor["parameters"], Mapping):
+            raise _shape(
+                "V2 tensor parameters must be an object.", _kind(tensor["parameters"]), "object", "inputs"
+            )
+    names = [t["name"] for t in inputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _shape(
+            f"V2 tensor names must be distinct; {', '.join(map(repr, duplicates))} appear more than once.",
+            duplicates,
+            "one tensor per name",
+            "inputs",
+        )
     if len(inputs) == 1 and names[0] not in v.fields:
         tensor = inputs[0]
         data = tensor.get("data")
@@ -190,15 +303,16 @@ def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
         return _rows_or_records(data, v, max_rows, "inputs")
     columns: dict[str, Any] = {}
     for tensor, name in zip(inputs, names, strict=True):
-        if not isinstance(name, str):
-            raise _shape("Every V2 input tensor needs a string name.", _kind(name), "a field name", "inputs")
-        data = tensor.get("data")
-        if not isinstance(data, list):
-            raise _shape(f"V2 tensor {name!r} data must be a list.", _kind(data), "list", name)
-        flat = (
-            data if not data or not isinstance(data[0], list) else [x[0] if len(x) == 1 else x for x in data]
-        )
-        columns[name] = flat
+        shape = tensor["shape"]
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise _shape(
+                f"Tensor {name!r} holds one field, so its shape is [N] or [N, 1]; got {shape}. "
+                f"Send one [N, {len(v.fields)}] tensor of rows, or one tensor per field.",
+                shape,
+                "[N] or [N, 1]",
+                name,
+            )
+        columns[name] = _v2_flat(tensor["data"], f"tensor {name!r}")
     return _columnar(columns, v, max_rows, "inputs")
 
 

@@ -104,8 +104,11 @@ async def test_v2_protocol(served: Served) -> None:
     assert out["id"] == "r1" and out["model_version"] == "1"
     proba = next(o for o in out["outputs"] if o["name"] == "predict_proba")
     assert proba["shape"] == [2, 2] and len(proba["data"]) == 4
-    tensor = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": [300.0, 3, "DE"]}]}
+    # One [N, F] tensor of rows holds one datatype: numbers here (country 7 is read as the code "7").
+    tensor = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [300.0, 3, 7]}]}
     assert (await c.post("/v2/models/toy/infer", json=tensor)).status_code == 200
+    mixed = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": [300.0, 3, "DE"]}]}
+    assert (await c.post("/v2/models/toy/infer", json=mixed)).status_code == 422
     assert (await c.post("/v2/models/other/infer", json=req)).status_code == 404
 
 
