@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from mloop.errors import MloopError, RequestValidationError
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json
+from mloop.server.openapi import errors, ok
 from mloop.serving.service import PredictionService
 
 __all__ = ["admin_routes"]
@@ -38,6 +39,7 @@ def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIR
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReloadRequest"}}},
             }
         },
+        responses={**ok(), **errors(401, 403, 404, 409, 413, 422, 500, 502)},
     )
     async def reload(request: Request) -> Response:
         """Load the version the serving alias points at now (or ``version``) and swap to it atomically."""
@@ -78,7 +80,7 @@ def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIR
             return error_response(exc)
         return json_response(result)
 
-    @router.get("/status")
+    @router.get("/status", responses={**ok(), **errors(401, 403)})
     async def status(request: Request) -> Response:
         """What is loaded, per arm, and the prediction log's counters."""
         try:

@@ -30,9 +30,14 @@ from mloop.rollout.plan import STRATEGIES
 from mloop.rollout.sync import RolloutSync
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json
+from mloop.server.openapi import errors, ok
 from mloop.serving.service import PredictionService
 
 __all__ = ["rollout_routes"]
+
+# Every status an action can answer with (401/403 keys, 404 unknown version or rollout, 409 a
+# concurrent change, 413 body too large, 422 malformed body, 500/502 server or registry failure).
+_ACTION = {**ok(), **errors(401, 403, 404, 409, 413, 422, 500, 502)}
 
 _INT64_MAX = 2**63 - 1
 _MAX_ARMS = 20
@@ -146,7 +151,7 @@ def rollout_routes(
             return error_response(exc)
         return json_response(result.to_dict() if hasattr(result, "to_dict") else result)
 
-    @router.get("")
+    @router.get("", responses={**ok(), **errors(401, 403, 500, 502)})
     async def status(request: Request) -> Response:
         """The active rollout (else the latest), the deployment and the arms this process serves."""
         try:
@@ -170,7 +175,7 @@ def rollout_routes(
             }
         )
 
-    @router.post("/start")
+    @router.post("/start", responses=_ACTION)
     async def start(request: Request) -> Response:
         """Start a rollout (``strategy`` canary | ab | shadow | direct)."""
 
@@ -186,7 +191,7 @@ def rollout_routes(
 
         return await act(request, "start", call)
 
-    @router.post("/promote")
+    @router.post("/promote", responses=_ACTION)
     async def promote(request: Request) -> Response:
         """Promote the candidate (or ``version``) now: all traffic, and the champion alias moves."""
         return await act(
@@ -197,7 +202,7 @@ def rollout_routes(
             ),
         )
 
-    @router.post("/rollback")
+    @router.post("/rollback", responses=_ACTION)
     async def rollback(request: Request) -> Response:
         """Roll the active rollout back; with none, return to the previous champion."""
 
@@ -210,7 +215,7 @@ def rollout_routes(
 
         return await act(request, "rollback", call)
 
-    @router.post("/abort")
+    @router.post("/abort", responses=_ACTION)
     async def abort(request: Request) -> Response:
         """Stop the rollout without a verdict: the champion takes all traffic again."""
         return await act(
