@@ -36,6 +36,17 @@ def drift_summary(report: DriftReport | None) -> dict[str, Any] | None:
         "tests": {c.column: c.test for c in tested},
         "detected": {c.column: c.drifted for c in tested},
         "not_tested": {c.column: c.status for c in report.columns if c.status != "ok"},
+        "multivariate": (
+            {
+                "status": m.status,
+                "auc": m.auc,
+                "p_value": m.p_value,
+                "drifted": m.drifted,
+                "top_columns": m.top_columns,
+            }
+            if (m := report.multivariate) is not None
+            else None
+        ),
     }
 
 

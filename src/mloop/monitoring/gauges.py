@@ -57,6 +57,21 @@ class MonitoringGauges:
             registry=r,
             multiprocess_mode=_MODE,
         )
+        self.multivariate_auc = Gauge(
+            "mloop_multivariate_drift_auc",
+            "Held-out ROC AUC of the domain classifier telling current rows from reference rows "
+            "(0.5: no difference) in the latest monitoring window.",
+            ["model"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.multivariate_detected = Gauge(
+            "mloop_multivariate_drift_detected",
+            "1 when the multivariate check flagged the latest monitoring window.",
+            ["model"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
         self.live_quality = Gauge(
             "mloop_live_quality",
             "Live quality from delayed labels (/feedback) in the latest window.",
@@ -93,6 +108,10 @@ class MonitoringGauges:
         self._forget(self._features, model, set(scores), (self.drift_score, self.drift_detected), (model,))
         if drift:
             self.drift_share.labels(model).set(float(drift.get("share_drifted") or 0.0))
+        multi = drift.get("multivariate") or {}
+        if multi.get("auc") is not None:
+            self.multivariate_auc.labels(model).set(float(multi["auc"]))
+            self.multivariate_detected.labels(model).set(1.0 if multi.get("drifted") else 0.0)
         quality = summary.get("quality") or {}
         metrics: Mapping[str, float] = quality.get("metrics") or {}
         for metric, value in metrics.items():

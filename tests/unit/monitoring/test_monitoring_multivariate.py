@@ -125,3 +125,17 @@ def test_report_json_html_and_alert_rule(profile: ReferenceProfile) -> None:
     fired = engine.observe(report)
     assert [a.rule for a in fired] == ["joint"]
     assert "AUC" in fired[0].message and "x1" in fired[0].message
+
+
+def test_prometheus_gauges_carry_the_multivariate_verdict(profile: ReferenceProfile) -> None:
+    from mloop.monitoring.cycle_result import drift_summary
+    from mloop.monitoring.gauges import MonitoringGauges
+
+    report = detect_drift(profile, _rows(800, np.random.default_rng(6), cat_follows=False))
+    summary = drift_summary(report)
+    assert summary is not None and summary["multivariate"]["drifted"] is True
+    gauges = MonitoringGauges()
+    gauges.update({"model": "m", "version": "1", "drift": summary})
+    auc = gauges.sample("mloop_multivariate_drift_auc", {"model": "m"})
+    assert auc is not None and auc > 0.6
+    assert gauges.sample("mloop_multivariate_drift_detected", {"model": "m"}) == 1.0
