@@ -150,7 +150,7 @@ class Admission:
         if busy >= 0.2 * _WINDOW_S and self._window_rows:
             sample = self._window_rows / busy
             # Up fast (a burst after a quiet spell), down slowly (one slow window is not the new normal).
-            weight = 0.5 if sample > self.rows_per_s else 0.1
+            weight = 0.5 if sample > self.rows_per_s else 0.25
             self.rows_per_s += weight * (sample - self.rows_per_s)
         self._window_start = now
         self._window_busy = 0.0
