@@ -202,3 +202,34 @@ def test_every_backend_finds_the_version_of_an_id_and_ignores_shadow_rows(
     )
     assert backend.versions(["a", "b", "c", "zzz"], model_name="toy") == {"a": "1", "b": "2"}
     assert backend.versions([], model_name="toy") == {}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_schema_url"))
+
+
+def test_two_replicas_racing_to_label_one_id_store_only_the_first(store_url: str) -> None:
+    # Two processes' stores, each labelling the same 200 ids with its own label, at the same time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mloop.store import open_store
+
+    stores = [open_store(store_url), open_store(store_url)]
+    try:
+        ids = [f"id-{i}" for i in range(200)]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(
+                pool.map(lambda n: stores[n].add_first_feedback([(i, n) for i in ids], "toy"), [0, 1])
+            )
+        won = {pid: n for n, stored in enumerate(results) for pid in stored}
+        assert set(won) == set(ids) and sum(len(r) for r in results) == len(ids)  # each id stored once
+        assert stores[0].feedback() == won  # and with the label of the call that stored it
+        assert stores[1].add_first_feedback([("id-0", 5)]) == [] and stores[0].feedback(["id-0"]) == {
+            "id-0": won["id-0"]
+        }
+    finally:
+        for s in stores:
+            s.close()

@@ -94,7 +94,6 @@ class FeedbackDesk:
 
     def __init__(self, service: PredictionService) -> None:
         self.service = service
-        self._lock = asyncio.Lock()  # check-then-write of "first label wins" in this process
 
     def _items(self, body: Any) -> list[Any]:
         items = body.get("feedback", body) if isinstance(body, Mapping) and "feedback" in body else body
@@ -213,16 +212,13 @@ class FeedbackDesk:
         self, accepted: dict[str, Any], chosen: dict[str, tuple[int, Any]], rejected: list[dict[str, Any]]
     ) -> int:
         store = await self.service._store()
-        async with self._lock:
-            labelled = await asyncio.to_thread(store.feedback, list(accepted))
-            for pid in labelled:
+        # One atomic insert-if-absent: of two labels for one id, from any processes, the first wins.
+        stored = set(
+            await asyncio.to_thread(store.add_first_feedback, list(accepted.items()), self.service.model_name)
+        )
+        for pid in accepted:
+            if pid not in stored:
                 rejected.append(
                     _reject(chosen[pid][0], pid, 409, "This prediction already has a label; the first wins.")
                 )
-                del accepted[pid]
-            if not accepted:
-                return 0
-            written: int = await asyncio.to_thread(
-                store.add_feedback, list(accepted.items()), self.service.model_name
-            )
-        return written
+        return len(stored)

@@ -232,26 +232,9 @@ class Store(ABC):
 
         Returns how many labels were written.
         """
-        now = datetime.now(UTC)
-        latest: dict[str, Any] = {}
-        for n, item in enumerate(items):
-            try:
-                pid, label = item
-            except (TypeError, ValueError) as exc:
-                raise StoreError(
-                    f"Feedback item #{n} must be a (prediction_id, label) pair; got {item!r}."
-                ) from exc
-            found = feedback_problem(pid, label)
-            if found is not None:
-                what, problem = found
-                subject = "prediction_id" if what == "prediction_id" else f"for prediction {pid!r}"
-                raise StoreError(f"Feedback item #{n} {subject} {problem}.")
-            latest[pid] = to_jsonable(label)
-        if not latest:
+        rows = self._feedback_rows(items, model_name, first=False)
+        if not rows:
             return 0
-        rows = [
-            {"prediction_id": k, "label": v, "ts": now, "model_name": model_name} for k, v in latest.items()
-        ]
         stmt = self._insert(feedback_t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[feedback_t.c.prediction_id],
@@ -265,6 +248,50 @@ class Store(ABC):
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(stmt, rows[start : start + _CHUNK])
         return len(rows)
+
+    def add_first_feedback(
+        self, items: Iterable[tuple[str, Any]], model_name: str | None = None
+    ) -> list[str]:
+        """Store labels only for ids that have none yet: the first label of an id wins, atomically, also
+        between processes (``INSERT ... ON CONFLICT DO NOTHING``). Returns the ids stored."""
+        rows = self._feedback_rows(items, model_name, first=True)
+        if not rows:
+            return []
+        stmt = (
+            self._insert(feedback_t)
+            .on_conflict_do_nothing(index_elements=[feedback_t.c.prediction_id])
+            .returning(feedback_t.c.prediction_id)
+        )
+        stored: list[str] = []
+        with self.write(f"store {len(rows)} first feedback labels") as conn:
+            for start in range(0, len(rows), _CHUNK):
+                stored.extend(conn.execute(stmt, rows[start : start + _CHUNK]).scalars())
+        return stored
+
+    @staticmethod
+    def _feedback_rows(
+        items: Iterable[tuple[str, Any]], model_name: str | None, *, first: bool
+    ) -> list[dict[str, Any]]:
+        """Checked rows, one per id (the first or the last label of an id in ``items``)."""
+        now = datetime.now(UTC)
+        chosen: dict[str, Any] = {}
+        for n, item in enumerate(items):
+            try:
+                pid, label = item
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    f"Feedback item #{n} must be a (prediction_id, label) pair; got {item!r}."
+                ) from exc
+            found = feedback_problem(pid, label)
+            if found is not None:
+                what, problem = found
+                subject = "prediction_id" if what == "prediction_id" else f"for prediction {pid!r}"
+                raise StoreError(f"Feedback item #{n} {subject} {problem}.")
+            if not (first and pid in chosen):
+                chosen[pid] = to_jsonable(label)
+        return [
+            {"prediction_id": k, "label": v, "ts": now, "model_name": model_name} for k, v in chosen.items()
+        ]
 
     def feedback(
         self,
