@@ -17,7 +17,13 @@ from mloop.predlog.logger import PredictionLogger
 from mloop.predlog.memory import MemoryPredictionLog
 from mloop.predlog.parquet import ParquetPredictionLog
 from mloop.predlog.postgres import PostgresPredictionLog
-from mloop.predlog.record import BASE_COLUMNS, PredictionRecord, new_prediction_id, records_to_frame
+from mloop.predlog.record import (
+    BASE_COLUMNS,
+    PredictionRecord,
+    new_prediction_id,
+    new_prediction_ids,
+    records_to_frame,
+)
 from mloop.predlog.wal import DurablePredictionLogger
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "PredictionRecord",
     "ReadQuery",
     "new_prediction_id",
+    "new_prediction_ids",
     "open_prediction_log",
     "open_prediction_logger",
     "records_to_frame",
