@@ -64,6 +64,7 @@ class Admission:
         self.rows_per_s = _INITIAL_ROWS_PER_S
         """Measured throughput: rows answered per second while requests were in flight."""
         self.refused = 0
+        self._measured = False
         self._bytes_per_row: dict[str, float] = {}
         self._rows_per_request = 1.0
         now = self._now()
@@ -149,9 +150,11 @@ class Admission:
         busy = self._window_busy + (now - self._busy_since if self.pending else 0.0)
         if busy >= 0.2 * _WINDOW_S and self._window_rows:
             sample = self._window_rows / busy
-            # Up fast (a burst after a quiet spell), down slowly (one slow window is not the new normal).
-            weight = 0.5 if sample > self.rows_per_s else 0.25
+            # The first measurement replaces the initial guess; then up fast (a burst after a quiet
+            # spell) and down more slowly (one slow window is not the new normal).
+            weight = 1.0 if not self._measured else 0.5 if sample > self.rows_per_s else 0.25
             self.rows_per_s += weight * (sample - self.rows_per_s)
+            self._measured = True
         self._window_start = now
         self._window_busy = 0.0
         self._window_rows = 0
