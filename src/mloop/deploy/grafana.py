@@ -133,9 +133,8 @@ def _rows(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
                 _panel(
                     "Queue depth",
                     [(f"sum by (model) (mloop_queue_depth{{{_SEL}}})", "{{model}}")],
-                    description="Rows waiting for the model; above serving.max_queue="
-                    f"{settings.serving.max_queue} "
-                    "requests get 503.",
+                    description="Rows waiting for the model; requests that do not fit the queue "
+                    "(serving.max_queue, or the measured throughput x serving.latency_budget_ms) get 503.",
                 ),
                 _panel(
                     "Validation errors",
