@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from mloop.errors import ConflictError, MloopError, RolloutError
+from mloop.periodic import every_async
 from mloop.rollout.controller import RolloutController
 from mloop.rollout.plan import BASELINE
 from mloop.serving.router import Route
@@ -64,7 +65,7 @@ class RolloutSync:
             registry=service.metrics.registry,
             multiprocess_mode="livemax",
         )
-        service.on_result = self.observe
+        service.on_result.append(self.observe)
 
     @property
     def controller(self) -> RolloutController:
@@ -87,6 +88,8 @@ class RolloutSync:
         self._task = asyncio.create_task(self._loop(), name="mloop-rollout-sync")
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.service.on_result.remove(self.observe)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -97,18 +100,18 @@ class RolloutSync:
             await asyncio.to_thread(self._controller.close)
 
     async def _loop(self) -> None:
-        while True:
-            if self.service.ready:
-                try:
-                    await self.refresh()
-                    self.last_error = None
-                except MloopError as exc:
-                    self.last_error = exc.message
-                    log.warning("Rollout refresh failed: %s", exc.message)
-                except Exception as exc:  # keep following the store whatever one refresh raised
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("Rollout refresh failed")
-            await asyncio.sleep(self.cfg.refresh_s)
+        # Keep following the store whatever one refresh raised; /ready shows the last error.
+        await every_async(
+            self.cfg.refresh_s,
+            self.refresh,
+            what="Rollout refresh",
+            log=log,
+            when=lambda: self.service.ready,
+            on_result=self._remember,
+        )
+
+    def _remember(self, error: str | None) -> None:
+        self.last_error = error
 
     # -- one refresh ---------------------------------------------------------------------------
     async def refresh(self) -> Rollout | None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from mloop.config import Settings
 from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
+from mloop.periodic import every_async
 from mloop.predlog import (
     DurablePredictionLogger,
     PredictionLogger,
@@ -74,9 +75,10 @@ class PredictionService:
         self.logger = logger
         self.store = store
         self.router = Router()
-        self.on_result: Callable[[str, bool], None] | None = None
-        """Called with (arm, ok) after each model call the arm answered (ok) or failed itself (a 5xx);
-        requests refused for what the client sent (4xx) are not the arm's and are not reported."""
+        self.on_result: list[Callable[[str, bool], None]] = []
+        """Hooks called with (arm, ok) after each model call the arm answered (ok) or failed itself (a
+        5xx); requests refused for what the client sent (4xx) are not the arm's and are not reported.
+        Observers append themselves (a rollout's counters, ...), so one never replaces another."""
         self.state = "starting"
         self.last_error: str | None = None
         self.retry_s = (1.0, 60.0)
@@ -254,22 +256,27 @@ class PredictionService:
         task.add_done_callback(self._retiring.discard)
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.serving.poll_interval_s)
-            try:
-                await self.reload(reason=f"alias {self.alias} moved")
-            except Exception as exc:  # keep polling whatever a registry call raised
-                message = self.last_error = _reason(exc)
-                champion = self.champion()
-                log.warning(
-                    "Alias poll for %s@%s failed: %s (serving %s)",
-                    self.model_name,
-                    self.alias,
-                    message,
-                    f"v{champion.version}" if champion is not None else "nothing",
-                    exc_info=None if isinstance(exc, MloopError) else exc,
-                )
-                await self._record_load_failure(f"@{self.alias}", exc, message)
+        await every_async(
+            self.serving.poll_interval_s,
+            lambda: self.reload(reason=f"alias {self.alias} moved"),
+            what="alias poll",
+            wait_first=True,
+            on_error=self._poll_failed,
+        )
+
+    async def _poll_failed(self, exc: Exception, message: str) -> None:
+        """Keep polling whatever a registry call raised; say what is served meanwhile."""
+        self.last_error = message
+        champion = self.champion()
+        log.warning(
+            "Alias poll for %s@%s failed: %s (serving %s)",
+            self.model_name,
+            self.alias,
+            message,
+            f"v{champion.version}" if champion is not None else "nothing",
+            exc_info=None if isinstance(exc, MloopError) else exc,
+        )
+        await self._record_load_failure(f"@{self.alias}", exc, message)
 
     async def _record_load_failure(self, target: str, exc: Exception, message: str) -> None:
         """A ``serving.load_failed`` event, once per distinct error (polls repeat it every interval)."""
@@ -319,11 +326,12 @@ class PredictionService:
                 output = await runtime.predict(columns)
             except MloopError as exc:
                 # Only the arm's own failures (5xx) count against it, never what a client sent (4xx).
-                if self.on_result is not None and exc.status_code >= 500:
-                    self.on_result(route.arm, False)
+                if exc.status_code >= 500:
+                    for hook in self.on_result:
+                        hook(route.arm, False)
                 raise
-            if self.on_result is not None:
-                self.on_result(route.arm, True)
+            for hook in self.on_result:
+                hook(route.arm, True)
         finally:
             runtime.inflight -= 1
         ids = new_prediction_ids(columns.n)
@@ -384,13 +392,14 @@ class PredictionService:
         except MloopError as exc:
             log.warning("Shadow arm %s v%s failed: %s", route.arm, runtime.version, exc.message)
             # A request the shadow's contract refuses (4xx) is the client's, not the arm's failure.
-            if self.on_result is not None and exc.status_code >= 500:
-                self.on_result(route.arm, False)
+            if exc.status_code >= 500:
+                for hook in self.on_result:
+                    hook(route.arm, False)
             return
         finally:
             runtime.inflight -= 1
-        if self.on_result is not None:
-            self.on_result(route.arm, True)
+        for hook in self.on_result:
+            hook(route.arm, True)
         p = Prediction(runtime, route.arm, ids, shadow_cols, output)
         self._log(p, (time.perf_counter() - started) * 1000.0, {"shadow": True})
 

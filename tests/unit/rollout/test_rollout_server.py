@@ -18,10 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from mloop.config import Settings
 from mloop.data import infer_contract
 from mloop.errors import ServingError
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.rollout import RolloutController
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import prediction_routes
-from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.serving.runtime import ModelRuntime
 from mloop.serving.service import PredictionService
 from mloop.serving.source import StaticSource
@@ -275,3 +275,29 @@ async def test_a_restarted_server_resumes_the_rollout_from_the_store(make_client
         return not await two_arms(first)
 
     await _until(one_arm, first)
+
+
+async def test_the_rollout_sync_observes_beside_other_hooks(tmp_path: Path, store: Store) -> None:
+    """Observers are a list: the rollout's counter does not replace a hook registered before it."""
+    from mloop.rollout.sync import RolloutSync
+
+    settings = Settings.model_validate({"model": {"name": "toy"}, "serving": {"poll_interval_s": 0}})
+    source = StaticSource("toy", {1: _loaded(tmp_path, 1)}, {"champion": 1})
+    service = PredictionService(
+        settings, source=source, logger=PredictionLogger(MemoryPredictionLog(), flush_interval_s=0.02)
+    )
+    seen: list[tuple[str, bool]] = []
+    service.on_result.append(lambda arm, ok: seen.append((arm, ok)))
+    ctl = RolloutController(settings, store=store, registry=SourceRegistry(source), model_name="toy")
+    sync = RolloutSync(service, ctl)
+    await service.start(wait=True)
+    try:
+        sync.counting = 1  # as if rollout #1 were active
+        await service.predict(RECORD)
+        assert seen == [("champion", True)]
+        assert sync.counts["champion"] == [1, 0]
+    finally:
+        sync.counting = None
+        await sync.stop()
+        await service.stop()
+    assert len(service.on_result) == 1 and sync.observe not in service.on_result
