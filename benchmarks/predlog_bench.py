@@ -105,9 +105,9 @@ def answered_per_second(
         async def request_loop() -> None:
             for record in queue:
                 logger.log(record)
-                durable = logger.commit()
+                durable = logger.commit_async()
                 if durable is not None:
-                    await asyncio.wrap_future(durable)
+                    await durable
                 else:
                     await asyncio.sleep(0)  # the buffered answer still yields to the loop
 

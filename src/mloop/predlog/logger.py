@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
@@ -89,6 +89,10 @@ class PredictionLogger:
     # -- hot path ------------------------------------------------------------------------------
     def commit(self) -> Future[None] | None:
         """Nothing to wait for: records are answered from memory (see the module docstring)."""
+        return None
+
+    def commit_async(self) -> Awaitable[None] | None:
+        """Nothing to wait for, as :meth:`commit`."""
         return None
 
     def log(self, record: PredictionRecord) -> bool:

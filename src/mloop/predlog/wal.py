@@ -25,6 +25,7 @@ a file must never run code. POSIX only (``fcntl``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -39,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import orjson
 
 from mloop.errors import ConfigError, StoreError
 from mloop.predlog.base import PartialWrite, PredictionLogBackend
@@ -63,22 +66,22 @@ def _default(value: Any) -> Any:
 
 def _encode(rec: PredictionRecord) -> bytes:
     probabilities = None if rec.probabilities is None else [[k, v] for k, v in rec.probabilities.items()]
-    body = json.dumps(
-        [
-            rec.prediction_id,
-            rec.model_name,
-            rec.model_version,
-            rec.features,
-            rec.prediction,
-            probabilities,  # pairs, not an object: class labels keep their type (1 stays 1)
-            rec.latency_ms,
-            rec.ts.isoformat(),
-            rec.arm,
-            rec.flags,
-        ],
-        default=_default,
-        separators=(",", ":"),
-    ).encode()
+    row = [
+        rec.prediction_id,
+        rec.model_name,
+        rec.model_version,
+        rec.features,
+        rec.prediction,
+        probabilities,  # pairs, not an object: class labels keep their type (1 stays 1)
+        rec.latency_ms,
+        rec.ts.isoformat(),
+        rec.arm,
+        rec.flags,
+    ]
+    try:
+        body = orjson.dumps(row, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits, non-string keys
+        body = json.dumps(row, default=_default, separators=(",", ":")).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -87,7 +90,11 @@ def _decode(line: bytes) -> PredictionRecord | None:
     try:
         if int(crc, 16) != zlib.crc32(body):
             return None
-        pid, model, version, features, prediction, proba, latency, ts, arm, flags = json.loads(body)
+        try:
+            row = orjson.loads(body)
+        except orjson.JSONDecodeError:  # written by the json fallback (NaN, big integers)
+            row = json.loads(body)
+        pid, model, version, features, prediction, proba, latency, ts, arm, flags = row
     except ValueError:
         return None
     return PredictionRecord(
@@ -200,6 +207,7 @@ class DurablePredictionLogger:
         self._seq = 0
         self._open: _Ack = _Ack()
         self._inflight: Future[None] | None = None
+        self._async_waits: dict[tuple[Future[None], asyncio.AbstractEventLoop], asyncio.Future[None]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -242,6 +250,19 @@ class DurablePredictionLogger:
         done: Future[None] = Future()
         done.set_result(None)
         return done
+
+    def commit_async(self) -> asyncio.Future[None]:
+        """:meth:`commit` as an awaitable of the running event loop. Requests of one group share one
+        loop future (one cross-thread wake-up per fsync, not per request); each gets a shield of
+        it, so a cancelled request does not cancel the others' wait."""
+        loop = asyncio.get_running_loop()
+        future = self.commit()
+        key = (future, loop)
+        shared = self._async_waits.get(key)
+        if shared is None:
+            shared = self._async_waits[key] = asyncio.wrap_future(future, loop=loop)
+            shared.add_done_callback(lambda _: self._async_waits.pop(key, None))
+        return asyncio.shield(shared)
 
     def _drop(self, n: int) -> None:
         self.dropped += n

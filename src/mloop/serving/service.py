@@ -341,10 +341,10 @@ class PredictionService:
             task = asyncio.create_task(self._shadow(shadow, columns, ids))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-        durable = self.logger.commit() if self.logger is not None else None
+        durable = self.logger.commit_async() if self.logger is not None else None
         if durable is not None:  # prediction_log.durability: sync — answer once the records are on disk
             try:
-                await asyncio.wrap_future(durable)
+                await durable
             except MloopError as exc:
                 raise ServingError(
                     f"The prediction could not be logged durably, so it is not answered: {exc.message}"

@@ -156,3 +156,27 @@ def test_the_setting_chooses_the_logger(tmp_path: Path, durability: str, kind: A
         logger.close()
     if durability == "sync":
         assert (tmp_path / ".mloop" / "predictions-wal").is_dir() or any(tmp_path.rglob("predictions-wal"))
+
+
+def test_requests_of_one_group_share_one_wait_and_a_cancelled_one_leaves_the_others(tmp_path: Path) -> None:
+    import asyncio
+
+    backend = MemoryPredictionLog()
+    logger = DurablePredictionLogger(backend, tmp_path, flush_interval_s=0.05)
+
+    async def scenario() -> None:
+        async def request(i: int) -> None:
+            logger.log(_record(i))
+            await logger.commit_async()
+
+        tasks = [asyncio.create_task(request(i)) for i in range(20)]
+        await asyncio.sleep(0)  # every request has logged and is waiting
+        tasks[0].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:] == [None] * 19
+
+    asyncio.run(scenario())
+    logger.close()
+    assert backend.count() == 20, "a cancelled wait does not undo the record"
+    assert logger.commits <= 20 and logger.commits >= 1
