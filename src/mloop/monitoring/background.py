@@ -32,6 +32,7 @@ from mloop.monitoring.gauges import MonitoringGauges
 from mloop.monitoring.history import latest_window, subject_for
 from mloop.monitoring.monitor import CycleBusy, run_monitor
 from mloop.monitoring.reference import ModelReference
+from mloop.periodic import guarded
 
 __all__ = ["FAILED_EVENT", "BackgroundMonitor"]
 
@@ -123,13 +124,19 @@ class BackgroundMonitor:
             await asyncio.sleep(self.interval_s)
 
     def _safe_tick(self) -> None:
-        try:
+        def cycle() -> None:
             self.tick()
             self.last_error = None
-        except CycleBusy as exc:  # another worker or `mloop monitor` runs this window: not a failure
-            log.debug("Monitoring cycle skipped: %s", exc.message)
-        except Exception as exc:  # the loop must outlive any one bad cycle
-            self._failed(exc)
+
+        # The loop outlives any one bad cycle; CycleBusy (another worker or `mloop monitor` runs this
+        # window) is not a failure.
+        guarded(
+            cycle,
+            what="Monitoring cycle",
+            log=log,
+            on_error=lambda exc, _: self._failed(exc),
+            skip=(CycleBusy,),
+        )
 
     def _failed(self, exc: Exception) -> None:
         """Log, count and record a failed cycle; never raises (the store may be what failed)."""
