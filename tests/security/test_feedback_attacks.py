@@ -201,6 +201,9 @@ def test_every_backend_finds_the_version_of_an_id_and_ignores_shadow_rows(
         ]
     )
     assert backend.versions(["a", "b", "c", "zzz"], model_name="toy") == {"a": "1", "b": "2"}
+    # A later batch without any shadow row (a Parquet segment without that column) is found too.
+    backend.write_batch([PredictionRecord("d", "toy", "3", {"x": 4.0}, 1)])
+    assert backend.versions(["d", "a"], model_name="toy") == {"a": "1", "d": "3"}
     assert backend.versions([], model_name="toy") == {}
 
 
