@@ -8,7 +8,8 @@ Preprocessing is part of the saved pipeline, so serving receives raw records.
 from mloop.training.estimators import ESTIMATORS, build_estimator, register_estimator, search_space
 from mloop.training.gates import GateCheck, GateResult, evaluate_gates
 from mloop.training.metrics import LOWER_IS_BETTER, default_metric, evaluate
-from mloop.training.pipeline import TrainResult, train
+from mloop.training.pipeline import train
+from mloop.training.run import TrainResult
 from mloop.training.tuning import TuningResult, open_study, tune
 
 __all__ = [

@@ -1,109 +1,292 @@
 """The training pipeline: load → validate → split → tune → fit → evaluate → gate → register.
 
-One call, :func:`train`, runs it inside one MLflow run. Everything a later step needs is logged:
-params and metrics (in batches), tags (git commit, data hash, contract hash, data source), the
-model (skops, with signature and input example), and three artifacts carried inside the model
-directory — the data contract, the reference profile and the evaluation report. The gate decides
-whether the new version gets ``challenger`` (or ``champion``, for the first one); every decision is
-an event in the platform store. A failure marks the MLflow run FAILED and moves no alias.
+One call, :func:`train`, runs the named steps of :data:`STEPS` in order over one :class:`TrainRun`,
+inside one MLflow run (like a kedro runner over its nodes). Everything a later step needs is logged:
+params and metrics (in batches), tags (git commit, data hash, contract hash, data source), the model
+(skops, with signature and input example), and three artifacts carried inside the model directory —
+the data contract, the reference profile and the evaluation report (:mod:`mloop.training.artifacts`).
+The gate decides whether the new version gets ``challenger`` (or ``champion``, for the first one);
+every decision is an event in the platform store. The champion is loaded once, for its contract and
+to score it on the same holdout. A failing step marks the MLflow run FAILED, moves no alias, and its
+error says how to go on (:func:`resume_hint`).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mloop.config import Settings
 from mloop.errors import MloopError, TrainingError, did_you_mean
 from mloop.training.estimators import build_estimator, search_space
-from mloop.training.gates import GateResult, evaluate_gates
-from mloop.training.metrics import default_metric, evaluate
-from mloop.training.plots import evaluation_plots
+from mloop.training.gates import evaluate_gates
+from mloop.training.metrics import default_metric, score_model
 from mloop.training.preprocess import build_pipeline, feature_kinds
+from mloop.training.run import Holdout, Progress, TrainResult, TrainRun
 from mloop.training.split import split_frame
 
-__all__ = ["TrainResult", "train"]
+if TYPE_CHECKING:
+    from mloop.data import DataContract
 
-Progress = Callable[[str], None]
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced and decided."""
-
-    run_id: str
-    version: int | None
-    metrics: dict[str, float]
-    metric: str
-    gate: GateResult
-    aliases: list[str]
-    champion_before: int | None
-    timings: dict[str, float] = field(default_factory=dict)
-    tuning: dict[str, Any] | None = None
-    rows: dict[str, int] = field(default_factory=dict)
-    violations: dict[str, Any] | None = None
+__all__ = ["STEPS", "Holdout", "TrainResult", "TrainRun", "resume_hint", "train"]
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
+def load_data(run: TrainRun) -> None:
+    """Read the training data (the source, or the frame given) and leave out model.drop_columns."""
+    from mloop.data import describe_source, load_source
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-
-
-def _git_commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=False
+    settings, ms = run.settings, run.settings.model
+    run.say("loading data")
+    if run.data is not None:
+        raw, run.source = run.data, "dataframe"
+    else:
+        raw = load_source(settings.source, root=settings.root)
+        run.source = describe_source(settings.source, settings.root)
+    if ms.target not in raw.columns:
+        raise TrainingError(
+            f"Target column {ms.target!r} (model.target) is not in the data from {run.source}."
+            f"{did_you_mean(ms.target, [str(c) for c in raw.columns])} "
+            f"Columns: {', '.join(map(str, raw.columns))}."
         )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    # Columns named in model.drop_columns are never features: leave them out of the contract
+    # (the time column of a time split stays, it is needed to cut the holdout).
+    unused = [c for c in ms.drop_columns if c in raw.columns and c != settings.split.time_column]
+    run.raw = raw.drop(columns=unused)
 
 
-def _pip_requirements(model: Any) -> list[str]:
-    """Pinned requirements of the saved model, from what is installed.
+def load_champion(run: TrainRun) -> None:
+    """Load the champion once: its contract is enforced, and it is scored on the same holdout."""
+    info = run.registry.by_alias("champion")
+    if info is not None:
+        run.say(f"loading champion v{info.version}")
+    run.champion = run.registry.load(info.version) if info is not None else None
 
-    Given explicitly because MLflow's inference of them re-loads the model in a subprocess, which
-    costs seconds per training run and adds nothing: we know what the pipeline is built from.
-    """
-    from importlib.metadata import PackageNotFoundError, version
 
-    wanted = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
-    modules = {type(step).__module__.split(".")[0] for step in getattr(model, "named_steps", {}).values()}
-    wanted += [pkg for mod, pkg in (("xgboost", "xgboost"), ("lightgbm", "lightgbm")) if mod in modules]
-    pins = []
-    for pkg in wanted:
+def validate_data(run: TrainRun) -> None:
+    """Enforce the data contract (the configured one, else the champion's, else inferred from the data)."""
+    from mloop.data import DataContract, infer_contract
+    from mloop.data import validate as check_contract
+
+    settings, ms = run.settings, run.settings.model
+    run.say("validating against the data contract")
+    enforce = None
+    if settings.contract.path:
+        enforce = DataContract.load(settings.resolve_path(settings.contract.path))
+    elif run.champion is not None:
+        enforce = DataContract.from_dict(run.champion.contract)
+
+    def infer(frame: pd.DataFrame) -> DataContract:
+        mc = settings.contract.max_categories
+        return infer_contract(frame, target=ms.target, task=ms.task, drop_columns=(), max_categories=mc)
+
+    run.checked = check_contract(run.raw, enforce or infer(run.raw), settings.contract, require_target=True)
+    # The new version's contract: the enforced columns and types, with ranges and categories from
+    # the data it was actually trained on.
+    run.contract = infer(run.clean)
+    if run.clean[ms.target].isna().any():
+        raise TrainingError(f"Target column {ms.target!r} has missing values; drop or label those rows.")
+
+
+def split_holdout(run: TrainRun) -> None:
+    """Cut the holdout, choose the feature columns by kind, and pick the metric to gate on."""
+    settings, ms, clean = run.settings, run.settings.model, run.clean
+    run.say("splitting")
+    train_df, test_df = split_frame(clean, ms.target, settings.split, task=ms.task, seed=ms.seed)
+    candidates = ms.features or [c for c in run.contract.feature_columns if c not in ms.drop_columns]
+    missing = [c for c in candidates if c not in clean.columns]
+    if missing:
+        raise TrainingError(f"model.features names columns not in the data: {', '.join(missing)}.")
+    numeric, categorical, unused = feature_kinds([(c, run.contract.column(c).dtype) for c in candidates])
+    numeric = [c for c in numeric if c != settings.split.time_column]
+    if not numeric + categorical:
+        raise TrainingError(
+            "No usable feature columns (numeric or category) remain; "
+            "check model.features and model.drop_columns."
+        )
+    n_classes = int(train_df[ms.target].nunique()) if ms.task == "classification" else 0
+    if ms.task == "classification" and n_classes < 2:
+        raise TrainingError(
+            f"Target {ms.target!r} has a single class in the training split; a classifier needs two."
+        )
+    metric = settings.tuning.metric or default_metric(ms.task, n_classes)
+    features = numeric + categorical
+    run.holdout = Holdout(
+        train_df[features],
+        train_df[ms.target],
+        test_df[features],
+        test_df[ms.target],
+        numeric,
+        categorical,
+        unused,
+        metric,
+    )
+
+
+def tune_params(run: TrainRun) -> None:
+    """Search hyper-parameters with Optuna (cross-validated on the training split) when trials are asked."""
+    settings, ms, h = run.settings, run.settings.model, run.holdout
+    run.params, run.tuning = dict(ms.params), None
+    trials = settings.tuning.trials if run.tune_trials is None else run.tune_trials
+    if trials <= 0:
+        return
+    from mloop.training.tuning import tune as optuna_tune
+
+    run.say(f"tuning ({trials} trials)")
+    result = optuna_tune(
+        make_model=lambda p: build_pipeline(
+            h.numeric, h.categorical, build_estimator(ms.estimator, ms.task, {**ms.params, **p}, ms.seed)
+        ),
+        space=search_space(ms.estimator, settings.tuning.space),
+        x=h.x_train,
+        y=h.y_train,
+        task=ms.task,
+        metric=h.metric,
+        n_trials=trials,
+        storage=settings.optuna_storage,
+        study_name=settings.tuning.study or f"{ms.name}-tuning",
+        folds=settings.tuning.cv_folds,
+        seed=ms.seed,
+        timeout_s=settings.tuning.timeout_s,
+        on_trial=lambda n, v, s: run.say(
+            f"trial {n}: {s}" + (f" {h.metric}={v:.4f}" if v is not None else "")
+        ),
+    )
+    run.params.update(result.best_params)
+    run.tuning = {
+        "study": result.study_name,
+        "best_value": result.best_value,
+        "best_params": result.best_params,
+        "trials": result.n_trials,
+        "pruned": result.n_pruned,
+    }
+
+
+def fit_model(run: TrainRun) -> None:
+    """Fit the pipeline (preprocessing + estimator) on the training split."""
+    ms, h = run.settings.model, run.holdout
+    run.say(f"fitting {ms.estimator}")
+    model = build_pipeline(
+        h.numeric, h.categorical, build_estimator(ms.estimator, ms.task, run.params, ms.seed)
+    )
+    try:
+        model.fit(h.x_train, h.y_train)
+    except MloopError:
+        raise
+    except Exception as exc:
+        raise TrainingError(f"Fitting {ms.estimator!r} failed: {type(exc).__name__}: {exc}") from exc
+    run.model = model
+
+
+def evaluate_models(run: TrainRun) -> None:
+    """Score the new model and the champion on the same holdout, then decide the gates."""
+    ms, h = run.settings.model, run.holdout
+    run.say("evaluating on the holdout")
+    run.scored = score_model(run.model, ms.task, h.x_test, h.y_test)
+    run.champion_metrics = None
+    if run.champion is not None:
+        version = run.champion.info.version
+        run.say(f"scoring champion v{version} on the same holdout")
         try:
-            pins.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            if pkg == "xgboost":
-                pins.append(f"xgboost=={version('xgboost-cpu')}")
-    return pins
+            run.champion_metrics = score_model(run.champion.model, ms.task, h.x_test, h.y_test).metrics
+        except MloopError:
+            raise
+        except Exception as exc:
+            raise TrainingError(
+                f"The champion v{version} could not score this holdout "
+                f"({type(exc).__name__}: {exc}), so the comparison gate cannot be decided."
+            ) from exc
+    run.gate = evaluate_gates(
+        run.settings.gates,
+        run.scored.metrics,
+        metric=h.metric,
+        champion_metrics=run.champion_metrics,
+        champion_version=run.champion.info.version if run.champion else None,
+    )
 
 
-def _champion_contract(registry: Any) -> dict[str, Any] | None:
-    champion = registry.by_alias("champion")
-    if champion is None:
-        return None
-    return registry.load(champion.version).contract  # type: ignore[no-any-return]
+def log_to_mlflow(run: TrainRun) -> None:
+    """Log plots, contract, profiles, evaluation, params, metrics, tags and the model to MLflow."""
+    from mloop.training.artifacts import log_run
+
+    run.say("logging to MLflow")
+    run.tags, run.model_uri = log_run(run)
+
+
+def register_version(run: TrainRun) -> None:
+    """Register the logged model as a new version and record the gate's decision as an event."""
+    import mlflow
+
+    run.say("registering the version")
+    run.version = int(mlflow.register_model(run.model_uri, run.settings.model.name, tags=run.tags).version)
+    run.store.record_event(
+        "gate.passed" if run.gate.passed else "gate.failed",
+        f"model:{run.settings.model.name}/v{run.version}",
+        run.gate.reason,
+        actor=run.actor,
+        data={
+            "metric": run.holdout.metric,
+            "metrics": run.scored.metrics,
+            "champion_metrics": run.champion_metrics,
+            "run_id": run.run_id,
+        },
+    )
+
+
+def set_alias(run: TrainRun) -> None:
+    """Give a version that passed its alias: champion if it is the first one, else challenger."""
+    if not run.gate.passed:
+        return
+    if run.champion is None and run.settings.gates.promote_first:
+        reason = f"first version to pass the gates ({run.gate.reason})"
+        run.registry.set_alias("champion", run.version, reason=reason, actor=run.actor)
+        run.aliases.append("champion")
+    else:
+        run.registry.set_alias("challenger", run.version, reason=run.gate.reason, actor=run.actor)
+        run.aliases.append("challenger")
+
+
+Step = Callable[[TrainRun], None]
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("load", load_data),
+    ("champion", load_champion),
+    ("validate", validate_data),
+    ("split", split_holdout),
+    ("tune", tune_params),
+    ("fit", fit_model),
+    ("evaluate", evaluate_models),
+    ("log", log_to_mlflow),
+    ("register", register_version),
+    ("decide", set_alias),
+)
+"""The steps of :func:`train`, by name, in the order they run; each times itself under its name."""
+
+
+def resume_hint(run: TrainRun, failed: str) -> str:
+    """How to go on after step ``failed`` broke: what was kept and what to run (like kedro's resume hint)."""
+    head = f"Training stopped at step {failed!r} (done: {', '.join(run.done) or 'none'})."
+    name = run.settings.model.name
+    if failed == "decide":
+        return (
+            f"{head} Version {run.version} of {name} is registered and its gate passed, but it got no "
+            f"alias: `mloop models promote {run.version}` makes it the champion, or run `mloop train` again."
+        )
+    if failed == "register":
+        return (
+            f"{head} The model is logged in MLflow run {run.run_id} but was not registered; "
+            "fix the cause and run `mloop train` again."
+        )
+    hint = f"{head} Nothing was registered and no alias moved; fix the cause and run `mloop train` again."
+    tuning = getattr(run, "tuning", None)
+    if tuning:
+        hint += (
+            f" The tuning study {tuning['study']!r} keeps its {tuning['trials']} trials: a rerun that "
+            "tunes joins it and keeps its best parameters."
+        )
+    return hint
 
 
 def train(
@@ -116,340 +299,63 @@ def train(
     reason: str = "manual training",
     extra_tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Train, evaluate, log, register and gate one model version. See the module docstring."""
+    """Train, evaluate, log, register and gate one model version: :data:`STEPS`, in one MLflow run."""
     import mlflow
 
-    from mloop.data import DataContract, data_hash, describe_source, infer_contract, load_source, validate
-    from mloop.monitoring.profile import build_profile
     from mloop.store import open_store
-    from mloop.tracking import Registry, configure_mlflow, trusted_types_for
-    from mloop.tracking.registry import CONTRACT_FILE, EVALUATION_FILE, PROFILE_FILE
+    from mloop.tracking import Registry, configure_mlflow
 
-    say = progress or (lambda _msg: None)
-    timer = _Timer()
-    ms = settings.model
     if str(settings.root) not in sys.path:
         sys.path.insert(0, str(settings.root))  # so `model.estimator: train:build` finds train.py
-
     experiment_id = configure_mlflow(settings)
     store = open_store(settings.store_url)
     registry = Registry(settings, events=store)
-    subject = f"model:{ms.name}"
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_id = run.info.run_id
+    started = mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    run = TrainRun(
+        settings,
+        store,
+        registry,
+        started.info.run_id,
+        progress or (lambda _msg: None),
+        data=data,
+        tune_trials=tune_trials,
+        actor=actor,
+        reason=reason,
+        extra_tags=dict(extra_tags or {}),
+    )
     try:
-        # ---- load ------------------------------------------------------------------------------
-        say("loading data")
-        with timer.step("load"):
-            raw = data if data is not None else load_source(settings.source, root=settings.root)
-        source_desc = "dataframe" if data is not None else describe_source(settings.source, settings.root)
-        if ms.target not in raw.columns:
-            raise TrainingError(
-                f"Target column {ms.target!r} (model.target) is not in the data from {source_desc}."
-                f"{did_you_mean(ms.target, [str(c) for c in raw.columns])} "
-                f"Columns: {', '.join(map(str, raw.columns))}."
-            )
-        # Columns named in model.drop_columns are never features: leave them out of the contract
-        # (the time column of a time split stays, it is needed to cut the holdout).
-        unused_cols = [c for c in ms.drop_columns if c in raw.columns and c != settings.split.time_column]
-        raw = raw.drop(columns=unused_cols)
-        # ---- validate --------------------------------------------------------------------------
-        say("validating against the data contract")
-        with timer.step("validate"):
-            previous_contract = None
-            if settings.contract.path:
-                previous_contract = DataContract.load(settings.resolve_path(settings.contract.path))
-            else:
-                champion_contract = _champion_contract(registry)
-                if champion_contract is not None:
-                    previous_contract = DataContract.from_dict(champion_contract)
-            enforce = previous_contract or infer_contract(
-                raw,
-                target=ms.target,
-                task=ms.task,
-                drop_columns=(),
-                max_categories=settings.contract.max_categories,
-            )
-            checked = validate(raw, enforce, settings.contract, require_target=True)
-            clean = checked.data
-            # The new version's contract: the enforced columns and types, with ranges and categories
-            # from the data it was actually trained on.
-            contract = infer_contract(
-                clean,
-                target=ms.target,
-                task=ms.task,
-                drop_columns=(),
-                max_categories=settings.contract.max_categories,
-            )
-        if clean[ms.target].isna().any():
-            raise TrainingError(f"Target column {ms.target!r} has missing values; drop or label those rows.")
-        # ---- split -----------------------------------------------------------------------------
-        say("splitting")
-        with timer.step("split"):
-            train_df, test_df = split_frame(clean, ms.target, settings.split, task=ms.task, seed=ms.seed)
-        candidates = ms.features or [c for c in contract.feature_columns if c not in ms.drop_columns]
-        missing = [c for c in candidates if c not in clean.columns]
-        if missing:
-            raise TrainingError(f"model.features names columns not in the data: {', '.join(missing)}.")
-        numeric, categorical, unused = feature_kinds([(c, contract.column(c).dtype) for c in candidates])
-        if settings.split.time_column in numeric + categorical:
-            numeric = [c for c in numeric if c != settings.split.time_column]
-        features = numeric + categorical
-        if not features:
-            raise TrainingError(
-                "No usable feature columns (numeric or category) remain; "
-                "check model.features and model.drop_columns."
-            )
-        x_train, y_train = train_df[features], train_df[ms.target]
-        x_test, y_test = test_df[features], test_df[ms.target]
-        n_classes = int(y_train.nunique()) if ms.task == "classification" else 0
-        if ms.task == "classification" and n_classes < 2:
-            raise TrainingError(
-                f"Target {ms.target!r} has a single class in the training split; a classifier needs two."
-            )
-        metric = settings.tuning.metric or default_metric(ms.task, n_classes)
-
-        # ---- tune ------------------------------------------------------------------------------
-        params = dict(ms.params)
-        trials = settings.tuning.trials if tune_trials is None else tune_trials
-        tuning_summary: dict[str, Any] | None = None
-        if trials > 0:
-            from mloop.training.tuning import tune
-
-            say(f"tuning ({trials} trials)")
-            space = search_space(ms.estimator, settings.tuning.space)
-            with timer.step("tune"):
-                result = tune(
-                    make_model=lambda p: build_pipeline(
-                        numeric,
-                        categorical,
-                        build_estimator(ms.estimator, ms.task, {**ms.params, **p}, ms.seed),
-                    ),
-                    space=space,
-                    x=x_train,
-                    y=y_train,
-                    task=ms.task,
-                    metric=metric,
-                    n_trials=trials,
-                    storage=settings.optuna_storage,
-                    study_name=settings.tuning.study or f"{ms.name}-tuning",
-                    folds=settings.tuning.cv_folds,
-                    seed=ms.seed,
-                    timeout_s=settings.tuning.timeout_s,
-                    on_trial=lambda n, v, s: say(
-                        f"trial {n}: {s}" + (f" {metric}={v:.4f}" if v is not None else "")
-                    ),
-                )
-            params.update(result.best_params)
-            tuning_summary = {
-                "study": result.study_name,
-                "best_value": result.best_value,
-                "best_params": result.best_params,
-                "trials": result.n_trials,
-                "pruned": result.n_pruned,
-            }
-
-        # ---- fit -------------------------------------------------------------------------------
-        say(f"fitting {ms.estimator}")
-        model = build_pipeline(numeric, categorical, build_estimator(ms.estimator, ms.task, params, ms.seed))
-        with timer.step("fit"):
-            try:
-                model.fit(x_train, y_train)
-            except MloopError:
-                raise
-            except Exception as exc:
-                raise TrainingError(f"Fitting {ms.estimator!r} failed: {type(exc).__name__}: {exc}") from exc
-
-        # ---- evaluate --------------------------------------------------------------------------
-        say("evaluating on the holdout")
-        with timer.step("evaluate"):
-            y_pred = model.predict(x_test)
-            proba = model.predict_proba(x_test) if ms.task == "classification" else None
-            classes = (
-                [c.item() if hasattr(c, "item") else c for c in model.classes_] if proba is not None else None
-            )
-            metrics = evaluate(ms.task, y_test, y_pred, proba, classes)
-        champion = registry.by_alias("champion")
-        champion_metrics = None
-        if champion is not None:
-            say(f"scoring champion v{champion.version} on the same holdout")
-            with timer.step("champion"):
-                try:
-                    champ = registry.load(champion.version).model
-                    c_proba = champ.predict_proba(x_test) if ms.task == "classification" else None
-                    c_classes = list(champ.classes_) if c_proba is not None else None
-                    champion_metrics = evaluate(ms.task, y_test, champ.predict(x_test), c_proba, c_classes)
-                except MloopError:
-                    raise
-                except Exception as exc:
-                    raise TrainingError(
-                        f"The champion v{champion.version} could not score this holdout "
-                        f"({type(exc).__name__}: {exc}), so the comparison gate cannot be decided."
-                    ) from exc
-        gate = evaluate_gates(
-            settings.gates,
-            metrics,
-            metric=metric,
-            champion_metrics=champion_metrics,
-            champion_version=champion.version if champion else None,
-        )
-
-        # ---- log ---------------------------------------------------------------------------------
-        say("logging to MLflow")
-        with timer.step("log"), tempfile.TemporaryDirectory(prefix="mloop-train-") as tmp:
-            out = Path(tmp)
-            with timer.step("plots"):
-                plots, importance = evaluation_plots(
-                    out / "plots",
-                    task=ms.task,
-                    model=model,
-                    x=x_test,
-                    y=y_test,
-                    y_pred=y_pred,
-                    proba=proba,
-                    classes=classes,
-                    seed=ms.seed,
-                )
-            for p in plots:
-                mlflow.log_artifact(str(p), artifact_path="plots")
-            with timer.step("profile"):
-                profile = build_profile(clean[features], categorical=categorical, seed=ms.seed)
-            pred_frame = pd.DataFrame({"prediction": y_pred})
-            if proba is not None and classes is not None and len(classes) == 2:
-                pred_frame["score"] = proba[:, 1]
-            prediction_profile = build_profile(
-                pred_frame, categorical=["prediction"] if ms.task == "classification" else [], seed=ms.seed
-            )
-            dhash = data_hash(clean)
-            evaluation = {
-                "task": ms.task,
-                "metric": metric,
-                "metrics": metrics,
-                "champion": {"version": champion.version, "metrics": champion_metrics} if champion else None,
-                "gate": gate.to_dict(),
-                "rows": {
-                    "train": len(train_df),
-                    "holdout": len(test_df),
-                    "dropped": int(len(raw) - len(clean)),
-                },
-                "features": {"numeric": numeric, "categorical": categorical, "unused": unused},
-                "classes": classes,
-                "feature_importance": importance,
-                "violations": checked.report.to_dict(),
-                "tuning": tuning_summary,
-                "prediction_profile": prediction_profile.to_dict(),
-            }
-            files = {
-                CONTRACT_FILE: contract.to_json(),
-                PROFILE_FILE: json.dumps(profile.to_dict()),
-                EVALUATION_FILE: json.dumps(evaluation, default=str, indent=1),
-            }
-            for fname, text in files.items():
-                (out / fname).write_text(text, encoding="utf-8")
-                mlflow.log_artifact(str(out / fname), artifact_path="mloop")
-            mlflow.log_params(
-                {
-                    **{f"model.{k}": v for k, v in params.items()},
-                    "estimator": ms.estimator,
-                    "task": ms.task,
-                    "target": ms.target,
-                    "split": settings.split.strategy,
-                    "features": ",".join(features),
-                }
-            )
-            mlflow.log_metrics(
-                {**metrics, **{f"champion_{k}": v for k, v in (champion_metrics or {}).items()}}
-            )
-            tags = {
-                "mloop.data_source": source_desc,
-                "mloop.data_hash": dhash,
-                "mloop.contract_hash": contract.hash(),
-                "mloop.gate": "passed" if gate.passed else "failed",
-                "mloop.actor": actor,
-                "mloop.reason": reason[:500],
-                **(extra_tags or {}),
-            }
-            commit = _git_commit(settings.root)
-            if commit:
-                tags["mloop.git_commit"] = commit
-            if champion is not None:
-                tags["mloop.parent_champion"] = str(champion.version)
-            mlflow.set_tags(tags)
-            example = x_test.head(5)
-            from mlflow.models import infer_signature
-
-            with warnings.catch_warnings():
-                # MLflow hints that integer columns cannot hold missing values; the data contract,
-                # not the signature, decides nullability at serving time.
-                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-                signature = infer_signature(example, proba[:5] if proba is not None else y_pred[:5])
-            with timer.step("log_model"):
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    serialization_format="skops",
-                    skops_trusted_types=trusted_types_for(model, ms.trusted_types),
-                    signature=signature,
-                    input_example=example,
-                    extra_files=[str(out / f) for f in files],
-                    pip_requirements=_pip_requirements(model),
-                    pyfunc_predict_fn="predict_proba" if ms.task == "classification" else "predict",
-                )
-
-        # ---- register and decide -----------------------------------------------------------------
-        say("registering the version")
-        with timer.step("register"):
-            mv = mlflow.register_model(info.model_uri, ms.name, tags=tags)
-            version = int(mv.version)
-        store.record_event(
-            "gate.passed" if gate.passed else "gate.failed",
-            f"{subject}/v{version}",
-            gate.reason,
-            actor=actor,
-            data={
-                "metric": metric,
-                "metrics": metrics,
-                "champion_metrics": champion_metrics,
-                "run_id": run_id,
-            },
-        )
-        aliases: list[str] = []
-        if gate.passed:
-            if champion is None and settings.gates.promote_first:
-                registry.set_alias(
-                    "champion",
-                    version,
-                    reason=f"first version to pass the gates ({gate.reason})",
-                    actor=actor,
-                )
-                aliases.append("champion")
-            else:
-                registry.set_alias("challenger", version, reason=gate.reason, actor=actor)
-                aliases.append("challenger")
+        _run_steps(run)
         mlflow.end_run("FINISHED")
-        return TrainResult(
-            run_id=run_id,
-            version=version,
-            metrics=metrics,
-            metric=metric,
-            gate=gate,
-            aliases=aliases,
-            champion_before=champion.version if champion else None,
-            timings=timer.timings,
-            tuning=tuning_summary,
-            rows={"train": len(train_df), "holdout": len(test_df), "dropped": int(len(raw) - len(clean))},
-            violations=checked.report.to_dict(),
-        )
-    except BaseException as exc:
-        mlflow.set_tag("mloop.error", f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.end_run("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
-        store.record_event(
-            "training.failed",
-            subject,
-            f"{type(exc).__name__}: {exc}"[:2000],
-            actor=actor,
-            data={"run_id": run_id, "reason": reason},
-        )
-        raise
+        return run.result()
     finally:
         store.close()
+
+
+def _run_steps(run: TrainRun) -> None:
+    """Run :data:`STEPS` in order; on a failure, record it and say how to resume, then re-raise."""
+    import mlflow
+
+    name = ""
+    try:
+        for name, step in STEPS:
+            with run.timer.step(name):
+                step(run)
+            run.done.append(name)
+    except BaseException as exc:
+        hint = resume_hint(run, name)
+        if isinstance(exc, MloopError):
+            exc.message = f"{exc.message}\n{hint}"
+        elif isinstance(exc, Exception):
+            exc.add_note(hint)
+        mlflow.set_tag("mloop.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
+        run.store.record_event(
+            "training.failed",
+            f"model:{run.settings.model.name}",
+            f"{type(exc).__name__}: {exc}"[:2000],
+            actor=run.actor,
+            data={"run_id": run.run_id, "reason": run.reason, "step": name, "resume": hint},
+        )
+        raise
