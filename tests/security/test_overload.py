@@ -223,17 +223,19 @@ def test_requests_beyond_capacity_are_refused_503_before_their_body_is_read(serv
     runtime = server.service.champion()
     assert runtime is not None
     _wait_for(lambda: runtime.inflight == 1)
-    # Headers only: a server that read the body before refusing would wait for it (30 s) instead.
+    # The body is not JSON: a server that parsed it before refusing would answer 422.
     second = server.connect()
-    second.sendall(_head("/predict", 50_000))
-    second.settimeout(WAIT)
-    answer = second.recv(65536)
+    second.sendall(_head("/predict", 50_000) + b"x" * 50_000)
+    answer = _read_all_response(second)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ")
     assert b"\r\nretry-after: " in head.lower()
     assert b"refused before its body was read" in body
-    # The body that follows is skipped, and the connection serves the next request.
-    second.sendall(b"x" * 50_000)
+    # A client that waits for "100 Continue" before sending its body hears the refusal at once.
+    third = server.connect()
+    third.sendall(_head("/predict", 50_000).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+    assert _read_all(third).startswith(b"HTTP/1.1 503 ")
+    third.close()
     server.model.gate.set()
     assert _read_all_response(first).startswith(b"HTTP/1.1 200 ")
     first.close()

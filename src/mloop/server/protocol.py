@@ -12,10 +12,10 @@ connection (and the memory behind it) as long as it likes. :class:`LimitedHttpPr
   the body sees a disconnect).
 
 - shedding from the head: a prediction request that the admission (:mod:`mloop.serving.admission`)
-  would refuse is answered 503 with ``Retry-After`` as soon as its head is in, by the protocol itself:
-  no ASGI task, no request object, no body read (what arrives of it is skipped by the parser). A
-  refusal then costs a few microseconds, so clients that retry at once cannot take the server's time
-  from the requests it admitted.
+  would refuse is refused as soon as its head is in, by the protocol itself: no ASGI task, no request
+  object, no body kept (the parser skips it as it arrives), and 503 with ``Retry-After`` once the body
+  is over. A refusal then costs a few microseconds, so clients that retry at once cannot take the
+  server's time from the requests it admitted.
 
 A deadline costs one float store per request: one timer per event loop sweeps the open connections a
 few times per timeout, instead of a timer armed and cancelled for every request on the hot path.
@@ -123,8 +123,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         served = _served(self.app)
         self.limits: HttpLimits = served.http_limits if served is not None else HttpLimits()
         self._shed: Shedder | None = getattr(served, "shed", None)
-        self._skipping = False
-        """The current request was refused from its head: its body is skipped, not handed to the app."""
+        self._refusal: tuple[bytes, bytes] | None = None
+        """The answer to the current request, refused from its head: sent once its body is skipped."""
         self._reading_head = True
         self._head_bytes = 0
         self.deadline = 0.0
@@ -181,7 +181,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._skipping:
+        if self._refusal is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -190,23 +190,31 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self.deadline = 0.0
-        if self._skipping:
-            self._skipping = False
-            self.on_response_complete()  # keep-alive timer, next pipelined request
+        if self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            self._write_refusal(*refusal, keep_alive=self.parser.should_keep_alive())
             return
         super().on_message_complete()
 
     def _answer_refusal(self, head: bytes, body: bytes) -> None:
-        keep_alive = self.parser.should_keep_alive() and not self.expect_100_continue
+        if self.expect_100_continue:
+            # The client waits for "100 Continue" before sending its body: the final answer comes now.
+            self._write_refusal(head, body, keep_alive=False)
+            return
+        # Decided now, sent once the body has been skipped: clients that stop writing when an answer
+        # arrives early (wrk does) would otherwise send their next request in the middle of this body.
+        self._refusal = (head, body)
+
+    def _write_refusal(self, head: bytes, body: bytes, *, keep_alive: bool) -> None:
         for name, value in self.server_state.default_headers:
             head += name + b": " + value + b"\r\n"
         if not keep_alive:
             head += b"connection: close\r\n"
         self.transport.write(head + b"\r\n" + body)
-        if not keep_alive:
+        if keep_alive:
+            self.on_response_complete()  # keep-alive timer, next pipelined request
+        else:
             self.transport.close()
-            return
-        self._skipping = True
 
     # -- refusals --------------------------------------------------------------------------------
     def expire(self) -> None:
