@@ -5,13 +5,16 @@ A :class:`Scorer` is a loaded model version plus its data contract, compiled for
 for classifiers, ``flags``) and rejected rows (the input values as text and ``_reason``, one line per
 broken rule). Nothing is dropped silently: every input row ends up in exactly one of the two.
 
-The rules are the serving rules (:mod:`mloop.serving.validation`), applied column-wise so millions of
-rows cost little: a value that cannot be read as its type or is infinite is rejected; a missing value
-is rejected when the model uses the column and the contract does not allow missing values; values
-outside the training range and unseen categories are rejected or flagged following
-``serving.out_of_range`` / ``serving.unseen_category`` (default: flagged), so a model behaves the same
-online, in batch and on a stream. Values are read with the training coercion
-(:func:`mloop.data.coerce.coerce_column`), so text such as ``"12.5"`` from a CSV file is a number.
+The rules are enforced by the one function serving uses too
+(:meth:`~mloop.data.enforce.ContractRules.enforce`), so a row refused online is refused here and the
+other way round: a value that cannot be read as its
+type, is infinite or is an integer beyond 64 bits is rejected; so is text with NUL or longer than
+``max_text_chars``; a missing value is rejected when the model uses the column and the contract does
+not allow missing values; values outside the training range and unseen categories are rejected or
+flagged following ``serving.out_of_range`` / ``serving.unseen_category`` (default: flagged). Typed and
+text columns are checked vectorised, so millions of rows cost little; text columns of a file are read
+with the training coercion (:func:`mloop.data.coerce.coerce_column`), so ``"12.5"`` from a CSV file is
+a number, while JSON-like ``object`` columns (records from a stream) are read strictly, as requests are.
 Predictions follow :meth:`mloop.serving.runtime.ModelRuntime.predict_frame`: classifiers are called
 through ``predict_proba`` and the predicted class is the most probable one.
 """
@@ -27,7 +30,8 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from mloop.data.coerce import coerce_column, empty_column
+from mloop.data.coerce import empty_column
+from mloop.data.enforce import MAX_TEXT_CHARS, ContractRules
 from mloop.data.predict import model_classes, predict_with_proba
 from mloop.data.report import safe_example
 from mloop.data.schema import ColumnSpec, DataContract
@@ -56,7 +60,7 @@ class ScoredChunk:
 
 _TYPES = {
     "float": "a finite number",
-    "int": "an integer",
+    "int": "an integer between -2^63 and 2^63-1",
     "bool": "true or false",
     "datetime": "an ISO 8601 date-time",
     "category": "text",
@@ -73,6 +77,8 @@ def _describe(spec: ColumnSpec, rule: str) -> str:
         return f"between {low:g} and {high:g} (the range seen at training)"
     if rule == "missing":
         return f"{_TYPES[spec.dtype]}; the column does not allow missing values"
+    if rule == "text":
+        return f"text of at most {MAX_TEXT_CHARS} characters without NUL (\\u0000)"
     return _TYPES[spec.dtype]
 
 
@@ -114,6 +120,7 @@ class Scorer:
         required: Sequence[str] | None = None,
         unseen_category: Policy = "flag",
         out_of_range: Policy = "flag",
+        max_text_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         if not isinstance(contract, DataContract):
             contract = DataContract.from_dict(contract)
@@ -128,6 +135,13 @@ class Scorer:
         self.required = set(required) if required else {c.name for c in self.specs}
         self.unseen_category = unseen_category
         self.out_of_range = out_of_range
+        self.rules = ContractRules(
+            self.contract,
+            required=sorted(self.required),
+            unseen_category=unseen_category,
+            out_of_range=out_of_range,
+            max_text_chars=max_text_chars,
+        )
         classes = model_classes(model, contract.task)
         self.is_classifier = classes is not None
         self.classes: list[Any] = classes or []
@@ -165,55 +179,38 @@ class Scorer:
     def _validate(
         self, df: pd.DataFrame
     ) -> tuple[dict[str, pd.Series], np.ndarray, dict[int, list[str]], list[tuple[str, str, np.ndarray]]]:
+        """The contract's rules through the one function serving uses too (:mod:`mloop.data.enforce`)."""
         n = len(df)
         reject = np.zeros(n, dtype=bool)
         reasons: dict[int, list[str]] = {}
         flags: list[tuple[str, str, np.ndarray]] = []
         values: dict[str, pd.Series] = {}
-
-        def note(mask: np.ndarray, spec: ColumnSpec, rule: str, raw: pd.Series | None) -> None:
-            allowed = _describe(spec, rule)
-            for pos in np.flatnonzero(mask).tolist():
-                got = "missing" if raw is None else repr(safe_example(raw.iat[pos]))
-                reasons.setdefault(pos, []).append(f"{spec.name}: {rule} (got {got}, expected {allowed})")
-            reject[mask] = True
-
-        def flag(mask: np.ndarray, spec: ColumnSpec, kind: str) -> None:
-            flags.append((kind, spec.name, mask))
-
-        for spec in self.specs:
-            raw = df[spec.name] if spec.name in df.columns else None
-            if isinstance(raw, pd.DataFrame):
-                raise DataError(f"Column {spec.name!r} appears more than once; column names must be unique.")
-            col, bad = coerce_column(raw, spec) if raw is not None else (empty_column(spec, df.index), None)
-            bad_mask = np.zeros(n, dtype=bool) if bad is None else bad.to_numpy(dtype=bool, copy=True)
-            if spec.dtype == "float":
-                numbers = col.to_numpy(dtype="float64", na_value=np.nan)
-                bad_mask |= np.isinf(numbers)
-            if bad_mask.any():
-                note(bad_mask, spec, "type", raw)
-            missing = col.isna().to_numpy(dtype=bool) & ~bad_mask
-            if missing.any() and not spec.nullable and spec.name in self.required:
-                note(missing, spec, "missing", raw)
-            if spec.dtype in ("int", "float") and (spec.min is not None or spec.max is not None):
-                numbers = col.to_numpy(dtype="float64", na_value=np.nan)
-                low = -np.inf if spec.min is None else spec.min
-                high = np.inf if spec.max is None else spec.max
-                with np.errstate(invalid="ignore"):
-                    outside = ((numbers < low) | (numbers > high)) & ~bad_mask
-                if outside.any():
-                    if self.out_of_range == "reject":
-                        note(outside, spec, "range", raw)
-                    else:
-                        flag(outside, spec, "out_of_range")
-            if spec.dtype == "category" and spec.categories is not None:
-                unseen = (col.notna() & ~col.isin(spec.categories)).to_numpy(dtype=bool) & ~bad_mask
-                if unseen.any():
-                    if self.unseen_category == "reject":
-                        note(unseen, spec, "category", raw)
-                    else:
-                        flag(unseen, spec, "unseen_category")
-            values[spec.name] = col
+        columns: dict[str, pd.Series] = {}
+        for name in self.rules.contract.names:
+            if name in df.columns:
+                raw = df[name]
+                if isinstance(raw, pd.DataFrame):
+                    raise DataError(f"Column {name!r} appears more than once; column names must be unique.")
+                columns[name] = raw
+        for outcome in self.rules.enforce(columns, n):
+            spec, raw = outcome.rules.spec, columns.get(outcome.name)
+            for rule, rows in (outcome.refused or {}).items():
+                allowed = _describe(spec, "missing" if rule in ("null", "missing") else rule)
+                label = "missing" if rule in ("null", "missing") else rule
+                for pos in rows:
+                    got = "missing" if raw is None else repr(safe_example(raw.iat[pos]))
+                    reasons.setdefault(pos, []).append(
+                        f"{spec.name}: {label} (got {got}, expected {allowed})"
+                    )
+                reject[rows] = True
+            for kind, rows in (outcome.flagged or {}).items():
+                mask = np.zeros(n, dtype=bool)
+                mask[rows] = True
+                flags.append((kind, spec.name, mask))
+            column = outcome.values
+            if raw is None:  # the column is absent: all missing, with the contract's dtype
+                column = empty_column(spec, df.index)
+            values[spec.name] = column
         return values, reject, reasons, flags
 
     # -- prediction ----------------------------------------------------------------------------

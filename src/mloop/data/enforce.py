@@ -231,6 +231,11 @@ class ColumnRules:
         cats = spec.categories if spec.dtype == "category" else None
         self.categories = frozenset(cats) if cats is not None else None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The readers are closures: rebuild from the settings (batch ships scorers to worker processes).
+        args = (self.spec, self.required, self.unseen_category, self.out_of_range, self.cap)
+        return (_column_rules, args)
+
     def allowed(self, rule: str) -> str:
         """What ``rule`` expects, for messages."""
         if rule == "range":
@@ -418,6 +423,18 @@ class ContractRules:
         absent name means the field is absent from every row.
         """
         return [rules.check(columns.get(rules.name), n) for rules in self.columns]
+
+
+def _column_rules(
+    spec: ColumnSpec, required: bool, unseen_category: Policy, out_of_range: Policy, cap: int
+) -> ColumnRules:
+    return ColumnRules(
+        spec,
+        required=required,
+        unseen_category=unseen_category,
+        out_of_range=out_of_range,
+        max_text_chars=cap,
+    )
 
 
 def _vectorised(dtype: Any) -> bool:
