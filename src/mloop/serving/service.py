@@ -116,6 +116,8 @@ class PredictionService:
         registry or log, a refused model), ``/ready`` says ``failed`` with the error, it is logged and
         recorded, and the attempt is repeated with exponential backoff until it works."""
         delay, longest = self.retry_s
+        if self.serving.poll_interval_s > 0:  # never slower than the alias poll that follows
+            longest = max(delay, min(longest, self.serving.poll_interval_s))
         while True:
             try:
                 if self.logger is None:
