@@ -85,12 +85,12 @@ def main() -> None:
             pause("champion_moved")
         return info
 
-    Controller._move = paused_move  # type: ignore[method-assign]
-    SubprocessTrainer.spawn = paused_spawn  # type: ignore[method-assign]
-    RolloutDriver.start = paused_start  # type: ignore[method-assign]
-    RolloutDriver.advance = paused_advance  # type: ignore[method-assign]
-    Promotions.finish = paused_finish  # type: ignore[method-assign]
-    Registry.set_alias = paused_set_alias  # type: ignore[method-assign]
+    Controller._move = paused_move
+    SubprocessTrainer.spawn = paused_spawn
+    RolloutDriver.start = paused_start
+    RolloutDriver.advance = paused_advance
+    Promotions.finish = paused_finish
+    Registry.set_alias = paused_set_alias
 
     settings = load_settings(config)
     ctrl = Controller(settings)

@@ -22,7 +22,7 @@ def spark_java() -> None:
         pytest.skip("Spark needs a Java runtime (java on PATH)")
 
 
-def test_spark_engine_matches_the_local_engine(spark_java, trained_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_spark_engine_matches_the_local_engine(spark_java, trained_settings, tmp_path: Path) -> None:
     frame = generate_fraud(3000, seed=17).drop(columns=["is_fraud"]).astype({"amount": object})
     frame.loc[[5, 2000], "amount"] = "abc"
     src = tmp_path / "in.csv"

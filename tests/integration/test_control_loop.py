@@ -15,7 +15,7 @@ from mloop.errors import ControlError
 from mloop.store import open_store
 
 
-def controller_for(settings, **kw):  # type: ignore[no-untyped-def]
+def controller_for(settings, **kw):
     store = open_store(settings.store_url)
     return Controller(settings, store=store, rollouts=ScriptedRollouts(settings, store, **kw))
 
@@ -134,7 +134,7 @@ def test_schedule_and_new_data_triggers(tmp_path: Path) -> None:
     assert ctrl.check_triggers() is None
 
 
-def _serve_labelled(settings, store, frame, ts) -> None:  # type: ignore[no-untyped-def]
+def _serve_labelled(settings, store, frame, ts) -> None:
     """Log ``frame``'s rows as predictions served at ``ts`` and send their labels to feedback."""
     from mloop.predlog import PredictionRecord, new_prediction_id, open_prediction_log
 

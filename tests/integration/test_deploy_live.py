@@ -176,13 +176,13 @@ def test_real_prometheus_scrapes_the_server_and_evaluates_the_rules(
         _wait(f"http://127.0.0.1:{port}/-/ready", proc, seconds=60)
         deadline = time.monotonic() + 60
         while True:
-            targets = _api(port, "targets")["data"]["activeTargets"]  # type: ignore[index]
+            targets = _api(port, "targets")["data"]["activeTargets"]
             metadata = _api(port, "metadata")["data"]
-            rules = [r for g in _api(port, "rules")["data"]["groups"] for r in g["rules"]]  # type: ignore[index]
+            rules = [r for g in _api(port, "rules")["data"]["groups"] for r in g["rules"]]
             scraped = {
                 name + ("_total" if m[0]["type"] == "counter" and not name.endswith("_total") else "")
                 for name, m in metadata.items()
-            }  # type: ignore[union-attr]
+            }
             ready = (
                 targets
                 and targets[0]["health"] == "up"

@@ -52,11 +52,11 @@ async def client(tmp_path: Path, store: Store) -> AsyncIterator[httpx.AsyncClien
         settings, source=StaticSource("toy", {}), store=store, logger=PredictionLogger(log)
     )
     regressor = SimpleNamespace(task="regression", classes=[], name="toy", version="1")
-    service.runtime_of = lambda version: regressor  # type: ignore[assignment,method-assign,return-value]
+    service.runtime_of = lambda version: regressor
     app = create_app(settings, service=service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         yield c
-    service.logger.close()  # type: ignore[union-attr]
+    service.logger.close()
 
 
 BAD_IDS = ["\t", " ", "", "\n\r\t ", "x" * 129, "a\x00b", "\x00", 0, None, ["p1"]]

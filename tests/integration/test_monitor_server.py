@@ -41,7 +41,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as c,
     ):
-        c.app = app  # type: ignore[attr-defined]
+        c.app = app
         deadline = time.monotonic() + 120
         while (await c.get("/ready")).status_code != 200:
             assert time.monotonic() < deadline, "the server did not become ready"
@@ -75,7 +75,7 @@ async def _send(client: httpx.AsyncClient, settings: Settings, n: int, seed: int
 async def test_background_cycle_exports_the_contract_gauges(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    app: Any = client.app  # type: ignore[attr-defined]
+    app: Any = client.app
     assert app.state.monitor._task is not None, "the lifespan starts the background loop"
     await _send(client, settings, 1000, seed=21, scenario="covariate_shift")
     assert app.state.service.logger.flush()
@@ -103,7 +103,7 @@ async def test_a_restarted_server_shows_the_last_window_without_recomputing(
 ) -> None:
     with open_store(settings.store_url) as store:
         before = len(store.events(kind=WINDOW_EVENT, limit=None))
-    app: Any = client.app  # type: ignore[attr-defined]
+    app: Any = client.app
     assert app.state.monitor.tick() is None  # the newest window is recent: refresh the gauges only
     assert _gauges((await client.get("/metrics")).text, "mloop_labelled_rows")
     with open_store(settings.store_url) as store:

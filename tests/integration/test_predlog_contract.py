@@ -48,7 +48,7 @@ def _rec(i: int, *, model: str = "fraud", version: str = "1", **kw: object) -> P
         "ts": T0 + timedelta(seconds=i),
     }
     fields.update(kw)
-    return PredictionRecord(**fields)  # type: ignore[arg-type]
+    return PredictionRecord(**fields)
 
 
 def test_round_trip_flattens_features_and_probabilities(backend: PredictionLogBackend) -> None:
@@ -139,7 +139,7 @@ def test_a_feature_that_changes_type_between_batches_still_reads(backend: Predic
 )
 def test_bad_read_arguments(backend: PredictionLogBackend, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(StoreError, match=match):
-        backend.read(**kwargs)  # type: ignore[arg-type]
+        backend.read(**kwargs)
 
 
 def test_logger_writes_everything_through_the_backend(backend: PredictionLogBackend) -> None:

@@ -55,7 +55,7 @@ def test_kill_9_leaves_only_readable_segments_and_loses_at_most_the_buffer(tmp_p
         else:
             raise AssertionError("the child never wrote five segments")
     finally:
-        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(child.pid, signal.SIGKILL)
         child.join(30)
     assert child.exitcode == -signal.SIGKILL
     accepted = int(logged.value)

@@ -70,7 +70,7 @@ def test_kill_9_loses_no_committed_record_in_sync_mode(tmp_path: Path) -> None:
             assert child.is_alive(), "the logging child died on its own"
             time.sleep(0.01)
     finally:
-        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(child.pid, signal.SIGKILL)
         child.join(30)
     assert child.exitcode == -signal.SIGKILL
     committed = list(acked)

@@ -108,7 +108,7 @@ def test_counters_sum_over_processes_and_upsert(store: Store) -> None:
     assert rs.counters(rid) == {"canary": (17, 2), "champion": (90, 0)}
 
 
-def _race(url: str, rid: int, action: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:  # type: ignore[name-defined]
+def _race(url: str, rid: int, action: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:
     with open_store(url) as s:
         rs = RolloutStore(s, ROLLOUT_MACHINE)
         r = rs.get(rid)

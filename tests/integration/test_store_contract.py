@@ -88,7 +88,7 @@ def test_kind_prefix_is_not_a_like_pattern(store: Store) -> None:
 def test_record_event_rejects_bad_input(store: Store, kwargs: dict[str, object], match: str) -> None:
     args = {"kind": "gate.passed", "subject": "model:m/v1", "reason": "r"} | kwargs
     with pytest.raises(StoreError, match=match):
-        store.record_event(args.pop("kind"), args.pop("subject"), args.pop("reason"), **args)  # type: ignore[arg-type]
+        store.record_event(args.pop("kind"), args.pop("subject"), args.pop("reason"), **args)
 
 
 def test_feedback_round_trips_labels_of_several_types(store: Store) -> None:
@@ -128,7 +128,7 @@ def test_feedback_since_and_many_ids(store: Store) -> None:
 )
 def test_feedback_rejects_bad_items(store: Store, items: list[tuple[object, ...]], match: str) -> None:
     with pytest.raises(StoreError, match=match):
-        store.add_feedback(items)  # type: ignore[arg-type]
+        store.add_feedback(items)
     assert store.feedback() == {}
 
 

@@ -100,7 +100,7 @@ def names(backend: Backend) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def scorer(trained_project):  # type: ignore[no-untyped-def]
+def scorer(trained_project):
     from mloop.config import load_settings
 
     return load_scorer(load_settings(trained_project / "mloop.yaml"), "@champion")
@@ -111,14 +111,14 @@ def _payloads(n: int) -> list[str]:
     return [json.dumps(r) for r in json.loads(frame.to_json(orient="records", date_format="iso"))]
 
 
-def _consumer(backend: Backend, names: dict[str, str], scorer, **kw) -> StreamScorer:  # type: ignore[no-untyped-def]
+def _consumer(backend: Backend, names: dict[str, str], scorer, **kw) -> StreamScorer:
     source = open_source(backend.url(names["source"], group="g", consumer="c1"), claim_idle_ms=60_000)
     return StreamScorer(
         scorer, source, open_sink(backend.url(names["sink"])), open_sink(backend.url(names["dead"])), **kw
     )
 
 
-def test_results_and_dead_letters_are_keyed_by_source_id(backend, names, scorer) -> None:  # type: ignore[no-untyped-def]
+def test_results_and_dead_letters_are_keyed_by_source_id(backend, names, scorer) -> None:
     payloads = _payloads(40)
     payloads[7] = payloads[7].replace('"hour":', '"hour":"late","x":')
     payloads.append("oops")
@@ -133,7 +133,7 @@ def test_results_and_dead_letters_are_keyed_by_source_id(backend, names, scorer)
     assert sorted(d["reason"].split(" ")[0] for d in dead) == ["hour:", "malformed:"]
 
 
-def test_unacknowledged_events_are_delivered_again(backend, names, scorer) -> None:  # type: ignore[no-untyped-def]
+def test_unacknowledged_events_are_delivered_again(backend, names, scorer) -> None:
     backend.produce(names["source"], _payloads(10))
     crashed = _consumer(backend, names, scorer, block_ms=200)
     first = []
@@ -149,7 +149,7 @@ def test_unacknowledged_events_are_delivered_again(backend, names, scorer) -> No
     assert sorted(r["key"] for r in backend.entries(names["sink"])) == sorted(m.id for m in first)
 
 
-def test_a_replayed_commit_writes_no_second_result(backend, names, scorer) -> None:  # type: ignore[no-untyped-def]
+def test_a_replayed_commit_writes_no_second_result(backend, names, scorer) -> None:
     if backend.name == "kafka":
         pytest.skip("the Kafka sink is at-least-once: a replay repeats the result under the same key")
     backend.produce(names["source"], _payloads(6))
@@ -163,7 +163,7 @@ def test_a_replayed_commit_writes_no_second_result(backend, names, scorer) -> No
     assert sorted(r["key"] for r in backend.entries(names["sink"])) == sorted(ids)
 
 
-def test_a_sink_on_another_server_skips_keys_it_wrote(backend, names, scorer) -> None:  # type: ignore[no-untyped-def]
+def test_a_sink_on_another_server_skips_keys_it_wrote(backend, names, scorer) -> None:
     if backend.name == "kafka":
         pytest.skip("the Kafka sink is at-least-once: a replay repeats the result under the same key")
     from mloop.streaming import Entry

@@ -17,7 +17,7 @@ NUMERIC = ["amount", "hour", "customer_age", "txn_count_24h"]
 CATEGORICAL = ["merchant_category", "device"]
 
 
-def _data(seed: int = 0):  # type: ignore[no-untyped-def]
+def _data(seed: int = 0):
     df = generate_fraud(1500, seed=seed, fraud_rate=0.1)
     return df[NUMERIC + CATEGORICAL], df["is_fraud"]
 

@@ -143,6 +143,6 @@ def test_a_backend_failure_while_isolating_retries_only_what_is_left() -> None:
     assert logger.flush() is False and logger.pending == 50
     assert logger.flush() is True
     logger.close()
-    stored = [r.prediction_id for r in logger.backend.records]  # type: ignore[attr-defined]
+    stored = [r.prediction_id for r in logger.backend.records]
     assert sorted(stored) == [r.prediction_id for r in batch] and len(set(stored)) == 100
     assert logger.stats()["written"] == 100 and logger.stats()["quarantined"] == 1

@@ -29,14 +29,14 @@ def fraud_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fraud_settings(fraud_project: Path):  # type: ignore[no-untyped-def]
+def fraud_settings(fraud_project: Path):
     from mloop.config import load_settings
 
     return load_settings(fraud_project / "mloop.yaml")
 
 
 @pytest.fixture(scope="session")
-def fraud_scorer(fraud_settings):  # type: ignore[no-untyped-def]
+def fraud_scorer(fraud_settings):
     from mloop.batch import load_scorer
 
     return load_scorer(fraud_settings, "@champion")

@@ -27,11 +27,11 @@ def csv_input(tmp_path: Path, data: pd.DataFrame) -> Path:
     return path
 
 
-def _run(settings, src, dst, **kw):  # type: ignore[no-untyped-def]
+def _run(settings, src, dst, **kw):
     return batch_predict(settings, str(src), str(dst), workers=1, chunk_rows=300, **kw)
 
 
-def test_csv_in_parquet_out_with_rejected_side_file(fraud_settings, csv_input: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_in_parquet_out_with_rejected_side_file(fraud_settings, csv_input: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
     report = _run(fraud_settings, csv_input, out)
     scored = pd.read_parquet(out)
@@ -49,7 +49,7 @@ def test_an_interrupted_job_resumes_without_gaps_or_duplicates(
     fraud_settings,
     csv_input: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reference = tmp_path / "ref.parquet"
     _run(fraud_settings, csv_input, reference)
@@ -57,7 +57,7 @@ def test_an_interrupted_job_resumes_without_gaps_or_duplicates(
     original = FileOutput.write_chunk
     calls = {"n": 0}
 
-    def crash_on_third(self, index, scored, rejected):  # type: ignore[no-untyped-def]
+    def crash_on_third(self, index, scored, rejected):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("simulated kill")
@@ -78,7 +78,7 @@ def test_a_resume_with_other_settings_is_refused_until_restart(
     fraud_settings,
     csv_input: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "o.parquet"
     monkeypatch.setattr(FileOutput, "finish", lambda self, chunks: None)  # leave the job unfinished
@@ -90,7 +90,7 @@ def test_a_resume_with_other_settings_is_refused_until_restart(
     assert report.chunks == 10 and len(pd.read_parquet(out)) == 997
 
 
-def test_an_existing_output_needs_overwrite(fraud_settings, csv_input: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_existing_output_needs_overwrite(fraud_settings, csv_input: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.csv"
     _run(fraud_settings, csv_input, out)
     with pytest.raises(DataError, match="exists; pass --overwrite"):
@@ -99,7 +99,7 @@ def test_an_existing_output_needs_overwrite(fraud_settings, csv_input: Path, tmp
     assert len(pd.read_csv(out)) == 997 and len(pd.read_csv(tmp_path / "o.rejected.csv")) == 3
 
 
-def test_parquet_directory_output_is_a_dataset(fraud_settings, data: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_parquet_directory_output_is_a_dataset(fraud_settings, data: pd.DataFrame, tmp_path: Path) -> None:
     src = tmp_path / "in.parquet"
     data.astype({"amount": str}).to_parquet(src)
     out = tmp_path / "scores"
@@ -115,7 +115,7 @@ def test_sql_query_in_and_sql_table_out_resume(
     fraud_settings,
     data: pd.DataFrame,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = tmp_path / "bank.db"
     with sqlite3.connect(db) as conn:
@@ -129,7 +129,7 @@ def test_sql_query_in_and_sql_table_out_resume(
     original = SqlOutput.write_chunk
     calls = {"n": 0}
 
-    def crash_on_second(self, index, scored, rejected):  # type: ignore[no-untyped-def]
+    def crash_on_second(self, index, scored, rejected):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated kill")
@@ -147,12 +147,12 @@ def test_sql_query_in_and_sql_table_out_resume(
     assert len(scored) == 997 and scored[ROW].is_unique and len(rejected) == 3
 
 
-def test_a_database_input_needs_a_query(fraud_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_database_input_needs_a_query(fraud_settings, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="--query"):
         _run(fraud_settings, f"sqlite:///{tmp_path}/x.db", tmp_path / "o.parquet")
 
 
-def test_worker_processes_give_the_same_output(fraud_settings, csv_input: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_worker_processes_give_the_same_output(fraud_settings, csv_input: Path, tmp_path: Path) -> None:
     _run(fraud_settings, csv_input, tmp_path / "one.parquet")
     batch_predict(fraud_settings, str(csv_input), str(tmp_path / "two.parquet"), workers=2, chunk_rows=300)
     pd.testing.assert_frame_equal(
@@ -160,7 +160,7 @@ def test_worker_processes_give_the_same_output(fraud_settings, csv_input: Path, 
     )
 
 
-def test_a_sample_reaches_the_prediction_log(fraud_settings, csv_input: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_sample_reaches_the_prediction_log(fraud_settings, csv_input: Path, tmp_path: Path) -> None:
     from mloop.predlog import open_prediction_log
 
     settings = fraud_settings.model_copy(deep=True)
@@ -178,7 +178,7 @@ def test_workers_read_parquet_chunks_themselves_and_resume(
     fraud_settings,
     data: pd.DataFrame,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src = tmp_path / "in.parquet"
     data.astype({"amount": str}).to_parquet(src, row_group_size=250)  # row groups across chunk edges

@@ -60,7 +60,7 @@ def test_reject_policies_turn_flags_into_rejections(fraud_scorer: Scorer, rows: 
 
 def test_predictions_match_the_serving_runtime(
     fraud_settings, fraud_scorer: Scorer, rows: pd.DataFrame
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from mloop.serving.runtime import ModelRuntime
     from mloop.tracking import Registry
 
@@ -75,7 +75,7 @@ def test_predictions_match_the_serving_runtime(
     )
 
 
-def _frame(runtime, columns):  # type: ignore[no-untyped-def]
+def _frame(runtime, columns):
     from mloop.serving.runtime import build_frame
 
     return build_frame(runtime.specs, [columns])

@@ -123,7 +123,7 @@ def test_a_cycle_walks_train_gate_rollout_promote_one_step_per_tick(tmp_path: Pa
     training = ctrl.tick()
     assert training is not None and training.state == CycleState.TRAINING
     assert trainer.spawned == [(cycle.id, None)] and training.pid == 1000 and training.attempts == 1
-    assert ctrl.tick().state == CycleState.TRAINING  # type: ignore[union-attr]  # still running
+    assert ctrl.tick().state == CycleState.TRAINING  # still running
     trainer.running.clear()
     registry.register(cycle.id, 2, "passed")
     trained = ctrl.tick()
@@ -131,7 +131,7 @@ def test_a_cycle_walks_train_gate_rollout_promote_one_step_per_tick(tmp_path: Pa
     rolling = ctrl.tick()
     assert rolling is not None and (rolling.state, rolling.rollout_id) == (CycleState.ROLLING_OUT, 77)
     assert rollouts.started == ["2"]
-    assert ctrl.tick().state == CycleState.ROLLING_OUT  # type: ignore[union-attr]  # one analysis
+    assert ctrl.tick().state == CycleState.ROLLING_OUT  # one analysis
     done = ctrl.tick()
     assert done is not None and done.state == CycleState.PROMOTED and done.terminal
     assert _states(store, cycle.id) == ["triggered", "training", "trained", "rolling_out", "promoted"]
@@ -157,7 +157,7 @@ def test_the_gate_decides_what_follows_training(
     trainer.running.clear()
     registry.register(cycle.id, 2, gate, *aliases)
     ctrl.tick()
-    assert ctrl.tick().state == expected  # type: ignore[union-attr]
+    assert ctrl.tick().state == expected
 
 
 def test_manual_approval_waits_for_approve_then_rolls_out(tmp_path: Path, store: Store) -> None:
@@ -170,19 +170,19 @@ def test_manual_approval_waits_for_approve_then_rolls_out(tmp_path: Path, store:
     trainer.running.clear()
     registry.register(cycle.id, 2, "passed")
     ctrl.tick()
-    assert ctrl.tick().state == CycleState.AWAITING_APPROVAL  # type: ignore[union-attr]
-    assert ctrl.tick().state == CycleState.AWAITING_APPROVAL  # type: ignore[union-attr]
+    assert ctrl.tick().state == CycleState.AWAITING_APPROVAL
+    assert ctrl.tick().state == CycleState.AWAITING_APPROVAL
     with pytest.raises(ControlError, match="not waiting for approval"):
         approve(store, "fraud", "3")
     approve(store, "fraud", "2", actor="alice")
-    assert ctrl.tick().state == CycleState.ROLLING_OUT  # type: ignore[union-attr]
+    assert ctrl.tick().state == CycleState.ROLLING_OUT
 
 
 def test_a_crashed_training_fails_the_cycle_and_a_slow_one_is_killed(tmp_path: Path, store: Store) -> None:
     ctrl, trainer, _ = _controller(tmp_path, store, control={"training_timeout_s": 1e-9})
     cycle = ctrl.start_cycle(Trigger("manual", "manual:slow", "test"))
     assert cycle is not None
-    pid = ctrl.tick().pid  # type: ignore[union-attr]
+    pid = ctrl.tick().pid
     timed_out = ctrl.tick()
     assert timed_out is not None and timed_out.state == CycleState.FAILED
     assert trainer.stopped == [pid] and "training_timeout_s" in timed_out.reason
@@ -212,7 +212,7 @@ def test_dry_run_records_and_trains_nothing(tmp_path: Path, store: Store) -> Non
     ctrl, trainer, _ = _controller(tmp_path, store, control={"dry_run": True})
     cycle = ctrl.start_cycle(Trigger("manual", "manual:d", "test"))
     assert cycle is not None
-    assert ctrl.tick().state == CycleState.DRY_RUN  # type: ignore[union-attr]
+    assert ctrl.tick().state == CycleState.DRY_RUN
     assert trainer.spawned == []
 
 
@@ -225,7 +225,7 @@ def test_a_rolled_back_rollout_ends_the_cycle_rolled_back(tmp_path: Path, store:
     registry.register(cycle.id, 2, "passed")
     ctrl.tick()
     ctrl.tick()
-    assert ctrl.tick().state == CycleState.ROLLED_BACK  # type: ignore[union-attr]
+    assert ctrl.tick().state == CycleState.ROLLED_BACK
 
 
 def test_every_state_that_is_not_final_has_a_handler(tmp_path: Path, store: Store) -> None:
@@ -244,7 +244,7 @@ def test_a_paused_cycle_stays_paused_and_the_store_refuses_illegal_moves(
     paused = ctrl.repo.transition(cycle, CycleState.PAUSED, reason="paused by the test")
     assert ctrl.tick() == paused and trainer.spawned == []
     resumed = ctrl.repo.transition(paused, CycleState.TRIGGERED, reason="resumed")
-    assert ctrl.tick().state == CycleState.TRAINING  # type: ignore[union-attr]
+    assert ctrl.tick().state == CycleState.TRAINING
     assert resumed.revision == paused.revision + 1
 
 

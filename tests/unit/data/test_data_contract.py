@@ -36,7 +36,7 @@ def contract(train: pd.DataFrame) -> DataContract:
 
 
 def _policy(**kwargs: object) -> ContractSettings:
-    return ContractSettings(**kwargs)  # type: ignore[arg-type]
+    return ContractSettings(**kwargs)
 
 
 # ---- inference -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def column_specs(draw: st.DrawFn, name: str) -> ColumnSpec:
     categories = None
     if dtype == "category":
         categories = tuple(sorted(draw(st.sets(st.text(max_size=8), max_size=6))))
-    return ColumnSpec(name, dtype, draw(st.booleans()), low, high, categories)  # type: ignore[arg-type]
+    return ColumnSpec(name, dtype, draw(st.booleans()), low, high, categories)
 
 
 @st.composite

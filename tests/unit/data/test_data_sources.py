@@ -24,7 +24,7 @@ FRAME = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, 2.5], "c": ["x", "y", "z"]
 
 
 def _load(uri: str, root: Path, **kwargs: object) -> pd.DataFrame:
-    return load_source(SourceSettings(uri=uri, **kwargs), root=root)  # type: ignore[arg-type]
+    return load_source(SourceSettings(uri=uri, **kwargs), root=root)
 
 
 # ---- files ---------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_zero_rows_gives_empty_frame_with_columns() -> None:
 def test_bad_arguments_are_data_errors(kwargs: dict[str, object], needle: str) -> None:
     rows = kwargs.pop("rows")
     with pytest.raises(DataError, match=needle):
-        generate_fraud(rows, **kwargs)  # type: ignore[arg-type]
+        generate_fraud(rows, **kwargs)
 
 
 def test_bad_chunk_size() -> None:

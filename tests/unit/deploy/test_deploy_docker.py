@@ -27,7 +27,7 @@ def project(project_dir: Path) -> Path:
 
 
 def _files(project: Path, **options: object) -> dict[str, str]:
-    generate("docker", load_settings(project / "mloop.yaml"), project, DeployOptions(**options))  # type: ignore[arg-type]
+    generate("docker", load_settings(project / "mloop.yaml"), project, DeployOptions(**options))
     return {p.name: p.read_text() for p in project.iterdir() if p.is_file()}
 
 

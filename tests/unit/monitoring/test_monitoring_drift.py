@@ -111,7 +111,7 @@ def test_mismatched_inputs_raise_monitoring_error(profile) -> None:
     with pytest.raises(MonitoringError, match="Unknown drift test"):
         detect_drift(profile, _frame(10, 1), stattest="nope")
     with pytest.raises(MonitoringError, match="DataFrame"):
-        detect_drift(profile, [1, 2, 3])  # type: ignore[arg-type]
+        detect_drift(profile, [1, 2, 3])
 
 
 def test_per_column_and_global_tests(profile) -> None:

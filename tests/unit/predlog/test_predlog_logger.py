@@ -112,7 +112,7 @@ class ExplodingLog(PredictionLogBackend):
     def _write_batch(self, records: list[PredictionRecord]) -> None:
         raise RuntimeError("disk on fire")
 
-    def _read(self, query: ReadQuery):  # type: ignore[no-untyped-def]
+    def _read(self, query: ReadQuery):
         raise NotImplementedError
 
     def _count(self, model_name: str | None) -> int:
@@ -133,7 +133,7 @@ def test_log_never_raises_even_on_garbage_or_a_broken_callback() -> None:
         raise ValueError("metrics are down")
 
     with PredictionLogger(MemoryPredictionLog(), buffer_size=1, on_drop=broken) as logger:
-        assert not logger.log("not a record")  # type: ignore[arg-type]
+        assert not logger.log("not a record")
         assert logger.log(_rec(1))
         assert logger.dropped == 1
 
@@ -143,7 +143,7 @@ def test_log_never_raises_even_on_garbage_or_a_broken_callback() -> None:
 )
 def test_bad_settings_are_config_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match="prediction_log"):
-        PredictionLogger(MemoryPredictionLog(), **kwargs)  # type: ignore[arg-type]
+        PredictionLogger(MemoryPredictionLog(), **kwargs)
 
 
 def test_memory_backend_failure_is_a_store_error() -> None:

@@ -165,7 +165,7 @@ def cli(settings, store, registry, predlog, monkeypatch: pytest.MonkeyPatch) -> 
 
     def controller(config: Any, model: Any = None) -> RolloutController:
         ctl = _ctl(settings, store, registry, predlog)
-        ctl.close = lambda: None  # type: ignore[method-assign]  (the fixture owns the store)
+        ctl.close = lambda: None  # the fixture owns the store
         return ctl
 
     monkeypatch.setattr(rollout_cli, "_controller", controller)

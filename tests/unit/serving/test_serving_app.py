@@ -160,7 +160,7 @@ async def test_metrics_names_follow_the_contract(served: Served) -> None:
 async def test_predictions_are_logged_and_feedback_is_stored(served: Served) -> None:
     r = (await served.client.post("/predict", json={"features": [RECORD, RECORD]})).json()
     ids = [p["id"] for p in r["predictions"]]
-    served.service.logger.flush()  # type: ignore[union-attr]
+    served.service.logger.flush()
     frame = served.log.read(model_name="toy")
     assert set(ids) <= set(frame["prediction_id"]) and set(frame["model_version"]) == {"1"}
     assert "amount" in frame.columns and "proba_1" in frame.columns
@@ -220,7 +220,7 @@ async def test_swap_under_load_fails_nothing_and_each_response_names_its_version
     assert versions == {"1", "2"}
     # Version 2 always predicts 1; version 1 predicts 0 for this small amount: answers match their version.
     assert all(pred == (1 if v == "2" else 0) for _, v, pred in seen)
-    assert served.service.champion().version == "2"  # type: ignore[union-attr]
+    assert served.service.champion().version == "2"
 
 
 async def test_openapi_lists_contract_fields_types_and_categories(served: Served) -> None:

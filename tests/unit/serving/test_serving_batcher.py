@@ -104,7 +104,7 @@ def test_a_failing_batch_fails_only_its_callers() -> None:
         b.start()
         bad, good = await asyncio.gather(b.submit([-1]), b.submit([2]), return_exceptions=True)
         await b.close()
-        return [bad], good  # type: ignore[return-value]
+        return [bad], good
 
     (bad,), good = asyncio.run(scenario())
     assert isinstance(bad, ValueError) and good == [21]

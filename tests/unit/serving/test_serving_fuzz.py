@@ -73,11 +73,10 @@ def test_no_generated_request_gets_a_5xx(base_url: str) -> None:
         def check(case: object) -> None:
             nonlocal count
             count += 1
-            response = case.call(base_url=base_url)  # type: ignore[attr-defined]
+            response = case.call(base_url=base_url)
             if response.status_code >= 500:
                 failures.append(
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: "  # type: ignore[attr-defined]
-                    f"{response.text[:200]}"
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
                 )
 
         check()

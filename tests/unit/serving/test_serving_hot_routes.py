@@ -84,7 +84,7 @@ async def test_unexpected_error_on_a_hot_route_is_a_logged_500(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    service.predict = broken  # type: ignore[method-assign]
+    service.predict = broken
     answers = []
     for hot in (app.hot_routes, {}):
         app.hot_routes = hot

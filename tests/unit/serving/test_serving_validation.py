@@ -11,10 +11,10 @@ from mloop.serving import ContractValidator
 
 
 def validator(**kw: str) -> ContractValidator:
-    return ContractValidator(infer_contract(frame(), target="label"), **kw)  # type: ignore[arg-type]
+    return ContractValidator(infer_contract(frame(), target="label"), **kw)
 
 
-def errors_of(call) -> list[dict]:  # type: ignore[no-untyped-def]
+def errors_of(call) -> list[dict]:
     with pytest.raises(RequestValidationError) as info:
         call()
     return info.value.errors

@@ -59,7 +59,7 @@ def test_acquire_renew_release_and_holder(store: Store) -> None:
     assert not leases.acquire("loop:fraud", "b", 60)
     assert not leases.renew("loop:fraud", "b", 60)
     assert leases.renew("loop:fraud", "a", 120)
-    assert leases.holder("loop:fraud").expires_at > held.expires_at  # type: ignore[union-attr]
+    assert leases.holder("loop:fraud").expires_at > held.expires_at
     assert leases.alive("loop:fraud")  # not a process token: only its expiry tells
     assert not leases.release("loop:fraud", "b") and leases.release("loop:fraud", "a")
     assert not leases.renew("loop:fraud", "a", 60), "a released lease is not renewed"
@@ -72,7 +72,7 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(store: Sto
     assert store.leases.acquire("rollout-promote:1", dead, 600)
     assert not store.leases.alive("rollout-promote:1")
     assert store.leases.acquire("rollout-promote:1", "me", 60)
-    assert store.leases.holder("rollout-promote:1").owner == "me"  # type: ignore[union-attr]
+    assert store.leases.holder("rollout-promote:1").owner == "me"
     assert store.leases.acquire("monitor:fraud", "other-host:1:live", 600)
     assert not store.leases.acquire("monitor:fraud", "me", 60), "another host's holder waits for expiry"
 
@@ -86,7 +86,7 @@ def test_hold_waits_then_refuses_with_the_callers_words(store: Store) -> None:
         pass
     store.leases.release("deployment:fraud", "other-host:1:x")
     with store.leases.hold("deployment:fraud", 30) as owner:
-        assert store.leases.holder("deployment:fraud").owner == owner  # type: ignore[union-attr]
+        assert store.leases.holder("deployment:fraud").owner == owner
     assert store.leases.holder("deployment:fraud") is None, "released when the block ends"
 
 

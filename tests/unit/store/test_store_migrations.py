@@ -107,7 +107,7 @@ def test_a_store_written_before_lease_fences_upgrades_in_place(any_url: str) -> 
         assert cycle is not None and cycle.state == "training"
         assert store.leases.release("loop:fraud", "other-host:1:x")
         assert store.leases.acquire("loop:fraud", "me", 60)
-        assert store.leases.holder("loop:fraud").fence == 1  # type: ignore[union-attr]
+        assert store.leases.holder("loop:fraud").fence == 1
 
 
 def test_fences_grow_on_every_handover_and_survive_release(tmp_path: Path) -> None:
@@ -118,8 +118,8 @@ def test_fences_grow_on_every_handover_and_survive_release(tmp_path: Path) -> No
         assert store.leases.renew("loop:m", "a", 60) and store.leases.acquire("loop:m", "a", 60)
         assert store.leases.holder("loop:m") == replace(
             first, expires_at=store.leases.holder("loop:m").expires_at
-        )  # type: ignore[union-attr]
+        )
         assert store.leases.release("loop:m", "a") and store.leases.holder("loop:m") is None
         assert not store.leases.renew("loop:m", "a", 60), "a released lease is not renewed"
         assert store.leases.acquire("loop:m", "b", 60)
-        assert store.leases.holder("loop:m").fence == 2  # type: ignore[union-attr]
+        assert store.leases.holder("loop:m").fence == 2

@@ -44,12 +44,12 @@ def _events(n: int) -> list[Message]:
     return [Message(f"{i}-0", {"data": json.dumps(r)}) for i, r in enumerate(rows)]
 
 
-def _consumer(scorer, messages, **kw):  # type: ignore[no-untyped-def]
+def _consumer(scorer, messages, **kw):
     source, sink, dead = ListSource(messages), ListSink(), ListSink()
     return StreamScorer(scorer, source, sink, dead, block_ms=1, **kw), source, sink, dead
 
 
-def test_every_event_gets_one_result_or_dead_letter(fraud_scorer) -> None:  # type: ignore[no-untyped-def]
+def test_every_event_gets_one_result_or_dead_letter(fraud_scorer) -> None:
     messages = _events(30)
     broken = json.loads(messages[3].fields["data"]) | {"amount": "lots"}
     messages[3] = Message("3-0", {"data": json.dumps(broken)})
@@ -72,13 +72,13 @@ def test_every_event_gets_one_result_or_dead_letter(fraud_scorer) -> None:  # ty
     assert json.loads(result["event"])["transaction_id"] == "T4-0000000000"
 
 
-def test_in_flight_events_are_bounded(fraud_scorer) -> None:  # type: ignore[no-untyped-def]
+def test_in_flight_events_are_bounded(fraud_scorer) -> None:
     consumer, source, *_ = _consumer(fraud_scorer, _events(23), batch_size=100, max_in_flight=10)
     consumer.run(idle_exit_s=0)
     assert source.reads[:3] == [10, 10, 3]
 
 
-def test_stop_finishes_the_current_batch(fraud_scorer) -> None:  # type: ignore[no-untyped-def]
+def test_stop_finishes_the_current_batch(fraud_scorer) -> None:
     consumer, source, sink, _ = _consumer(fraud_scorer, _events(20), batch_size=5)
     consumer.on_batch = lambda stats: consumer.stop()
     stats = consumer.run()
