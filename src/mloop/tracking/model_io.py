@@ -35,6 +35,39 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
         # Fitted trees inside scikit-learn's forests, gradient boosting and HistGradientBoosting.
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        # Other fitted internals of scikit-learn estimators: neighbour search trees and their
+        # metrics (PyFuncDistance64, which wraps a Python callable, is left out on purpose), MLP
+        # optimisers, calibration, and the Bunch that stacking and voting keep their estimators in.
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        *(
+            f"sklearn.metrics._dist_metrics.{metric}Distance64"
+            for metric in (
+                "BrayCurtis",
+                "Canberra",
+                "Chebyshev",
+                "Dice",
+                "Euclidean",
+                "Hamming",
+                "Haversine",
+                "Jaccard",
+                "Mahalanobis",
+                "Manhattan",
+                "Matching",
+                "Minkowski",
+                "RogersTanimoto",
+                "RussellRao",
+                "SEuclidean",
+                "SokalMichener",
+                "SokalSneath",
+            )
+        ),
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.calibration._TemperatureScaling",
+        "sklearn.utils._bunch.Bunch",
         # XGBoost's and LightGBM's scikit-learn wrappers and the boosters they hold.
         "xgboost.sklearn.XGBClassifier",
         "xgboost.sklearn.XGBRegressor",

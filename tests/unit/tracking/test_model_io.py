@@ -1,11 +1,14 @@
 """The skops trusted-type policy: our types load without MLflow's pickle flag, others are refused."""
 
+import re
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -65,6 +68,52 @@ def test_every_built_in_estimator_loads_under_the_policy(tmp_path: Path, estimat
     )
     loaded = load_sklearn_model(tmp_path / "m")
     assert np.allclose(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def _common_sklearn_models() -> list[Any]:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import GradientBoostingClassifier, StackingClassifier, VotingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    return [
+        KNeighborsClassifier(n_neighbors=3),
+        KNeighborsClassifier(n_neighbors=3, algorithm="ball_tree", metric="manhattan"),
+        GradientBoostingClassifier(n_estimators=3),
+        SVC(),
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=5),
+        CalibratedClassifierCV(LogisticRegression(), method="sigmoid", cv=2),
+        StackingClassifier([("a", LogisticRegression()), ("b", GaussianNB())], cv=2),
+        VotingClassifier([("a", LogisticRegression()), ("b", GaussianNB())], voting="soft"),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_common_scikit_learn_estimators_need_no_listing() -> None:
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    for model in _common_sklearn_models():
+        model.fit(x, y)
+        types = sio.get_untrusted_types(data=sio.dumps(model))
+        assert refused_types(types) == [], type(model).__name__
+        assert np.array_equal(
+            sio.loads(sio.dumps(model), trusted=sorted(ALLOWED_TYPES)).predict(x), model.predict(x)
+        )
+
+
+def test_a_scikit_learn_function_is_still_a_function() -> None:
+    """Functions are trusted only when listed, even scikit-learn's own (here a score function)."""
+    from sklearn.feature_selection import SelectKBest, f_classif
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    model = SelectKBest(f_classif, k=2).fit(x, (x[:, 0] > 0).astype(int))
+    name = "sklearn.feature_selection._univariate_selection.f_classif"
+    with pytest.raises(ModelRefused, match=re.escape(f"model.trusted_types: [{name}]")):
+        trusted_types_for(model)
+    assert trusted_types_for(model, [name]) == [name]
 
 
 def _double(x: object) -> object:
