@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from mloop.config import Settings
 from mloop.errors import ConfigError, ConflictError, RolloutError
-from mloop.rollout import RolloutController
 from mloop.predlog import MemoryPredictionLog, PredictionRecord, new_prediction_id
+from mloop.rollout import RolloutController
 from mloop.store import Store
 from mloop.store.schema import rollouts as rollouts_t
 
