@@ -8,10 +8,12 @@ model call); each is now the request's own 422 and the schema documents the rule
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from keyed_app import served
 
 from mloop.data.schema import DataContract
 from mloop.errors import PayloadTooLarge, RequestValidationError
@@ -196,3 +198,40 @@ def test_invocations_schema_takes_exactly_one_input_key(v: ContractValidator) ->
     assert not check.is_valid({"dataframe_records": [record], "instances": [record]})
     assert not check.is_valid({"dataframe_records": [record], "params": [None]})
     assert not check.is_valid({})
+
+
+# ---- the served document ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_routes_that_need_a_key_declare_it(tmp_path: Path) -> None:
+    keys = {"predict": ["predict-key-0001"], "read": ["read-key-0000001"], "admin": ["admin-key-000001"]}
+    async with served(tmp_path, keys=keys) as s:
+        r = await s.client.get("/openapi.json", headers={"Authorization": "Bearer read-key-0000001"})
+        spec = r.json()
+    paths = spec["paths"]
+    bearer = [{"bearer": []}]
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for path in ("/predict", "/invocations", "/v2/models/{name}/infer", "/admin/reload"):
+        assert paths[path]["post"]["security"] == bearer, path
+    assert paths["/v2/models/{name}"]["get"]["security"] == bearer
+    assert "security" not in paths["/feedback"]["post"]  # no feedback key: open
+    for path in ("/health", "/ready", "/metrics"):
+        assert "security" not in paths[path]["get"], path
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    # Every route documents each status it answers with; errors share one body.
+    for path, ops in paths.items():
+        for op in ops.values():
+            for status, answer in op["responses"].items():
+                assert "application/json" in answer["content"] or path == "/metrics", (path, status)
+    assert {"401", "404", "413", "422", "503"} <= set(paths["/v2/models/{name}/infer"]["post"]["responses"])
+    assert paths["/v2/models/{name}/infer"]["post"]["parameters"][0]["schema"]["enum"] == ["toy"]

@@ -101,6 +101,11 @@ def test_openapi_documents_what_the_server_answers(served: str) -> None:
     assert predict["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"
     }
+    # Routes that need a key say so (only the admin key is set here), so schemathesis' ignored_auth
+    # check calls them without it and expects a refusal.
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/admin/reload"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in spec["paths"]["/predict"]["post"]
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: str, tmp_path: Path) -> None:

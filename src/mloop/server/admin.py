@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from mloop.errors import MloopError, RequestValidationError
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json
-from mloop.server.openapi import errors, ok
+from mloop.server.openapi import errors, ok, secured
 from mloop.serving.service import PredictionService
 
 __all__ = ["admin_routes"]
@@ -37,7 +37,8 @@ def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIR
             "requestBody": {
                 "required": False,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReloadRequest"}}},
-            }
+            },
+            **secured(),
         },
         responses={**ok(), **errors(401, 403, 404, 409, 413, 422, 500, 502)},
     )
@@ -80,7 +81,7 @@ def admin_routes(service: PredictionService, keys: KeyRing | str | None) -> APIR
             return error_response(exc)
         return json_response(result)
 
-    @router.get("/status", responses={**ok(), **errors(401, 403)})
+    @router.get("/status", responses={**ok(), **errors(401, 403)}, openapi_extra=secured())
     async def status(request: Request) -> Response:
         """What is loaded, per arm, and the prediction log's counters."""
         try:

@@ -28,6 +28,7 @@ from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
 from mloop.server.auth import Guard, KeyRing
 from mloop.server.http import error_response
+from mloop.server.openapi import SECURITY_SCHEMES
 from mloop.server.protocol import HttpLimits, Shedder
 from mloop.server.rollout_routes import rollout_routes
 from mloop.server.routes import HotHandler, prediction_routes
@@ -174,6 +175,7 @@ def create_app(
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(openapi_components(runtime.validator if runtime else None, service.model_name))
+            schema["components"]["securitySchemes"] = SECURITY_SCHEMES
             shown.update(key=key, schema=schema)
         return shown["schema"]  # type: ignore[no-any-return]
 

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ERROR_STATUSES", "errors", "ok", "text"]
+__all__ = ["ERROR_STATUSES", "SECURITY_SCHEMES", "errors", "ok", "secured", "text"]
+
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A key of the route's role (predict, feedback, read, admin) or an admin key.",
+    }
+}
+"""``components.securitySchemes`` of the served schema."""
 
 ERROR_STATUSES: dict[int, str] = {
     401: "A key is needed for this route and the request has none, or a wrong one "
@@ -48,6 +57,11 @@ def ok(
     """A JSON success answer: ``schema`` is a component name, an inline schema, or None (any JSON)."""
     body = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else (schema or {})
     return {status: {"description": description, "content": {"application/json": {"schema": body}}}}
+
+
+def secured(guarded: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` of a route that needs a key (``guarded``): the bearer scheme is required."""
+    return {"security": [{"bearer": []}]} if guarded else {}
 
 
 def text(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:

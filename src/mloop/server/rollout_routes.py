@@ -30,7 +30,7 @@ from mloop.rollout.plan import STRATEGIES
 from mloop.rollout.sync import RolloutSync
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json
-from mloop.server.openapi import errors, ok
+from mloop.server.openapi import errors, ok, secured
 from mloop.serving.service import PredictionService
 
 __all__ = ["rollout_routes"]
@@ -151,7 +151,7 @@ def rollout_routes(
             return error_response(exc)
         return json_response(result.to_dict() if hasattr(result, "to_dict") else result)
 
-    @router.get("", responses={**ok(), **errors(401, 403, 500, 502)})
+    @router.get("", responses={**ok(), **errors(401, 403, 500, 502)}, openapi_extra=secured())
     async def status(request: Request) -> Response:
         """The active rollout (else the latest), the deployment and the arms this process serves."""
         try:
@@ -175,7 +175,7 @@ def rollout_routes(
             }
         )
 
-    @router.post("/start", responses=_ACTION)
+    @router.post("/start", responses=_ACTION, openapi_extra=secured())
     async def start(request: Request) -> Response:
         """Start a rollout (``strategy`` canary | ab | shadow | direct)."""
 
@@ -191,7 +191,7 @@ def rollout_routes(
 
         return await act(request, "start", call)
 
-    @router.post("/promote", responses=_ACTION)
+    @router.post("/promote", responses=_ACTION, openapi_extra=secured())
     async def promote(request: Request) -> Response:
         """Promote the candidate (or ``version``) now: all traffic, and the champion alias moves."""
         return await act(
@@ -202,7 +202,7 @@ def rollout_routes(
             ),
         )
 
-    @router.post("/rollback", responses=_ACTION)
+    @router.post("/rollback", responses=_ACTION, openapi_extra=secured())
     async def rollback(request: Request) -> Response:
         """Roll the active rollout back; with none, return to the previous champion."""
 
@@ -215,7 +215,7 @@ def rollout_routes(
 
         return await act(request, "rollback", call)
 
-    @router.post("/abort", responses=_ACTION)
+    @router.post("/abort", responses=_ACTION, openapi_extra=secured())
     async def abort(request: Request) -> Response:
         """Stop the rollout without a verdict: the champion takes all traffic again."""
         return await act(

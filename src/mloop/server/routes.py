@@ -13,7 +13,7 @@ from mloop.errors import MloopError, ModelNotFound, ServingError
 from mloop.rollout.keys import routing_key
 from mloop.server.auth import KeyRing
 from mloop.server.http import error_response, json_response, read_json, require_json
-from mloop.server.openapi import errors, ok, text
+from mloop.server.openapi import errors, ok, secured, text
 from mloop.serving.admission import Admission, Ticket
 from mloop.serving.codecs import v2_datatype
 from mloop.serving.metrics import CONTENT_TYPE
@@ -123,7 +123,7 @@ def prediction_routes(
     @router.post(
         "/predict",
         tags=["predict"],
-        openapi_extra=_body_doc("PredictRequest"),
+        openapi_extra={**_body_doc("PredictRequest"), **secured(predict_guard is not None)},
         responses={**ok("PredictResponse"), **errors(401, 413, 422, 500, 503)},
     )
     async def predict(request: Request) -> Response:
@@ -133,7 +133,7 @@ def prediction_routes(
     @router.post(
         "/invocations",
         tags=["mlflow"],
-        openapi_extra=_body_doc("InvocationsRequest"),
+        openapi_extra={**_body_doc("InvocationsRequest"), **secured(predict_guard is not None)},
         responses={**ok(_MLFLOW_ANSWER), **errors(401, 413, 422, 500, 503)},
     )
     async def invocations(request: Request) -> Response:
@@ -170,7 +170,7 @@ def prediction_routes(
     @router.post(
         "/v2/models/{name}/infer",
         tags=["v2"],
-        openapi_extra=_body_doc("InferenceRequest"),
+        openapi_extra={**_body_doc("InferenceRequest"), **secured(predict_guard is not None)},
         responses=v2_answers,
     )
     async def v2_infer(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
@@ -180,7 +180,7 @@ def prediction_routes(
     @router.post(
         "/v2/models/{name}/versions/{version}/infer",
         tags=["v2"],
-        openapi_extra=_body_doc("InferenceRequest"),
+        openapi_extra={**_body_doc("InferenceRequest"), **secured(predict_guard is not None)},
         responses=v2_answers,
     )
     async def v2_infer_version(
@@ -189,7 +189,12 @@ def prediction_routes(
         """V2 inference naming a version (it must be the one serving)."""
         return await _v2_infer(request, name, version)
 
-    @router.get("/v2/models/{name}", tags=["v2"], responses={**ok(_OBJECT), **errors(401, 404, 500)})
+    @router.get(
+        "/v2/models/{name}",
+        tags=["v2"],
+        responses={**ok(_OBJECT), **errors(401, 404, 500)},
+        openapi_extra=secured(read_guard is not None),
+    )
     async def v2_metadata(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
         """V2 model metadata: versions, input fields with datatypes, outputs."""
         try:
@@ -264,7 +269,10 @@ def prediction_routes(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @router.post(
-        "/feedback", tags=["predict"], openapi_extra=_body_doc("FeedbackRequest"), responses=_FEEDBACK_ANSWERS
+        "/feedback",
+        tags=["predict"],
+        openapi_extra={**_body_doc("FeedbackRequest"), **secured(feedback_guard is not None)},
+        responses=_FEEDBACK_ANSWERS,
     )
     async def feedback(request: Request) -> Response:
         """Ground-truth labels by prediction id (one or many), stored for monitoring.
