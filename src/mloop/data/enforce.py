@@ -59,16 +59,26 @@ MISSING: Any = object()
 _NA_SCALARS = (pd.NA, pd.NaT)
 
 
-class _Bad(Exception):
+class _Unreadable(Exception):
+    """A value the column cannot take; ``rule`` names why."""
+
+    rule = "type"
+
+
+class _Bad(_Unreadable):
     """A value that cannot be read as the column's type."""
 
 
-class _BadText(Exception):
+class _BadText(_Unreadable):
     """Text with a NUL character or longer than the cap."""
 
+    rule = "text"
 
-class _Null(Exception):
+
+class _Null(_Unreadable):
     """A value that stands for "no value" (NaN)."""
+
+    rule = "null"
 
 
 def _read_float(v: Any) -> float:
@@ -257,38 +267,33 @@ class ColumnRules:
         flagged: dict[str, list[int]] | None = None
         read, low, high, cats = self.read, self.low, self.high, self.categories
         has_range, required = self.has_range, self.required
+        reject_category, reject_range = self.unseen_category == "reject", self.out_of_range == "reject"
         for i, value in enumerate(raw):
-            rule: str | None = None
-            if value is None:
-                rule = "null"
-            elif value is MISSING:
-                rule = "missing"
-            else:
-                try:
-                    v = read(value)
-                except _Null:
-                    rule = "null"
-                except _BadText:
-                    rule = "text"
-                except _Bad:
-                    rule = "null" if value is _NA_SCALARS[0] or value is _NA_SCALARS[1] else "type"
-                else:
-                    if cats is not None and v not in cats:
-                        if self.unseen_category == "reject":
-                            rule = "category"
-                        else:
-                            flagged = _add(flagged, "unseen_category", i)
-                    elif has_range and (low > v or v > high):
-                        if self.out_of_range == "reject":
-                            rule = "range"
-                        else:
-                            flagged = _add(flagged, "out_of_range", i)
-                    if rule is None:
-                        out[i] = v
-                        continue
-            if rule in ("null", "missing") and not required:
+            if value is None or value is MISSING:
+                if required:
+                    refused = _add(refused, "null" if value is None else "missing", i)
                 continue
-            refused = _add(refused, rule, i)
+            try:
+                v = read(value)
+            except _Unreadable as exc:
+                rule = exc.rule
+                if rule == "type" and (value is _NA_SCALARS[0] or value is _NA_SCALARS[1]):
+                    rule = "null"
+                if rule != "null" or required:
+                    refused = _add(refused, rule, i)
+                continue
+            if cats is not None:
+                if v not in cats:
+                    if reject_category:
+                        refused = _add(refused, "category", i)
+                        continue
+                    flagged = _add(flagged, "unseen_category", i)
+            elif has_range and (low > v or v > high):
+                if reject_range:
+                    refused = _add(refused, "range", i)
+                    continue
+                flagged = _add(flagged, "out_of_range", i)
+            out[i] = v
         return ColumnOutcome(self, raw, out, refused, flagged)
 
     # -- typed and text columns, vectorised ------------------------------------------------------
@@ -338,6 +343,8 @@ class ColumnRules:
 
     def check(self, raw: Sequence[Any] | pd.Series | None, n: int) -> ColumnOutcome:
         """Dispatch on what holds the values (see the module docstring); None: the column is absent."""
+        if type(raw) is list:  # the serving hot path
+            return self.check_values(raw)
         if raw is None:
             outcome = self.check_values([MISSING] * n)
             outcome.raw = None
