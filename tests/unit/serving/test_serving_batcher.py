@@ -108,3 +108,33 @@ def test_a_failing_batch_fails_only_its_callers() -> None:
 
     (bad,), good = asyncio.run(scenario())
     assert isinstance(bad, ValueError) and good == [21]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_batch_the_model_refuses_is_retried_request_by_request(inline: bool) -> None:
+    """A shared micro-batch that raises is split: only the culprits fail, the others get results."""
+    calls: list[int] = []
+
+    def run(items: list[list[int]]) -> list[list[int]]:
+        calls.append(len(items))
+        if any(-1 in rows for rows in items):
+            raise ValueError("cannot score -1")
+        return _run(items)
+
+    async def scenario() -> list[object]:
+        b: MicroBatcher[list[int], list[int]] = MicroBatcher(
+            run, size=len, max_batch_rows=64, max_wait_ms=50, inline=inline
+        )
+        b.start()
+        bodies = [[-1] if i in (3, 11) else [i] for i in range(16)]
+        out = await asyncio.gather(*(b.submit(rows) for rows in bodies), return_exceptions=True)
+        assert b.isolations == 1
+        await b.close()
+        return out
+
+    out = asyncio.run(scenario())
+    assert [type(r) for r in (out[3], out[11])] == [ValueError, ValueError]
+    assert [r for i, r in enumerate(out) if i not in (3, 11)] == [
+        [i * 10 + 1] for i in range(16) if i not in (3, 11)
+    ]
+    assert calls == [16] + [1] * 16  # one shared call, then one per request
