@@ -10,7 +10,7 @@ The decision is exact at any window size: the rows are split once into a trainin
 half; under "no drift" the labels of the test half are exchangeable given the features, so the test
 half's ROC AUC follows the Mann-Whitney null distribution whatever the classifier learned. The p-value
 is the one-sided Mann-Whitney test of "current rows score higher" (no permutation refits needed).
-The classifier's gain importances say which columns carry the difference.
+Shuffling one column at a time among the held-out rows says which columns carry the difference.
 
     joint = JointSample.build(train_df, numeric={"amount": True, "merchant": False})
     result = detect_multivariate(joint, window_df)
@@ -50,6 +50,8 @@ MIN_ROWS = 50
 """Fewest current rows for which the check runs (below: ``too_few_rows``)."""
 DEFAULT_ALPHA = 0.01
 """Significance of the one-sided Mann-Whitney test on the held-out half."""
+_IMPORTANCE_ROWS = 2000
+"""Held-out rows used to rank the columns (one prediction per column on them)."""
 _MAX_LEVELS = 255
 """Category codes per column (LightGBM's bound for categorical splits); rarer levels share one code."""
 
@@ -129,7 +131,8 @@ class MultivariateDrift:
 
     ``status`` is ``ok``, ``not_available`` (the reference profile has no joint sample: versions
     trained before mloop kept one), ``too_few_rows`` or ``no_shared_columns``. ``contributions`` maps
-    each column to its share of the classifier's gain (sums to 1; most contributing first).
+    each column to its share of the held-out AUC lost when that column is shuffled (sums to 1; most
+    contributing first; computed when the window drifted).
     """
 
     status: str = "ok"
@@ -226,10 +229,15 @@ def detect_multivariate(
         return res
     kinds = dict(zip(joint.columns, joint.numeric, strict=True))
     ref = joint.frame()[shared]
-    cur = current.rename(columns=str)[shared]
     rng = np.random.default_rng([seed, 104729])
-    if len(cur) > max_rows:
-        cur = cur.iloc[np.sort(rng.choice(len(cur), size=max_rows, replace=False))]
+    # Sample rows, then take the columns: a large window is never copied whole.
+    cur = (
+        current.iloc[np.sort(rng.choice(len(current), size=max_rows, replace=False))]
+        if len(current) > max_rows
+        else current
+    )
+    names = {str(c): c for c in cur.columns}
+    cur = cur[[names[c] for c in shared]].set_axis(shared, axis=1)
     res.n_reference, res.n_current = len(ref), len(cur)
     if len(cur) < MIN_ROWS or len(ref) < MIN_ROWS:
         res.status = "too_few_rows"
@@ -246,12 +254,43 @@ def detect_multivariate(
     held = y[~train]
     res.auc, res.p_value = _mann_whitney_p(scores[held == 1], scores[held == 0])
     res.drifted = res.p_value < alpha
-    gains = np.asarray(model.booster_.feature_importance(importance_type="gain"), dtype=np.float64)
-    total = float(gains.sum())
-    if total > 0:
-        order = np.argsort(-gains, kind="stable")
-        res.contributions = {shared[i]: round(float(gains[i] / total), 4) for i in order if gains[i] > 0}
+    if res.drifted:
+        res.contributions = _contributions(model, x[~train], held, res.auc, shared, rng)
     return res
+
+
+def _auc(scores: np.ndarray, held: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n1 = int(held.sum())
+    n0 = held.size - n1
+    return float((ranks[held == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _contributions(
+    model: Any, x: np.ndarray, held: np.ndarray, auc: float, names: Sequence[str], rng: np.random.Generator
+) -> dict[str, float]:
+    """Each column's share of the held-out AUC lost when its values are shuffled among the held-out
+    rows. Measured on rows the classifier did not train on, so a column with many categories does
+    not look important just because trees can split it many ways (the bias of gain importances)."""
+    if held.size > _IMPORTANCE_ROWS:  # a stratified subsample keeps the cost flat on large windows
+        keep = np.sort(rng.choice(held.size, size=_IMPORTANCE_ROWS, replace=False))
+        x, held = x[keep], held[keep]
+        auc = _auc(model.predict_proba(x)[:, 1], held)
+        if held.min() == held.max():
+            return {}
+    drops = np.zeros(x.shape[1])
+    for j in range(x.shape[1]):
+        saved = x[:, j].copy()
+        x[:, j] = rng.permutation(saved)
+        drops[j] = max(0.0, auc - _auc(model.predict_proba(x)[:, 1], held))
+        x[:, j] = saved
+    total = float(drops.sum())
+    if total <= 0:
+        return {}
+    order = np.argsort(-drops, kind="stable")
+    return {names[i]: round(float(drops[i] / total), 4) for i in order if drops[i] > 0}
 
 
 def _fit(x: np.ndarray, y: np.ndarray, categorical: list[int], seed: int) -> Any:

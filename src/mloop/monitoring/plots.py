@@ -79,7 +79,7 @@ def column_plot_svg(ref: ColumnProfile, series: pd.Series | None) -> str:
 
 
 def contributions_svg(contributions: dict[str, float], top: int = 10) -> str:
-    """Horizontal bars: each column's share of the domain classifier's gain (most first)."""
+    """Horizontal bars: each column's share of the domain classifier's held-out AUC (most first)."""
     items = list(contributions.items())[:top]
     if not items:
         return ""
@@ -88,7 +88,7 @@ def contributions_svg(contributions: dict[str, float], top: int = 10) -> str:
     y = np.arange(len(items))[::-1]
     ax.barh(y, [v for _, v in items], color=_CUR)
     ax.set_yticks(y, [k[:24] for k, _ in items], fontsize=7)
-    ax.set_xlabel("share of the classifier's gain", fontsize=8)
+    ax.set_xlabel("share of the AUC lost when the column is shuffled", fontsize=8)
     ax.set_title("columns that tell current rows from reference rows", fontsize=9)
     ax.tick_params(labelsize=7)
     return _svg(fig)
