@@ -191,6 +191,24 @@ def test_feedback_schema_refuses_empty_ids(body: Any, valid: bool) -> None:
     assert _validator("FeedbackRequest", None).is_valid(body) is valid
 
 
+def test_any_printable_column_name_is_documented() -> None:
+    contract = DataContract.from_dict(
+        {
+            "columns": [
+                {"name": "_id", "dtype": "string", "nullable": False},
+                {"name": "model_config", "dtype": "float", "nullable": False},
+                {"name": "a b: c", "dtype": "int", "nullable": True},
+            ],
+            "target": None,
+        }
+    )
+    v = ContractValidator(contract)
+    check = _validator("PredictRequest", v)
+    assert check.is_valid({"features": {"_id": "x", "model_config": 1.0}})
+    assert not check.is_valid({"features": {"_id": "x"}})
+    assert decode_native({"features": {"_id": "x", "model_config": 1.0}}, v, 10)[0].n == 1
+
+
 def test_invocations_schema_takes_exactly_one_input_key(v: ContractValidator) -> None:
     check = _validator("InvocationsRequest", v)
     record = {"amount": 1.0, "hour": 2, "country": "DE"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from mloop.data.enforce import INT64_MAX, INT64_MIN, ColumnRules
 from mloop.serving.validation import ContractValidator
@@ -102,21 +102,29 @@ def _description(rules: ColumnRules) -> str:
     return "; ".join(notes) + ("" if rules.required else " (optional)")
 
 
-def _features(v: ContractValidator | None) -> tuple[type[BaseModel], dict[str, Any], str]:
-    """The record model, the positional row schema and the field order's description."""
+def _features(v: ContractValidator | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The record schema, the positional row schema and the field order's description.
+
+    Written as JSON Schema directly rather than through a pydantic model: a contract column may have
+    any printable name (``_id``, ``model_config``), which pydantic would refuse as a field name."""
     if v is None:
-        feat = create_model("Features", __config__=ConfigDict(extra="allow"))
+        feat = {"type": "object", "additionalProperties": True, "title": "Features"}
         row = {"type": "array", "items": _SCALAR, "minItems": 1}
         return feat, row, "no model is loaded yet"
-    fields: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
     items = []
     for rules in v.checks:
         schema = value_schema(rules)
         items.append(schema)
-        kind = Annotated[Any, WithJsonSchema(schema)]
-        default: Any = ... if rules.required else None
-        fields[rules.name] = (kind, Field(default, description=_description(rules)))
-    feat = create_model("Features", __config__=ConfigDict(extra="allow"), **fields)
+        properties[rules.name] = {**schema, "description": _description(rules)}
+    feat = {
+        "type": "object",
+        "title": "Features",
+        "properties": properties,
+        "required": [r.name for r in v.checks if r.required],
+        "additionalProperties": True,
+        "description": "One record: a value per contract field (other keys are ignored).",
+    }
     row = {
         "type": "array",
         "prefixItems": items,
@@ -310,7 +318,6 @@ def _models(v: ContractValidator | None, name: str) -> tuple[list[type[BaseModel
         )
 
     models: list[type[BaseModel]] = [
-        feat,
         PredictRequest,
         PredictResponse,
         InferenceRequest,
@@ -318,6 +325,7 @@ def _models(v: ContractValidator | None, name: str) -> tuple[list[type[BaseModel
         ErrorResponse,
     ]
     raw = {
+        "Features": feat,
         "Row": row,
         "InvocationsRequest": _invocations(v),
         "InferTensor": _tensor(),
