@@ -5,7 +5,8 @@ step is a supported tree ensemble (:mod:`.trees`), it returns a :class:`Compiled
 ``predict`` / ``predict_proba`` as the pipeline; otherwise None and the runtime keeps the pipeline.
 The preprocessing runs compiled when :mod:`.columns` supports it and through scikit-learn's own
 ``transform`` otherwise; a batch the compiled pieces cannot reproduce exactly (a value of an
-unexpected type, NaN reaching the trees) goes through the original pipeline, so answers never differ.
+unexpected type, NaN or a value beyond float32 reaching the trees) goes through the original
+pipeline, so answers never differ.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ class CompiledModel:
 
     def _mean(self, frame: pd.DataFrame) -> np.ndarray | None:
         X = self._features(frame)
-        if X.ndim != 2 or X.shape[1] != self.trees.n_features or np.isnan(X).any():
+        mean = None
+        if X.ndim == 2 and X.shape[1] == self.trees.n_features:
+            mean = self.trees.mean_value(X)  # None for NaN or values beyond float32
+        if mean is None:
             self.fallbacks += 1
-            return None
-        return self.trees.mean_value(X)
+        return mean
 
     @property
     def inputs(self) -> list[str] | None:
@@ -70,9 +73,7 @@ class CompiledModel:
         if self.columns is None:
             return None
         X = self.columns.transform_lists(values, n)
-        if X is None or np.isnan(X).any():
-            return None
-        return self.trees.mean_value(X)
+        return None if X is None else self.trees.mean_value(X)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities, as the pipeline's ``predict_proba`` returns them."""

@@ -15,8 +15,12 @@ Python-level round trips per ``predict_proba`` whatever the number of rows (~7-2
 Numerics follow scikit-learn exactly: inputs are cast to float32 first (as ``_validate_X_predict``
 does) and compared with the float64 thresholds; a classifier tree's leaf holds the class fractions
 (``tree_.value``, normalised since scikit-learn 1.4), a forest sums them tree by tree and divides by
-the number of trees. Rows with NaN are not handled here (scikit-learn's missing-value routing is
-per node); the caller falls back to the estimator for such batches.
+the number of trees. That makes the answers bit-identical to ``predict_proba`` / ``predict``, not
+merely close: ``tests/unit/serving/test_fastpath_properties.py`` checks it on depth-limited trees
+(fractional and continuous leaves), on inputs exactly on, and one float32/float64 step around, every
+learned threshold, and on values across the float32 range. A batch holding NaN (scikit-learn's
+missing-value routing is per node) or a value that overflows float32 (scikit-learn refuses it) is not
+answered here: :meth:`CompiledTrees.mean_value` returns None and the caller asks the estimator.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ __all__ = ["CompiledTrees", "compile_trees"]
 # Pairs that reached a leaf are dropped from the working set every this many steps: checking each
 # step costs as much as the steps it saves, never checking walks finished pairs to the deepest leaf.
 _COMPACT_EVERY = 4
+
+# The smallest float64 magnitude that rounds to infinity in float32 (halfway between the largest
+# float32 and 2**128; the tie rounds to even, which is 2**128). Below it the cast is finite.
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 def _supported_trees(estimator: Any) -> list[Any] | None:
@@ -118,12 +126,16 @@ class CompiledTrees:
         out[where] = node
         return out.reshape(trees, n)
 
-    def mean_value(self, X: np.ndarray) -> np.ndarray:
-        """Per-row mean over trees of the leaf values, shape (rows, outputs).
+    def mean_value(self, X: np.ndarray) -> np.ndarray | None:
+        """Per-row mean over trees of the leaf values, shape (rows, outputs); None: ask scikit-learn.
 
+        None when a value is NaN or overflows float32, which scikit-learn routes per node or refuses.
+        One max and one min over float64 cover both (NaN propagates and fails the comparison).
         Summed tree after tree like scikit-learn's ``out += tree_prediction``: ``add.accumulate`` is
         sequential by definition, where ``sum`` may pair terms differently and round differently.
         """
+        if X.size and not (X.max() < _FLOAT32_OVERFLOW and X.min() > -_FLOAT32_OVERFLOW):
+            return None
         values = self.value.take(self.leaves(X), axis=0)  # (trees, rows, outputs)
         total: np.ndarray = np.add.accumulate(values, axis=0)[-1]
         total /= self.n_trees
