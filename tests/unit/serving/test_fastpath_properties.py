@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble import (
@@ -184,6 +185,17 @@ def test_values_beyond_float32_are_not_answered_by_the_compiled_trees(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warning from the cast either
         assert compiled.mean_value(probe) is None
+    # Under assume_finite (the server's frame path) scikit-learn walks the overflowed ±inf: so does this.
+    with sklearn.config_context(assume_finite=True):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+            slow = est.predict_proba(probe)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _same(compiled.mean_value(probe), slow)
+            holed = probe.copy()
+            holed[2, 0] = np.nan  # NaN is still routed per node by scikit-learn only
+            assert compiled.mean_value(holed) is None
     # The largest float64 that still rounds to a finite float32 is answered, and equal.
     probe[1, column] = np.copysign(np.nextafter(2.0**128 - 2.0**103, 0.0), value)
     _same(compiled.mean_value(probe), est.predict_proba(probe))
@@ -204,6 +216,12 @@ def test_values_beyond_float32_fall_back_through_the_pipeline() -> None:
         pipe.predict_proba(probe)
     with _refused_by_the_library():
         compiled.predict_proba(probe)  # the library's own answer to the batch, through the fallback
+    assert compiled.fallbacks == 1
+    with sklearn.config_context(assume_finite=True):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+            slow = pipe.predict_proba(probe)
+        _same(compiled.predict_proba(probe), slow)
     assert compiled.fallbacks == 1
 
 

@@ -19,8 +19,10 @@ the number of trees. That makes the answers bit-identical to ``predict_proba`` /
 merely close: ``tests/unit/serving/test_fastpath_properties.py`` checks it on depth-limited trees
 (fractional and continuous leaves), on inputs exactly on, and one float32/float64 step around, every
 learned threshold, and on values across the float32 range. A batch holding NaN (scikit-learn's
-missing-value routing is per node) or a value that overflows float32 (scikit-learn refuses it) is not
-answered here: :meth:`CompiledTrees.mean_value` returns None and the caller asks the estimator.
+missing-value routing is per node) is not answered here: :meth:`CompiledTrees.mean_value` returns None
+and the caller asks the estimator. Nor is a value that overflows float32 (|x| >= 2**128 - 2**103),
+which scikit-learn refuses — unless ``sklearn.config_context(assume_finite=True)`` is active (as in the
+server's frame path): scikit-learn then walks the overflowed ±inf like any number, and so does this.
 """
 
 from __future__ import annotations
@@ -101,12 +103,16 @@ class CompiledTrees:
     def n_trees(self) -> int:
         return int(self.roots.shape[0])
 
-    def leaves(self, X: np.ndarray) -> np.ndarray:
+    def leaves(self, X: np.ndarray, *, overflow: bool = False) -> np.ndarray:
         """The leaf reached by each row in each tree, shape (trees, rows), as node ids of the table."""
         n, trees = X.shape[0], self.n_trees
         # scikit-learn compares float32 inputs with float64 thresholds; the float32 round trip keeps
         # that exactly (a float32 widened to float64 is the same number).
-        flat = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64).ravel()
+        if overflow:  # values beyond float32 become ±inf, as in scikit-learn's cast (without its warning)
+            with np.errstate(over="ignore"):
+                flat = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64).ravel()
+        else:
+            flat = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64).ravel()
         node = np.repeat(self.roots, n)  # tree-major: pair p is tree p // n, row p % n
         base = np.tile(np.arange(n, dtype=np.intp) * self.n_features, trees)
         out = np.empty(n * trees, dtype=np.intp)
@@ -129,17 +135,25 @@ class CompiledTrees:
     def mean_value(self, X: np.ndarray) -> np.ndarray | None:
         """Per-row mean over trees of the leaf values, shape (rows, outputs); None: ask scikit-learn.
 
-        None when a value is NaN or overflows float32, which scikit-learn routes per node or refuses.
-        One max and one min over float64 cover both (NaN propagates and fails the comparison).
+        None when a value is NaN (scikit-learn routes it per node) or overflows float32 (scikit-learn
+        refuses it unless ``assume_finite``). One max and one min over float64 find both cases (NaN
+        propagates and fails the comparison); the rare batch that fails looks closer.
         Summed tree after tree like scikit-learn's ``out += tree_prediction``: ``add.accumulate`` is
         sequential by definition, where ``sum`` may pair terms differently and round differently.
         """
-        if X.size and not (X.max() < _FLOAT32_OVERFLOW and X.min() > -_FLOAT32_OVERFLOW):
+        overflow = bool(X.size) and not (X.max() < _FLOAT32_OVERFLOW and X.min() > -_FLOAT32_OVERFLOW)
+        if overflow and (np.isnan(X).any() or not _assume_finite()):
             return None
-        values = self.value.take(self.leaves(X), axis=0)  # (trees, rows, outputs)
+        values = self.value.take(self.leaves(X, overflow=overflow), axis=0)  # (trees, rows, outputs)
         total: np.ndarray = np.add.accumulate(values, axis=0)[-1]
         total /= self.n_trees
         return total
+
+
+def _assume_finite() -> bool:
+    from sklearn import get_config
+
+    return bool(get_config()["assume_finite"])
 
 
 def compile_trees(estimator: Any) -> CompiledTrees | None:
