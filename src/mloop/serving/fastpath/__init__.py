@@ -4,9 +4,11 @@ A 100-tree scikit-learn forest behind the mloop preprocessing costs ~12-25 ms pe
 whatever the batch size: per-tree Cython calls and per-step input checking, all holding the GIL the
 event loop needs. :func:`compile_model` converts the fitted pipeline once, at load, into numpy tables
 (:mod:`.columns` for the ``ColumnTransformer``, :mod:`.trees` for the ensemble) evaluated for the whole
-batch in a few dozen vectorised calls, with the same numbers as scikit-learn (tested to 1e-12,
-bit-identical in practice). Unsupported models return None and are served by scikit-learn as before;
-batches the compiled path cannot reproduce exactly fall back per batch.
+batch in a few dozen vectorised calls, with the same numbers as scikit-learn, bit for bit (no
+tolerance; property-tested on thresholds, float32 edges and NaN routing, see :mod:`.trees`).
+Unsupported models (gradient boosting included) return None and are served by scikit-learn as before;
+batches the compiled path cannot reproduce exactly (NaN reaching the trees, values beyond float32)
+fall back per batch.
 
 Why by hand: treelite compiles ensembles to native code but needs a C compiler on the serving host
 at load time; hummingbird converts them to tensor programs but needs PyTorch, which mloop does not
