@@ -277,3 +277,24 @@ def test_gradient_boosted_models_are_not_compiled_and_keep_their_own_answers() -
         assert not np.all(np.isin(proba, [0.0, 0.5, 1.0]))  # continuous answers
         assert compile_trees(pipe.steps[-1][1]) is None
         assert compile_model(pipe) is None, type(est).__name__
+
+
+def test_the_server_answers_a_value_beyond_float32_as_its_pipeline_does(tmp_path: Any) -> None:
+    """A finite request value that overflows float32 once scaled: same answer, and no overflow warning."""
+    from test_serving_fastpath_runtime import _loaded, _records
+
+    from mloop.serving.runtime import ModelRuntime, build_frame
+
+    est = RandomForestClassifier(n_estimators=6, max_depth=4, random_state=0)
+    rt = ModelRuntime(_loaded(tmp_path, est, "classification"))
+    assert rt.compiled is not None
+    records = _records(4, 0)
+    records[1]["amount"] = 1e300
+    columns = rt.validator.from_records(records)
+    predictions, proba = rt.predict_columns([columns])  # filterwarnings=error: a warning would raise
+    with sklearn.config_context(assume_finite=True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+        expected = rt.model.predict_proba(build_frame(rt.specs, [columns]))
+    assert proba is not None
+    _same(np.asarray(proba), expected)
+    assert predictions == [rt.classes[i] for i in expected.argmax(axis=1)]
