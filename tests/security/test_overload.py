@@ -251,6 +251,45 @@ def test_requests_beyond_capacity_are_refused_503_before_their_body_is_read(serv
         assert _read_all_response(big).startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.parametrize(
+    "server",
+    [{"max_queue": 1, "refusal_hold_ms": 1500}, {"max_queue": 1, "refusal_hold_ms": 0}],
+    indirect=True,
+)
+def test_a_refusal_is_held_so_a_client_retrying_at_once_cannot_spin(server: Server) -> None:
+    """A closed-loop client re-sends the moment it is refused: the 503 waits for the estimated drain
+    time, at most ``serving.refusal_hold_ms`` (0: at once); a request pipelined behind it waits too."""
+    hold_s = server.service.settings.serving.refusal_hold_ms / 1000
+    server.model.gate.clear()  # the first request stays in the model
+    first = server.connect()
+    first.sendall(_head("/predict", len(RECORD)) + RECORD)
+    runtime = server.service.champion()
+    assert runtime is not None
+    _wait_for(lambda: runtime.inflight == 1)
+    # A slow model: the admitted work would take far longer to drain than the setting allows.
+    server.server.config.app.shed.admission.rows_per_s = 0.001
+    second = server.connect()
+    started = time.monotonic()
+    pipelined = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    second.sendall(_head("/predict", 50_000) + b"x" * 50_000 + pipelined)
+    if hold_s:
+        second.settimeout(hold_s / 3)
+        with pytest.raises(TimeoutError):
+            second.recv(1)  # held: nothing yet
+    second.settimeout(WAIT)
+    answer = _read_all(second)  # the refusal, then the pipelined answer and the close
+    elapsed = time.monotonic() - started
+    second.close()
+    refusal, _, rest = answer.partition(b"\r\n\r\n")
+    assert refusal.startswith(b"HTTP/1.1 503 ")
+    assert b"connection: close" not in refusal.lower()  # kept alive: the next request was answered
+    assert rest.count(b"HTTP/1.1 200 ") == 1
+    assert hold_s * 0.9 <= elapsed < WAIT
+    server.model.gate.set()
+    assert _read_all_response(first).startswith(b"HTTP/1.1 200 ")
+    first.close()
+
+
 @pytest.mark.anyio
 async def test_the_app_admits_by_estimated_work_without_reading_refused_bodies(tmp_path: Path) -> None:
     """Behind another server (no mloop protocol), the app itself refuses from the head: 503, body unread."""

@@ -252,6 +252,10 @@ class ServingSettings(Section):
     """Longest a client may take to send a request's line and headers (408, connection closed)."""
     body_timeout_s: float = Field(default=30.0, gt=0)
     """Longest a client may take to send a request's body once its headers arrived (connection closed)."""
+    refusal_hold_ms: float = Field(default=250.0, ge=0)
+    """Longest a 503 refused under overload is held before it is sent: the estimated time for the
+    admitted work to drain, at most this. Paces clients that retry at once (each refusal's body still
+    has to be read past); 0 sends refusals at once."""
     poll_interval_s: float = 10.0
     """How often the alias is checked for a new version (0 disables polling)."""
     keys: KeySettings = Field(default_factory=KeySettings)

@@ -16,9 +16,16 @@ connection (and the memory behind it) as long as it likes. :class:`LimitedHttpPr
   object, no body kept (the parser skips it as it arrives), and 503 with ``Retry-After`` once the body
   is over. A refusal then costs a few microseconds, so clients that retry at once cannot take the
   server's time from the requests it admitted.
+- pacing refusals: the 503 is held on its connection for the estimated time the admitted work takes
+  to drain, at most ``serving.refusal_hold_ms`` (250 ms by default; 0 sends it at once). A closed-loop
+  client (wrk, a retry loop without backoff) re-sends the moment it hears a refusal, so without a
+  pause 64 connections turned into hundreds of refused requests per second, each a body of tens of KB
+  to read past, and that reading took the CPU the admitted requests needed (500-row bodies: 405
+  refusals/s and half the goodput of 4 connections). A held refusal costs a heap entry, not a task.
 
 A deadline costs one float store per request: one timer per event loop sweeps the open connections a
-few times per timeout, instead of a timer armed and cancelled for every request on the hot path.
+few times per timeout, instead of a timer armed and cancelled for every request on the hot path; the
+same timer releases the held refusals (it is armed for the earliest one).
 The limits and the shedder come from the served app (``ServingApp.http_limits``, ``ServingApp.shed``);
 any other app gets the default limits and no shedding.
 """
@@ -26,6 +33,8 @@ any other app gets the default limits and no shedding.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 import weakref
@@ -52,10 +61,16 @@ class HttpLimits:
     max_header_bytes: int = 65_536
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    refusal_hold_s: float = 0.25
 
     @classmethod
     def from_settings(cls, serving: Any) -> HttpLimits:
-        return cls(serving.max_header_bytes, serving.header_timeout_s, serving.body_timeout_s)
+        return cls(
+            serving.max_header_bytes,
+            serving.header_timeout_s,
+            serving.body_timeout_s,
+            serving.refusal_hold_ms / 1000.0,
+        )
 
 
 class Shedder:
@@ -76,8 +91,9 @@ class Shedder:
 
     def __call__(
         self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[bytes, bytes] | None:
-        """The refusal's head (status line and headers, without the blank line) and body, or None."""
+    ) -> tuple[bytes, bytes, float] | None:
+        """The refusal's head (status line and headers, without the blank line), its body and the
+        estimated seconds until the admitted work drains; None when the request is not refused."""
         if not self.admission.pending or method != b"POST":
             return None
         path = url.partition(b"?")[0]
@@ -101,6 +117,7 @@ class Shedder:
             b"retry-after: %d\r\ncontent-length: %d\r\n"
             % (max(1, int(refused.retry_after + 0.999)), len(body)),
             body,
+            self.admission.pending / self.admission.rows_per_s,
         )
 
 
@@ -123,8 +140,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         served = _served(self.app)
         self.limits: HttpLimits = served.http_limits if served is not None else HttpLimits()
         self._shed: Shedder | None = getattr(served, "shed", None)
-        self._refusal: tuple[bytes, bytes] | None = None
+        self._refusal: tuple[bytes, bytes, float] | None = None
         """The answer to the current request, refused from its head: sent once its body is skipped."""
+        self._held: tuple[bytes, bytes, bool] | None = None
+        """A refusal whose body has passed, held until the sweeper releases it (pacing)."""
         self._reading_head = True
         self._head_bytes = 0
         self.deadline = 0.0
@@ -171,9 +190,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         self.deadline = time.monotonic() + self.limits.body_timeout_s
-        # Shed from the head, unless a previous response on this connection is still being written
-        # (answers must keep their order).
-        if self._shed is not None and (self.cycle is None or self.cycle.response_complete):
+        # Shed from the head, unless a previous response on this connection is still being written or
+        # held (answers must keep their order).
+        if (
+            self._shed is not None
+            and self._held is None
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
             answer = self._shed(self.parser.get_method(), self.url, self.headers)
             if answer is not None:
                 self._answer_refusal(*answer)
@@ -191,19 +214,51 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self.deadline = 0.0
         if self._refusal is not None:
-            refusal, self._refusal = self._refusal, None
-            self._write_refusal(*refusal, keep_alive=self.parser.should_keep_alive())
+            (head, body, drain_s), self._refusal = self._refusal, None
+            keep_alive = self.parser.should_keep_alive()
+            hold_s = min(drain_s, self.limits.refusal_hold_s)
+            if hold_s > 0:
+                # Paced: the client hears the refusal after a short pause, so a client that re-sends at
+                # once cannot spin; a pipelined request behind it waits (answers keep their order).
+                self._held = (head, body, keep_alive)
+                self.flow.pause_reading()
+                _sweeper(self.loop, self.limits).hold(self, hold_s)
+                return
+            self._write_refusal(head, body, keep_alive=keep_alive)
             return
         super().on_message_complete()
 
-    def _answer_refusal(self, head: bytes, body: bytes) -> None:
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._held is not None:
+            # A request pipelined behind a held refusal waits for it, as behind any unfinished answer;
+            # sending the refusal starts it (``on_response_complete``).
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def release_refusal(self) -> None:
+        """Send the held refusal (called by the sweeper once its pause is over)."""
+        held, self._held = self._held, None
+        if held is not None and not self.transport.is_closing():
+            self._write_refusal(held[0], held[1], keep_alive=held[2])
+
+    def shutdown(self) -> None:
+        # A held refusal is sent now rather than dropped with the connection.
+        held, self._held = self._held, None
+        if held is not None and not self.transport.is_closing():
+            self._write_refusal(held[0], held[1], keep_alive=False)
+            return
+        super().shutdown()
+
+    def _answer_refusal(self, head: bytes, body: bytes, drain_s: float) -> None:
         if self.expect_100_continue:
             # The client waits for "100 Continue" before sending its body: the final answer comes now.
             self._write_refusal(head, body, keep_alive=False)
             return
         # Decided now, sent once the body has been skipped: clients that stop writing when an answer
         # arrives early (wrk does) would otherwise send their next request in the middle of this body.
-        self._refusal = (head, body)
+        self._refusal = (head, body, drain_s)
 
     def _write_refusal(self, head: bytes, body: bytes, *, keep_alive: bool) -> None:
         for name, value in self.server_state.default_headers:
@@ -260,28 +315,59 @@ def _client(client: tuple[str, int] | None) -> str:
 
 
 class _Sweeper:
-    """Closes the connections of one event loop whose deadline passed (a few checks per timeout)."""
+    """One timer per event loop: closes the connections whose deadline passed (a few checks per timeout)
+    and sends the held refusals whose pause is over (armed for the earliest one)."""
+
+    _SLACK_S = 0.002
+    """Refusals due this close to now go out in the same wake-up."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> None:
         self.loop = loop
         self.connections: weakref.WeakSet[LimitedHttpProtocol] = weakref.WeakSet()
         shortest = min(limits.header_timeout_s, limits.body_timeout_s)
         self.interval = min(1.0, max(0.05, shortest / 4))
+        self.held: list[tuple[float, int, LimitedHttpProtocol]] = []
+        """Held refusals as a heap of (release time on the loop's clock, tie-breaker, connection)."""
+        self._order = itertools.count()
+        self._next_scan = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, conn: LimitedHttpProtocol) -> None:
         self.connections.add(conn)
         if self._timer is None:
-            self._timer = self.loop.call_later(self.interval, self._sweep)
+            self._next_scan = self.loop.time() + self.interval
+            self._arm(self._next_scan)
+
+    def hold(self, conn: LimitedHttpProtocol, delay_s: float) -> None:
+        """Call ``conn.release_refusal()`` in ``delay_s`` seconds."""
+        at = self.loop.time() + delay_s
+        heapq.heappush(self.held, (at, next(self._order), conn))
+        if self._timer is None or at < self._timer.when():
+            self._arm(at)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(at, self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
-        now = time.monotonic()
-        for conn in list(self.connections):
-            if conn.deadline and now > conn.deadline:
-                conn.expire()
-        if self.connections and not self.loop.is_closed():
-            self._timer = self.loop.call_later(self.interval, self._sweep)
+        now = self.loop.time()
+        if now >= self._next_scan:
+            monotonic = time.monotonic()
+            for conn in list(self.connections):
+                if conn.deadline and monotonic > conn.deadline:
+                    conn.expire()
+            self._next_scan = now + self.interval
+        while self.held and self.held[0][0] <= now + self._SLACK_S:
+            heapq.heappop(self.held)[2].release_refusal()
+        if self.loop.is_closed():
+            return
+        due = [self._next_scan] if self.connections else []
+        if self.held:
+            due.append(self.held[0][0])
+        if due:
+            self._timer = self.loop.call_at(min(due), self._sweep)
 
 
 _SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = weakref.WeakKeyDictionary()
