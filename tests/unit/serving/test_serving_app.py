@@ -12,9 +12,9 @@ import pytest
 from serving_helpers import RECORD
 
 from mloop.config.settings import ServingSettings, Settings
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
-from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.store import open_store
 from mloop.tracking import LoadedModel
 

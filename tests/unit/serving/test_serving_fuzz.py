@@ -14,9 +14,9 @@ import uvicorn
 from serving_helpers import make_loaded
 
 from mloop.config.settings import ServingSettings, Settings
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
-from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.store import open_store
 
 schemathesis = pytest.importorskip("schemathesis")

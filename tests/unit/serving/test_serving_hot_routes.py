@@ -12,10 +12,10 @@ import pytest
 from serving_helpers import RECORD
 
 from mloop.config.settings import ServingSettings, Settings
+from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.server.app import ServingApp
 from mloop.serving import PredictionService, StaticSource
-from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.tracking import LoadedModel
 
 pytestmark = pytest.mark.anyio
