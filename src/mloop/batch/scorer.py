@@ -124,9 +124,6 @@ class Scorer:
     ) -> None:
         if not isinstance(contract, DataContract):
             contract = DataContract.from_dict(contract)
-        for label, policy in (("unseen_category", unseen_category), ("out_of_range", out_of_range)):
-            if policy not in ("reject", "flag"):
-                raise DataError(f"{label} must be 'reject' or 'flag'; got {policy!r}.")
         self.model = model
         self.name = name
         self.version = str(version)
@@ -141,7 +138,7 @@ class Scorer:
             unseen_category=unseen_category,
             out_of_range=out_of_range,
             max_text_chars=max_text_chars,
-        )
+        )  # checks the policies and the text limit (DataError naming the bad one)
         classes = model_classes(model, contract.task)
         self.is_classifier = classes is not None
         self.classes: list[Any] = classes or []
