@@ -48,8 +48,11 @@ def _port() -> int:
 
 
 def _mloop(cwd: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "mloop", *args], cwd=cwd, check=True, capture_output=True, timeout=600
+    proc = subprocess.run(
+        [sys.executable, "-m", "mloop", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (
+        f"mloop {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
 
 
@@ -60,7 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     project = root / "demo"
     config = project / "mloop.yaml"
     text = config.read_text().replace("estimator: train:build_model", "estimator: random_forest")
-    config.write_text(text.replace("model:\n", "model:\n  params: {n_estimators: 5}\n", 1))
+    config.write_text(text.replace("model:\n", "model:\n  params: {n_estimators: 20}\n", 1))
     _mloop(project, "train")
     port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}

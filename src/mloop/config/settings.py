@@ -326,7 +326,12 @@ class MonitoringSettings(Section):
     fewer labels are reported as a count only, so quality alerts do not fire on noise."""
     multivariate: bool = True
     """Run the multivariate (domain-classifier) drift check beside the per-column tests: it sees broken
-    relations between columns that no single column shows. Its p-value joins the dataset verdict."""
+    relations between columns that no single column shows (report, gauges, ``multivariate_drift``
+    alert rule)."""
+    multivariate_in_verdict: bool = False
+    """Let the multivariate check's p-value join the dataset verdict (``dataset_drift`` alerts and
+    drift-triggered retraining). Off by default: when windows repeat the same entities (customers,
+    devices) the classifier can tell them from the reference without a drift that matters."""
     multivariate_alpha: float = Field(default=0.01, gt=0, lt=1)
     """Significance of the multivariate check on its own (its ``drifted`` and the
     ``multivariate_drift`` alert rule); the dataset verdict uses ``fdr``."""

@@ -11,8 +11,8 @@ the GIL). Bad input is reported per column (``status``); only a window that shar
 the reference is an error (:class:`~mloop.errors.MonitoringError`).
 
 Beside the columns, a domain classifier looks at whole rows (:mod:`mloop.monitoring.multivariate`):
-its p-value joins the columns' in the Benjamini-Hochberg dataset verdict, so a broken relation
-between columns drifts the dataset even when every marginal is unchanged.
+a broken relation between columns shows there even when every marginal is unchanged; its p-value
+joins the columns' in the Benjamini-Hochberg dataset verdict when asked (``multivariate_in_verdict``).
 """
 
 from __future__ import annotations
@@ -224,12 +224,15 @@ def detect_drift(
     seed: int = 0,
     multivariate: bool = True,
     multivariate_alpha: float = DEFAULT_ALPHA,
+    multivariate_in_verdict: bool = False,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` (see the module docstring).
 
     ``multivariate`` adds the domain-classifier check on the compared columns; ``multivariate_alpha``
-    is its own significance (its ``drifted``), while the dataset verdict takes its p-value into the
-    Benjamini-Hochberg procedure at ``fdr`` with the columns'.
+    is its own significance (its ``drifted``). With ``multivariate_in_verdict`` the dataset verdict
+    takes its p-value into the Benjamini-Hochberg procedure at ``fdr`` with the columns'. Off by
+    default: on real traffic whose rows cluster (the same customers' features in every window) the
+    classifier can tell a window from the reference without any drift that matters.
     """
     if not isinstance(current, pd.DataFrame):
         raise MonitoringError(f"The current window must be a pandas DataFrame; got {type(current).__name__}.")
@@ -265,7 +268,9 @@ def detect_drift(
     multi = _multivariate(profile, current, wanted, multivariate_alpha, seed) if multivariate else None
     tested = [r for r in results if r.status == "ok"]
     p_values = [1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested]
-    multi_ran = multi is not None and multi.status == "ok" and multi.p_value is not None
+    multi_ran = (
+        multivariate_in_verdict and multi is not None and multi.status == "ok" and multi.p_value is not None
+    )
     if multi_ran and multi is not None and multi.p_value is not None:
         p_values.append(multi.p_value)
     rejections = benjamini_hochberg(p_values, fdr)

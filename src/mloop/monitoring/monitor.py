@@ -191,6 +191,7 @@ def run_monitor(
             drift_share=mon.drift_share,
             multivariate=mon.multivariate,
             multivariate_alpha=mon.multivariate_alpha,
+            multivariate_in_verdict=mon.multivariate_in_verdict,
         )
         pred_drift = None
         if ref.prediction_profile is not None:

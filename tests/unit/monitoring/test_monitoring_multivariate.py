@@ -45,6 +45,9 @@ def test_marginal_tests_miss_what_the_domain_classifier_sees(profile: ReferenceP
     assert not report.dataset_drifted  # the blind spot: every marginal is N(0, 1) as before
     report = detect_drift(profile, window)
     assert report.multivariate is not None and report.multivariate.drifted
+    assert not report.dataset_drifted  # reported and alertable, not in the verdict unless asked
+    report = detect_drift(profile, window, multivariate_in_verdict=True)
+    assert report.multivariate is not None and report.multivariate.drifted
     assert report.dataset_drifted and report.drifted_columns == []
     assert report.multivariate.auc is not None and report.multivariate.auc > 0.6
     assert set(report.multivariate.top_columns[:2]) == {"x1", "x2"}

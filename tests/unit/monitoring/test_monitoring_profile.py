@@ -51,7 +51,7 @@ def test_profile_records_kinds_counts_and_quantiles(frame: pd.DataFrame) -> None
 
 def test_profile_json_round_trip_and_bounded_size(frame: pd.DataFrame, tmp_path) -> None:
     big = pd.concat([frame] * 40, ignore_index=True)  # 200k rows
-    prof = build_profile(big, sample_rows=500)
+    prof = build_profile(big, sample_rows=500, joint_rows=500)
     path = prof.save(tmp_path / "p" / "profile.json")
     again = ReferenceProfile.load(path)
     assert again.to_dict() == prof.to_dict()

@@ -23,7 +23,8 @@ def test_html_and_json_reports(tmp_path) -> None:
     html_path = write_html(report, tmp_path / "r" / "drift.html", reference=profile, current=cur)
     json_path = write_json(report, tmp_path / "r" / "drift.json")
     text = html_path.read_text()
-    assert text.count("<svg") == 2  # x and c plotted; k is missing from the window
+    # x and c plotted (k is missing from the window), plus the multivariate check's contributions
+    assert text.count("<svg") == 3
     assert "<script" not in text and not re.search(r"(src|href)=['\"]https?://", text)
     assert "&lt;c&gt;" in text and "missing_in_current" in text and "extra" in text
     for col in report.columns:
