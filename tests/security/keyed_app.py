@@ -32,14 +32,20 @@ def toy_model(tmp: Path, task: str = "classification") -> LoadedModel:
         {"amount": amount, "hour": rng.integers(0, 24, 200), "country": rng.choice(["DE", "FR", "US"], 200)}
     )
     df["label"] = (amount > 250).astype(int) if task == "classification" else amount * 2.0
-    contract = infer_contract(df, target="label", task=task)
     estimator = LogisticRegression(max_iter=500) if task == "classification" else LinearRegression()
     model = build_pipeline(["amount", "hour"], ["country"], estimator)
     model.fit(df[["amount", "hour", "country"]], df["label"])
-    path = tmp / f"model-{task}"
+    return wrap_model(tmp / f"model-{task}", model, df, name="toy", task=task)
+
+
+def wrap_model(
+    path: Path, model: Any, data: pd.DataFrame, *, name: str, task: str = "classification"
+) -> LoadedModel:
+    """Version 1 of ``name``: ``model`` with the contract inferred from ``data`` (target ``label``)."""
+    contract = infer_contract(data, target="label", task=task)
     path.mkdir(parents=True, exist_ok=True)
     info = VersionInfo(
-        name="toy",
+        name=name,
         version=1,
         run_id=None,
         aliases=(),
@@ -53,6 +59,17 @@ def toy_model(tmp: Path, task: str = "classification") -> LoadedModel:
     return LoadedModel(
         info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=path
     )
+
+
+SMALL_DATA = pd.DataFrame(
+    {
+        "amount": [1.0, 120.0, 260.0, 500.0],
+        "hour": [0, 5, 12, 23],
+        "country": ["DE", "FR", "US", "DE"],
+        "label": [0, 0, 1, 1],
+    }
+)
+"""Four rows that infer the amount/hour/country contract, for models that need no fitting."""
 
 
 class Served:

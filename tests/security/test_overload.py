@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
+from keyed_app import SMALL_DATA, wrap_model
 
 from mloop.config.settings import MonitoringSettings, ServingSettings, Settings
-from mloop.data import infer_contract
 from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.server.protocol import LimitedHttpProtocol
 from mloop.serving import PredictionService, StaticSource
-from mloop.tracking import LoadedModel, VersionInfo
 
 _JSON = {"content-type": "application/json"}
 RECORD = b'{"features": {"amount": 12.5, "hour": 3, "country": "DE"}}'
@@ -57,35 +56,6 @@ class Gated:
         return np.column_stack([1.0 - high, high])
 
 
-def _loaded(tmp: Path, model: Gated) -> LoadedModel:
-    df = pd.DataFrame(
-        {
-            "amount": [1.0, 120.0, 260.0, 500.0],
-            "hour": [0, 5, 12, 23],
-            "country": ["DE", "FR", "US", "DE"],
-            "label": [0, 0, 1, 1],
-        }
-    )
-    contract = infer_contract(df, target="label", task="classification")
-    path = tmp / "v1"
-    path.mkdir(parents=True, exist_ok=True)
-    info = VersionInfo(
-        name="gated",
-        version=1,
-        run_id=None,
-        aliases=(),
-        tags={},
-        metrics={},
-        created_at=0,
-        status="READY",
-        source=str(path),
-    )
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
-    return LoadedModel(
-        info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=path
-    )
-
-
 class Server:
     """``mloop serve``'s app on uvicorn with mloop's HTTP protocol, in a thread of the test process."""
 
@@ -96,7 +66,9 @@ class Server:
             serving=ServingSettings(poll_interval_s=0, **serving),
             monitoring=MonitoringSettings(interval_s=0),
         )
-        source = StaticSource("gated", {1: _loaded(tmp, self.model)}, {"champion": 1})
+        source = StaticSource(
+            "gated", {1: wrap_model(tmp / "v1", self.model, SMALL_DATA, name="gated")}, {"champion": 1}
+        )
         logger = PredictionLogger(MemoryPredictionLog(), flush_interval_s=0.05)
         self.service = PredictionService(settings, source=source, logger=logger)
         app = create_app(settings, service=self.service)

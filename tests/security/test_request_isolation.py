@@ -17,13 +17,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from keyed_app import SMALL_DATA, wrap_model
 
 from mloop.config.settings import ServingSettings, Settings
 from mloop.data import infer_contract
 from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
-from mloop.tracking import LoadedModel, VersionInfo
 
 pytestmark = pytest.mark.anyio
 POISON_AMOUNT = 13.125
@@ -48,46 +48,14 @@ class Fragile:
         return np.column_stack([1.0 - high, high])
 
 
-def _loaded(tmp: Path) -> LoadedModel:
-    df = pd.DataFrame(
-        {
-            "amount": [1.0, 120.0, 260.0, 500.0],
-            "hour": [0, 5, 12, 23],
-            "country": ["DE", "FR", "US", "DE"],
-            "label": [0, 0, 1, 1],
-        }
-    )
-    contract = infer_contract(df, target="label", task="classification")
-    path = tmp / "v1"
-    path.mkdir(parents=True, exist_ok=True)
-    info = VersionInfo(
-        name="fragile",
-        version=1,
-        run_id=None,
-        aliases=(),
-        tags={},
-        metrics={},
-        created_at=0,
-        status="READY",
-        source=str(path),
-    )
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
-    return LoadedModel(
-        info=info,
-        model=Fragile(),
-        contract=contract.to_dict(),
-        profile=None,
-        evaluation=evaluation,
-        path=path,
-    )
-
-
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, PredictionService]]:
     # A queue far larger than the burst: this test is about failures, not about load shedding.
     serving = ServingSettings(poll_interval_s=0, max_batch_rows=64, max_wait_ms=5.0, max_queue=1_000_000)
     settings = Settings(root=tmp_path, serving=serving)
-    source = StaticSource("fragile", {1: _loaded(tmp_path)}, {"champion": 1})
+    source = StaticSource(
+        "fragile", {1: wrap_model(tmp_path / "v1", Fragile(), SMALL_DATA, name="fragile")}, {"champion": 1}
+    )
     logger = PredictionLogger(MemoryPredictionLog(), flush_interval_s=0.05)
     service = PredictionService(settings, source=source, logger=logger)
     app = create_app(settings, service=service)
