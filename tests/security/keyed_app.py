@@ -39,14 +39,14 @@ def toy_model(tmp: Path, task: str = "classification") -> LoadedModel:
 
 
 def wrap_model(
-    path: Path, model: Any, data: pd.DataFrame, *, name: str, task: str = "classification"
+    path: Path, model: Any, data: pd.DataFrame, *, name: str, task: str = "classification", version: int = 1
 ) -> LoadedModel:
-    """Version 1 of ``name``: ``model`` with the contract inferred from ``data`` (target ``label``)."""
+    """``version`` of ``name``: ``model`` with the contract inferred from ``data`` (target ``label``)."""
     contract = infer_contract(data, target="label", task=task)
     path.mkdir(parents=True, exist_ok=True)
     info = VersionInfo(
         name=name,
-        version=1,
+        version=version,
         run_id=None,
         aliases=(),
         tags={},
@@ -107,3 +107,26 @@ async def served(
             yield Served(client, service, store)
     finally:
         await service.stop()
+
+
+class AliasRegistry:
+    """The rollout controller's registry calls over a StaticSource (alias moves reach the service)."""
+
+    def __init__(self, source: StaticSource) -> None:
+        self.source = source
+
+    def get(self, ref: Any) -> Any:
+        text = str(ref)
+        v = self.source.aliases[text[1:]] if text.startswith("@") else int(text.lstrip("v"))
+        return type("V", (), {"version": v})()
+
+    def by_alias(self, alias: str) -> Any:
+        v = self.source.aliases.get(alias)
+        return None if v is None else type("V", (), {"version": v})()
+
+    def set_alias(self, alias: str, ref: Any, *, reason: str, actor: str = "") -> Any:
+        self.source.aliases[alias] = int(str(ref))
+        return self.get(ref)
+
+    def delete_alias(self, alias: str, *, reason: str, actor: str = "") -> None:
+        self.source.aliases.pop(alias, None)

@@ -14,17 +14,16 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi import FastAPI
+from keyed_app import AliasRegistry, wrap_model
 from sklearn.linear_model import LogisticRegression
 
 from mloop.config import Settings
-from mloop.data import infer_contract
 from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.rollout import RolloutController
 from mloop.server.rollout_routes import rollout_routes
@@ -32,7 +31,7 @@ from mloop.server.routes import prediction_routes
 from mloop.serving.service import PredictionService
 from mloop.serving.source import StaticSource
 from mloop.store import Store, open_store
-from mloop.tracking import LoadedModel, VersionInfo
+from mloop.tracking import LoadedModel
 from mloop.training.preprocess import build_pipeline
 
 pytestmark = pytest.mark.anyio
@@ -60,37 +59,7 @@ def _loaded(tmp: Path, version: int) -> LoadedModel:
     )
     model = build_pipeline(["amount", "hour"], ["country"], LogisticRegression(max_iter=300))
     model.fit(df[["amount", "hour", "country"]], df["label"])
-    path = tmp / f"v{version}"
-    path.mkdir(parents=True, exist_ok=True)
-    info = VersionInfo("toy", version, None, (), {}, {}, 0, "READY", str(path))
-    contract = infer_contract(df, target="label", task="classification").to_dict()
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
-    return LoadedModel(
-        info=info, model=model, contract=contract, profile=None, evaluation=evaluation, path=path
-    )
-
-
-class _Registry:
-    """The controller's registry calls over the StaticSource (alias moves reach the service)."""
-
-    def __init__(self, source: StaticSource) -> None:
-        self.source = source
-
-    def get(self, ref: Any) -> Any:
-        text = str(ref)
-        v = self.source.aliases[text[1:]] if text.startswith("@") else int(text)
-        return type("V", (), {"version": v})()
-
-    def by_alias(self, alias: str) -> Any:
-        v = self.source.aliases.get(alias)
-        return None if v is None else type("V", (), {"version": v})()
-
-    def set_alias(self, alias: str, ref: Any, *, reason: str, actor: str = "") -> Any:
-        self.source.aliases[alias] = int(str(ref))
-        return self.get(ref)
-
-    def delete_alias(self, alias: str, *, reason: str, actor: str = "") -> None:
-        self.source.aliases.pop(alias, None)
+    return wrap_model(tmp / f"v{version}", model, df, name="toy", version=version)
 
 
 # Half the malformed requests are the integer that used to fail the batch with a 500; the rest are
@@ -126,7 +95,9 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Rollo
     )
     store: Store = open_store(f"sqlite:///{tmp_path / 'mloop.db'}")
     service = PredictionService(settings, source=source, logger=PredictionLogger(log, flush_interval_s=0.02))
-    ctl = RolloutController(settings, store=store, registry=_Registry(source), predlog=log, model_name="toy")
+    ctl = RolloutController(
+        settings, store=store, registry=AliasRegistry(source), predlog=log, model_name="toy"
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
