@@ -69,3 +69,18 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Every test leaves os.environ as it found it.
+
+    Commands run in-process (typer's CliRunner) export settings for their worker processes
+    (`mloop serve` sets MLOOP_CONFIG); without this, a later test's subprocess inherited a
+    deleted project's config and failed far from the cause.
+    """
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
