@@ -156,6 +156,8 @@ class Controller:
         """One step: advance the active cycle, or look for a trigger and start a cycle."""
         if self._heartbeat is not None:
             self._heartbeat.labels(self.name).set(time.time())
+        if self.repo.paused(self.name) is not None:
+            return None  # paused (console, LoopState.set_paused): no trigger checked, no step taken
         cycle = self.repo.active(self.name)
         if cycle is not None:
             return self._advance(cycle)
@@ -341,7 +343,9 @@ class Controller:
         return cycle
 
 
-def approve(store: Any, model_name: str, version: str, *, actor: str = "cli") -> None:
+def approve(
+    store: Any, model_name: str, version: str, *, actor: str = "cli", reason: str | None = None
+) -> None:
     """Approve a version waiting in manual-approval mode (the loop starts its rollout on its next tick)."""
     repo = LoopRepository(store, CYCLE_MACHINE)
     waiting = repo.active(model_name)
@@ -356,7 +360,10 @@ def approve(store: Any, model_name: str, version: str, *, actor: str = "cli") ->
         raise ControlError(f"v{version} of {model_name!r} is not waiting for approval: {what}.")
     repo.set_state(f"approved:{model_name}:{version}", {"by": actor, "at": datetime.now(UTC).isoformat()})
     store.record_event(
-        "loop.approved", f"model:{model_name}/cycle-{waiting.id}", f"v{version} approved", actor=actor
+        "loop.approved",
+        f"model:{model_name}/cycle-{waiting.id}",
+        f"v{version} approved" + (f": {reason}" if reason else ""),
+        actor=actor,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mloop.errors import ConflictError
+from mloop.store.events import append_event
 from mloop.store.jsonutil import to_jsonable
 from mloop.store.machine import StateMachine
 from mloop.store.schema import loop_cycles as cycles_t
@@ -98,6 +99,34 @@ class LoopState:
                         .where(state_t.c.key == key)
                         .values(value=to_jsonable(value), updated_at=now)
                     )
+
+    def paused(self, model_name: str) -> dict[str, Any] | None:
+        """Who paused the loop of ``model_name``, when and why; None while it runs."""
+        value = self.get_state(_paused_key(model_name))
+        return dict(value) if isinstance(value, dict) else None
+
+    def set_paused(self, model_name: str, paused: bool, *, actor: str, reason: str) -> None:
+        """Pause (or resume) the loop of ``model_name`` and record ``loop.paused``/``loop.resumed``.
+
+        The state lives in the store, so the loop leader obeys it wherever it runs: while paused it
+        checks no trigger and advances no cycle (a rollout in flight is still judged by the serving
+        processes). The state and its event commit in one transaction."""
+        now = datetime.now(UTC)
+        key = _paused_key(model_name)
+        value = {"by": actor, "at": now.isoformat(), "reason": reason} if paused else None
+        with self.store.write("pause or resume the loop") as conn:
+            upsert = self.store.insert(state_t).values(key=key, value=value, updated_at=now)
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[state_t.c.key], set_={"value": value, "updated_at": now}
+                )
+            )
+            kind = "loop.paused" if paused else "loop.resumed"
+            append_event(conn, kind, f"model:{model_name}", reason, actor=actor)
+
+
+def _paused_key(model_name: str) -> str:
+    return f"paused:{model_name}"
 
 
 class LoopRepository(LoopState):
