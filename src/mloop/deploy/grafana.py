@@ -60,12 +60,13 @@ def _share_of_requests(status: str) -> str:
     return f'sum(rate(mloop_requests_total{{{_SEL},status=~"{status}"}}{_RATE})) / {total}'
 
 
-def _quantiles(metric: str, by: str = "") -> list[tuple[str, str]]:
+def _quantiles(metric: str, by: str = "", where: str = "") -> list[tuple[str, str]]:
     extra = f", {by}" if by else ""
     legend_by = f" {{{{{by}}}}}" if by else ""
+    sel = f"{_SEL}, {where}" if where else _SEL
     return [
         (
-            f"histogram_quantile({q}, sum by (le{extra}) (rate({metric}_bucket{{{_SEL}}}{_RATE})))",
+            f"histogram_quantile({q}, sum by (le{extra}) (rate({metric}_bucket{{{sel}}}{_RATE})))",
             f"p{int(q * 100)}{legend_by}",
         )
         for q in (0.5, 0.9, 0.99)
@@ -104,9 +105,10 @@ def _rows(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
                 ),
                 _panel(
                     "Request latency",
-                    _quantiles("mloop_request_latency_seconds"),
+                    _quantiles("mloop_request_latency_seconds", where='status="2xx"'),
                     unit="s",
-                    description="End-to-end latency quantiles of prediction requests.",
+                    description="End-to-end latency quantiles of answered (2xx) requests; refusals "
+                    "(4xx, 5xx) are in the error ratio.",
                 ),
                 _panel(
                     "Model latency by version (per batch)",

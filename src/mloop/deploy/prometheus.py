@@ -54,7 +54,7 @@ def _serving_rules(options: DeployOptions) -> list[dict[str, Any]]:
         _alert(
             "MloopLatencySLOBreach",
             f"histogram_quantile({q:g},\n"
-            "  sum by (model, le) (rate(mloop_request_latency_seconds_bucket[5m])))\n"
+            '  sum by (model, le) (rate(mloop_request_latency_seconds_bucket{status="2xx"}[5m])))\n'
             f"  > {options.latency_slo_seconds:g}",
             "10m",
             "warning",

@@ -20,11 +20,21 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["CONTENT_TYPE", "ServingMetrics"]
+__all__ = ["CONTENT_TYPE", "ServingMetrics", "status_class"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Bounds between whole numbers: Prometheus' histogram_quantile interpolates linearly inside a bucket,
+# so the bucket (0.5, 1.5] that holds only single-row batches reads 1 at its middle (a median of
+# single-row batches is 1, not the 0.5 that a first bucket of (0, 1] gives).
+_BATCH_BUCKETS = (0.5, 1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5, 128.5, 256.5, 512.5, 1024.5, 4096.5)
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def status_class(status: int) -> str:
+    """The latency histogram's ``status`` label: ``2xx``, ``4xx`` or ``5xx`` (refusals are not
+    mixed into the latency of answered predictions)."""
+    return _STATUS_CLASSES.get(status // 100, "other")
 
 
 class ServingMetrics:
@@ -38,8 +48,8 @@ class ServingMetrics:
         )
         self.request_latency = Histogram(
             "mloop_request_latency_seconds",
-            "End-to-end request latency.",
-            ["model", "endpoint"],
+            "End-to-end request latency, by status class (2xx, 4xx, 5xx).",
+            ["model", "endpoint", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -105,7 +115,7 @@ class ServingMetrics:
 
     def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
         self.request_child(model, version, endpoint, str(status)).inc()
-        self.latency_child(model, endpoint).observe(seconds)
+        self.latency_child(model, endpoint, status_class(status)).observe(seconds)
 
     def set_loaded(self, model: str, version: str, alias: str, loaded_at: float) -> None:
         self.model_info.labels(model, version, alias, self._stamp(loaded_at)).set(1)

@@ -114,14 +114,29 @@ def test_promtool_test_rules_fire_on_their_signals(settings: Settings, tmp_path:
             "0+100x40",
         ),
         *[
-            _series("mloop_request_latency_seconds_bucket", {**m, "endpoint": "/predict", "le": le}, v)
+            _series(
+                "mloop_request_latency_seconds_bucket",
+                {**m, "endpoint": "/predict", "status": "2xx", "le": le},
+                v,
+            )
             for le, v in (("0.1", "0+0x40"), ("1", "0+10x40"), ("+Inf", "0+10x40"))
         ],
         *[
             _series(
-                "mloop_request_latency_seconds_bucket", {**ok, "endpoint": "/predict", "le": le}, "0+10x40"
+                "mloop_request_latency_seconds_bucket",
+                {**ok, "endpoint": "/predict", "status": "2xx", "le": le},
+                "0+10x40",
             )
             for le in ("0.1", "1", "+Inf")
+        ],
+        # Slow refusals of the healthy model: they must not count in its latency (status class label).
+        *[
+            _series(
+                "mloop_request_latency_seconds_bucket",
+                {**ok, "endpoint": "/predict", "status": "4xx", "le": le},
+                v,
+            )
+            for le, v in (("0.1", "0+0x40"), ("1", "0+100x40"), ("+Inf", "0+100x40"))
         ],
         _series("mloop_drift_share", m, "0.8x40"),
         _series("mloop_drift_share", ok, "0.1x40"),
