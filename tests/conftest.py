@@ -71,6 +71,57 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint (``127.0.0.1:port``) of a local S3 API (moto's server, started for the session)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    if exe is None:
+        reason = "moto's S3 server is not installed (pip install 'moto[server]', part of the dev extra)"
+        if os.environ.get("MLOOP_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}, and MLOOP_REQUIRE_SERVICES=1 requires it.")
+        pytest.skip(reason)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while not _reachable("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"moto_server did not start on port {port} (exit code {proc.poll()}).")
+        time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_url(s3_server: str) -> str:
+    """An ``s3://bucket/prefix`` URL of a fresh bucket on the local S3 API (credentials in the URL)."""
+    import pyarrow.fs as pafs
+
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    fs = pafs.S3FileSystem(
+        access_key="test",
+        secret_key="test",
+        endpoint_override=s3_server,
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
+    fs.create_dir(bucket)
+    return f"s3://test:test@{bucket}/predictions?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:
     """Every test leaves os.environ as it found it.

@@ -1,4 +1,5 @@
-"""The prediction log's contract: the same tests on every backend (memory, Parquet, PostgreSQL)."""
+"""The prediction log's contract: the same tests on every backend (memory, Parquet on local disk and on
+S3-compatible object storage, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ from mloop.predlog import (
 T0 = datetime(2024, 5, 1, 23, 59, 0, tzinfo=UTC)  # batches straddle midnight: two Parquet partitions
 
 
-@pytest.fixture(params=["memory", "parquet", "postgres"])
+@pytest.fixture(params=["memory", "parquet", "s3", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionLogBackend]:
     if request.param == "memory":
         log: PredictionLogBackend = MemoryPredictionLog()
     elif request.param == "parquet":
         log = open_prediction_log((tmp_path / "predictions").as_uri())
+    elif request.param == "s3":
+        log = open_prediction_log(str(request.getfixturevalue("s3_url")))
     else:
         log = open_prediction_log(str(request.getfixturevalue("postgres_schema_url")))
     with log:
@@ -149,3 +152,14 @@ def test_logger_writes_everything_through_the_backend(backend: PredictionLogBack
     assert logger.dropped == 0 and logger.written == 300
     assert backend.count() == 300
     assert backend.read()["prediction_id"].is_unique
+
+
+def test_delete_before_forgets_old_predictions_only(backend: PredictionLogBackend) -> None:
+    old = [_rec(i, ts=T0 - timedelta(days=2, seconds=i)) for i in range(5)]
+    new = [_rec(i, ts=T0 + timedelta(hours=1, seconds=i)) for i in range(5, 12)]
+    backend.write_batch(old + new)
+    # Parquet backends delete whole days; the cutoff's own day (and every later one) is kept.
+    assert backend.delete_before(T0 - timedelta(days=1)) == 5
+    assert backend.count() == 7
+    assert backend.read()["prediction_id"].tolist() == [f"p{i:04d}" for i in range(5, 12)]
+    assert backend.delete_before(T0 - timedelta(days=1)) == 0

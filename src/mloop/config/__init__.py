@@ -5,6 +5,7 @@ environment (``MLOOP_SECTION__KEY=value``) and validates the result into :class:
 is documented on its field in :mod:`mloop.config.settings`.
 """
 
+from mloop.config.cluster import check_cluster, cluster_problems
 from mloop.config.loader import CONFIG_FILE, find_config, load_settings
 from mloop.config.settings import (
     ContractSettings,
@@ -39,6 +40,8 @@ __all__ = [
     "StoreSettings",
     "TrackingSettings",
     "TuningSettings",
+    "check_cluster",
+    "cluster_problems",
     "find_config",
     "load_settings",
 ]

@@ -19,6 +19,8 @@ from mloop.config.names import check_alias, check_name
 ProjectName = Annotated[str, AfterValidator(lambda v: check_name("project", v))]
 ModelName = Annotated[str, AfterValidator(lambda v: check_name("model.name", v))]
 AliasName = Annotated[str, AfterValidator(lambda v: check_alias("serving.alias", v))]
+REMOTE_TRACKING_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
+"""Tracking URI schemes of an MLflow server: its artifact root is the server's, not a local folder."""
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -167,7 +169,10 @@ class TrackingSettings(Section):
     uri: str | None = None
     """MLflow tracking URI; by default ``sqlite:///<home>/mlflow.db``."""
     artifact_location: str | None = None
-    """Artifact root for new experiments; by default ``<home>/artifacts``."""
+    """Artifact root for new experiments. By default ``<home>/artifacts`` when MLflow is local
+    (``uri`` unset, ``sqlite:``, ``file:`` or a path); with a tracking server (``http(s)://``,
+    ``databricks``) the server's own root — proxied ``mlflow-artifacts:/`` or its S3 bucket — so that
+    every process of a cluster reads what any other wrote."""
     experiment: str | None = None
     """Experiment name; by default the model name."""
 
@@ -303,6 +308,9 @@ class PredictionLogSettings(Section):
     wal_dir: str | None = None
     """Local directory of the write-ahead log in ``sync`` mode (default ``<home>/predictions-wal``);
     must not be shared between machines."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Predictions and their ``/feedback`` labels older than this many days are deleted by the loop
+    leader (``mloop run``) once per ``control.monitor_interval_s``; None (default) keeps everything."""
 
 
 class MonitoringSettings(Section):
@@ -431,6 +439,10 @@ class ControlSettings(Section):
     """Threads the training subprocess may use for its numeric libraries (OpenMP, BLAS; sets
     ``OMP_NUM_THREADS`` and friends). Default: all cores but one, at least one, so serving always
     keeps a core while a retraining runs."""
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+    """How long the loop leader's lease (``loop:<model>`` in the store) lasts without being renewed;
+    the leader renews it on every tick (``interval_s``, so keep this at 3 intervals or more), and a
+    standby ``mloop run`` takes over at most this long after the leader died."""
 
 
 class BatchSettings(Section):
@@ -491,6 +503,11 @@ class Settings(Section):
     ``_`` or ``.``, starting and ending with a letter or digit (see :mod:`mloop.config.names`)."""
     home: str = ".mloop"
     """Directory of embedded state, relative to the project directory."""
+    cluster: bool = False
+    """This process is one of several (serving replicas, loop leader and standby; the generated
+    manifests set ``MLOOP_CLUSTER=1``). It then refuses local-only state at start — a SQLite store,
+    a local-file prediction log, a local MLflow or artifact root — because the other processes could
+    not see it (see docs/deploy.md)."""
     source: SourceSettings = Field(default_factory=SourceSettings)
     contract: ContractSettings = Field(default_factory=ContractSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -522,8 +539,17 @@ class Settings(Section):
         return self.tracking.uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
-        return self.tracking.artifact_location or (self.home_dir / "artifacts").as_uri()
+    def tracking_is_remote(self) -> bool:
+        """Whether MLflow is a server (``http(s)://``, ``databricks``) rather than a local store."""
+        scheme = self.tracking_uri.partition(":")[0].lower()
+        return scheme in REMOTE_TRACKING_SCHEMES
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Artifact root for new experiments; None lets a tracking server choose its own."""
+        if self.tracking.artifact_location:
+            return self.tracking.artifact_location
+        return None if self.tracking_is_remote else (self.home_dir / "artifacts").as_uri()
 
     @property
     def experiment_name(self) -> str:

@@ -3,7 +3,8 @@
 The server builds a :class:`PredictionRecord` per prediction and hands it to a
 :class:`PredictionLogger`, which buffers in memory (bounded; drops and counts when full) and writes
 batches from a background thread to a :class:`PredictionLogBackend`: Parquet segments on local disk
-(the default, ``.mloop/predictions``) or one PostgreSQL table shared by replicas. Monitoring reads
+(the default, ``.mloop/predictions``), the same segments on object storage (``s3://``) or one
+PostgreSQL table, both shared by replicas. Monitoring reads
 windows back with ``backend.read(...)`` as a flat DataFrame (features as columns).
 
     >>> log = open_prediction_log(settings.prediction_log_url)            # doctest: +SKIP
@@ -15,6 +16,7 @@ from mloop.predlog.base import PredictionLogBackend, ReadQuery
 from mloop.predlog.factory import SUPPORTED_SCHEMES, open_prediction_log, open_prediction_logger
 from mloop.predlog.logger import PredictionLogger
 from mloop.predlog.memory import MemoryPredictionLog
+from mloop.predlog.objectstore import ObjectStorePredictionLog
 from mloop.predlog.parquet import ParquetPredictionLog
 from mloop.predlog.postgres import PostgresPredictionLog
 from mloop.predlog.record import (
@@ -31,6 +33,7 @@ __all__ = [
     "SUPPORTED_SCHEMES",
     "DurablePredictionLogger",
     "MemoryPredictionLog",
+    "ObjectStorePredictionLog",
     "ParquetPredictionLog",
     "PostgresPredictionLog",
     "PredictionLogBackend",

@@ -206,6 +206,19 @@ class PredictionLogBackend(ABC):
             rows = rows[rows["flag_shadow"].isna() | ~rows["flag_shadow"].astype("boolean").fillna(False)]
         return dict(zip(rows["prediction_id"], rows["model_version"].astype(str), strict=True))
 
+    def delete_before(self, cutoff: datetime) -> int:
+        """Delete predictions logged before ``cutoff`` (retention); returns how many were deleted.
+
+        Backends that store days as a unit (Parquet segments) delete whole days older than
+        ``cutoff``'s day, so up to a day more than asked for is kept."""
+        when = _utc("cutoff", cutoff)
+        assert when is not None
+        return self._delete_before(when)
+
+    def _delete_before(self, cutoff: datetime) -> int:
+        """Backends that can forget implement this; the default refuses."""
+        raise StoreError(f"{self!r} cannot delete old predictions (prediction_log.retention_days).")
+
     def count(self, *, model_name: str | None = None) -> int:
         """How many predictions are stored (for ``model_name`` only when given)."""
         return self._count(model_name)

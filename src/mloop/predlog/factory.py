@@ -11,6 +11,7 @@ from mloop.errors import ConfigError, did_you_mean
 from mloop.predlog.base import PredictionLogBackend
 from mloop.predlog.logger import PredictionLogger
 from mloop.predlog.memory import MemoryPredictionLog
+from mloop.predlog.objectstore import ObjectStorePredictionLog
 from mloop.predlog.parquet import ParquetPredictionLog
 from mloop.predlog.postgres import PostgresPredictionLog
 from mloop.predlog.wal import DurablePredictionLogger
@@ -20,13 +21,14 @@ if TYPE_CHECKING:
 
 __all__ = ["SUPPORTED_SCHEMES", "open_prediction_log", "open_prediction_logger"]
 
-SUPPORTED_SCHEMES = ("file", "postgresql", "postgresql+psycopg", "memory")
+SUPPORTED_SCHEMES = ("file", "s3", "postgresql", "postgresql+psycopg", "memory")
 
 
 def open_prediction_log(url: str) -> PredictionLogBackend:
     """The backend for ``url`` (``settings.prediction_log_url``).
 
     ``file:///abs/dir`` or a plain path → Parquet segments in that directory;
+    ``s3://bucket/prefix`` → Parquet segments on S3-compatible object storage;
     ``postgresql+psycopg://user@host/db`` (or ``postgresql://``) → one shared table;
     ``memory://`` → an in-process list (tests).
     """
@@ -43,6 +45,8 @@ def open_prediction_log(url: str) -> PredictionLogBackend:
                 f"prediction_log.url {url!r} names host {parsed.netloc!r}; file URLs must be local."
             )
         return ParquetPredictionLog(Path(unquote(parsed.path)))
+    if scheme == "s3":
+        return ObjectStorePredictionLog(url)
     if scheme in ("postgresql", "postgresql+psycopg"):
         return PostgresPredictionLog(url)
     if scheme == "memory":

@@ -7,6 +7,7 @@ on Parquet or PostgreSQL. ``fail_next(n)`` makes the next ``n`` writes raise, to
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import pandas as pd
 
@@ -50,6 +51,12 @@ class MemoryPredictionLog(PredictionLogBackend):
                 and (query.until is None or r.ts < query.until)
             ]
         return records_to_frame(rows)
+
+    def _delete_before(self, cutoff: datetime) -> int:
+        with self._lock:
+            kept = [r for r in self.records if r.ts >= cutoff]
+            deleted, self.records = len(self.records) - len(kept), kept
+        return deleted
 
     def _count(self, model_name: str | None) -> int:
         with self._lock:

@@ -9,6 +9,7 @@ segment names start with their first timestamp so they sort by time within a day
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -29,7 +30,7 @@ from mloop.predlog.base import PredictionLogBackend, ReadQuery, RecordsRefused
 from mloop.predlog.record import FLAG_PREFIX, PredictionRecord, records_to_columns, storage_to_output
 from mloop.store.jsonutil import dumps
 
-__all__ = ["ParquetPredictionLog"]
+__all__ = ["ParquetPredictionLog", "arrow_table"]
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
@@ -45,7 +46,7 @@ def _arrow_column(name: str, values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else (v if isinstance(v, str) else dumps(v, str)) for v in values])
 
 
-def _table(records: list[PredictionRecord]) -> pa.Table:
+def arrow_table(records: list[PredictionRecord]) -> pa.Table:
     """The Arrow table of ``records``; :class:`RecordsRefused` when some value cannot be held."""
     try:
         columns = records_to_columns(records)
@@ -82,7 +83,7 @@ class ParquetPredictionLog(PredictionLogBackend):
         tables = []
         for (model, day), group in groups.items():
             folder = self.directory / f"model={quote(model, safe='')}" / f"date={day.isoformat()}"
-            tables.append((folder, group, _table(group)))
+            tables.append((folder, group, arrow_table(group)))
         for folder, group, table in tables:
             self._write_segment(folder, group, table)
 
@@ -239,6 +240,25 @@ class ParquetPredictionLog(PredictionLogBackend):
                     except (pa.ArrowException, OSError) as exc:
                         log.warning("Skipping unreadable prediction log segment %s: %s", path, exc)
         return total
+
+    def _delete_before(self, cutoff: datetime) -> int:
+        # Whole days only (a segment holds one day of one model): a day goes once all of it is older.
+        deleted = 0
+        for model_dir in self._model_dirs(None):
+            for day_dir in model_dir.glob("date=*"):
+                if day_dir.name[len("date=") :] >= cutoff.date().isoformat():
+                    continue
+                for path in self._segments(day_dir):
+                    try:
+                        deleted += pq.ParquetFile(path).metadata.num_rows
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    except (pa.ArrowException, OSError) as exc:
+                        raise StoreError(f"Cannot delete prediction log segment {path}: {exc}.") from exc
+                with contextlib.suppress(OSError):  # a writer put a segment in it meanwhile: keep it
+                    day_dir.rmdir()
+        return deleted
 
     def model_names(self) -> list[str]:
         """Models that have logged predictions."""

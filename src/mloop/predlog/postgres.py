@@ -160,6 +160,13 @@ class PostgresPredictionLog(PredictionLogBackend):
         except sa.exc.SQLAlchemyError as exc:
             raise self._error("count predictions", exc) from exc
 
+    def _delete_before(self, cutoff: datetime) -> int:
+        try:
+            with self._engine.begin() as conn:
+                return int(conn.execute(sa.delete(self._table).where(self._table.c.ts < cutoff)).rowcount)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error("delete old predictions", exc) from exc
+
     def close(self) -> None:
         self._engine.dispose()
 
