@@ -72,13 +72,16 @@ def load_settings(
             f"No {CONFIG_FILE} found in {Path.cwd()} or its parents. Run `mloop init` to create a "
             "project, or cd into one."
         )
-    _merge(data, _from_env(os.environ if env is None else env))
+    from_env: dict[tuple[str, ...], str] = {}
+    _merge(data, _from_env(os.environ if env is None else env, sources=from_env))
     if overrides:
         _merge(data, dict(overrides))
+        for key in _leaves(overrides):  # an override wins over the variable: it no longer explains
+            from_env.pop(key, None)
     try:
         settings = Settings.model_validate({**data, "root": root})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, file)) from exc
+        raise ConfigError(_explain(exc, file, from_env)) from exc
     return settings
 
 
@@ -96,12 +99,17 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return loaded
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(
+    env: Mapping[str, str], *, sources: dict[tuple[str, ...], str] | None = None
+) -> dict[str, Any]:
+    """The settings set by ``MLOOP_*`` variables; ``sources`` gets each key's variable name."""
     out: dict[str, Any] = {}
+    sources = {} if sources is None else sources
     for name, value in env.items():
         if name in _ALIASES:
             section, key = _ALIASES[name]
             out.setdefault(section, {})[key] = value
+            sources[(section, key)] = name
             continue
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
@@ -113,7 +121,26 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         # Keys stay verbatim: YAML would read "0123" or "1e5" as numbers and change them.
         node[parts[-1]] = value if parts[:2] == ["serving", "keys"] else _parse_env_value(value)
+        sources[tuple(parts)] = name
     return out
+
+
+def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out += _leaves(value, (*prefix, key))
+        out.append((*prefix, key))
+    return out
+
+
+def _env_name(loc: tuple[Any, ...], from_env: Mapping[tuple[str, ...], str]) -> str | None:
+    """The variable that set ``loc`` or one of its parents (``MLOOP_SERVING='{...}'``), if any."""
+    for end in range(len(loc), 0, -1):
+        name = from_env.get(tuple(str(p) for p in loc[:end]))
+        if name is not None:
+            return name
+    return None
 
 
 def _parse_env_value(value: str) -> Any:
@@ -144,12 +171,18 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return [k for k in current.model_fields if k != "root"]
 
 
-def _explain(exc: ValidationError, file: Path | None) -> str:
-    where = str(file) if file else "the configuration"
-    lines = []
+def _explain(
+    exc: ValidationError, file: Path | None, from_env: Mapping[tuple[str, ...], str] | None = None
+) -> str:
+    """One line per error; a value set by an ``MLOOP_*`` variable names the variable, not the file."""
+    lines: list[str] = []
+    env_only = True
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
+        variable = _env_name(loc, from_env or {})
+        env_only = env_only and variable is not None
+        start = len(lines)
         if err["type"] == "extra_forbidden":
             known = _known_keys(Settings, loc)
             hint = did_you_mean(str(loc[-1]), known)
@@ -158,4 +191,12 @@ def _explain(exc: ValidationError, file: Path | None) -> str:
             lines.append(f"{key}: {err['ctx']['error']}")
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}).")
+        if variable is not None:  # the value came from the environment: name the variable
+            lines[start] = f"{variable}: {lines[start]}"
+    if env_only:
+        where = "environment variable" + ("s" if len(lines) > 1 else "")
+        return f"Invalid {where} (fix or unset it):\n  - " + "\n  - ".join(lines)
+    where = str(file) if file else "the configuration"
+    if any(line.startswith(ENV_PREFIX) for line in lines):
+        where += " and environment"
     return f"Invalid {where}:\n  - " + "\n  - ".join(lines)
