@@ -54,7 +54,12 @@ def _show(r: Rollout, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(r.to_dict(), default=str))
         return
-    colour = {"promoted": "green", "rolled_back": "red", "aborted": "yellow"}.get(r.state, "cyan")
+    colour = {
+        "promoted": "green",
+        "promoted_unverified": "yellow",
+        "rolled_back": "red",
+        "aborted": "yellow",
+    }.get(r.state, "cyan")
     console.print(
         f"Rollout [bold]#{r.id}[/] of {r.model_name}: {r.strategy} v{r.candidate_version} against "
         f"v{r.baseline_version} — [{colour}]{r.state}[/] (step {r.step + 1})",
@@ -71,7 +76,12 @@ def _show(r: Rollout, as_json: bool) -> None:
     if checks:
         t = Table("check", "value", "threshold", "result", "detail", box=None)
         for c in checks:
-            result = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]pending[/]"}[c["passed"]]
+            status = c.get("status") or {True: "passed", False: "failed", None: "not_evaluated"}[c["passed"]]
+            result = {
+                "passed": "[green]pass[/]",
+                "failed": "[red]FAIL[/]",
+                "inconclusive": "[yellow]inconclusive[/]",
+            }.get(status, "[dim]not evaluated[/]")
             value = "-" if c["value"] is None else f"{c['value']:.4g}"
             t.add_row(c["name"], value, f"{c['threshold']:g}", result, c["detail"])
         console.print(t)

@@ -359,13 +359,44 @@ class RolloutSettings(Section):
     max_wait_s: float = 3600.0
     """Longest a step waits for enough traffic before the rollout fails safe."""
     max_error_rate: float = 0.01
-    """Canary error rate above which it is rolled back."""
-    max_latency_ratio: float = 2.0
-    """Canary p99 latency / baseline p99 above which it is rolled back."""
+    """Canary error rate the canary must be shown to exceed (exact binomial bound) to be rolled back
+    whatever the baseline does; a canary significantly worse than the baseline (Fisher's exact test)
+    by more than ``error_rate_margin`` is rolled back too."""
+    error_rate_margin: float = Field(default=0.005, ge=0.0)
+    """Smallest excess of the canary's error rate over the baseline's worth a rollback."""
+    max_latency_ratio: float = Field(default=1.5, gt=1.0)
+    """The canary is rolled back only if it is significantly slower than this many times the
+    baseline *and* than the baseline plus ``latency_margin_ms`` (see docs/rollouts.md)."""
+    latency_margin_ms: float = Field(default=10.0, ge=0.0)
+    """Absolute latency margin (ms) the canary must exceed, on top of ``max_latency_ratio``."""
+    latency_quantile: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """Upper quantile whose confidence bounds are compared (the tail test of the latency check)."""
+    min_latency_samples: int = Field(default=20, ge=5)
+    """Latencies each arm needs before the latency check is evaluated (else: not evaluated)."""
     max_prediction_drift: float = 0.2
-    """Jensen-Shannon distance between the arms' outputs above which it is rolled back."""
+    """Jensen-Shannon distance between the arms' outputs above which it is rolled back (when a
+    chi-square test also says the difference is not noise)."""
+    quality_metric: Literal["auto", "accuracy", "roc_auc", "pr_auc", "f1", "rmse", "mae"] = "auto"
+    """Metric the canary's live quality is compared on; ``auto``: the gate's metric
+    (``gates.beat_champion_metric``, else ``tuning.metric``, else ``roc_auc`` for binary classifiers,
+    ``accuracy`` for multiclass, ``rmse`` for regressors)."""
     max_quality_drop: float = 0.05
-    """Largest acceptable drop of live quality vs the baseline when labels exist."""
+    """Non-inferiority margin of live quality: the canary is verified when the confidence interval of
+    (canary - baseline) on ``quality_metric`` shows it is at most this much worse (a relative increase
+    for ``rmse``/``mae``); it is rolled back when the interval shows it is worse at all by more than
+    half of this."""
+    false_rollback_rate: float = Field(default=0.01, gt=0.0, lt=0.5)
+    """Chance of rolling back a canary as good as the baseline, over the whole rollout: split between
+    the checks (Bonferroni) and spent over the looks (alpha spending), see docs/rollouts.md."""
+    label_wait_s: float = Field(default=3600.0, ge=0.0)
+    """Before its traffic reaches 100 % (or promotion), a canary whose quality could not be evaluated
+    yet waits this long for labels (state ``awaiting_labels``), then follows ``unlabelled_policy``."""
+    unlabelled_policy: Literal["hold", "rollback", "promote_unverified"] = "hold"
+    """What to do when ``label_wait_s`` passed without enough labels: ``hold`` keeps the canary at its
+    weight until labels arrive or an operator decides; ``rollback``; ``promote_unverified`` promotes
+    and records the rollout as ``promoted_unverified`` (verified later, as labels arrive)."""
+    bootstrap_resamples: int = Field(default=400, ge=50)
+    """Bootstrap resamples for quality intervals of metrics without a closed-form variance."""
     shadow_share: float = 1.0
     """Share of requests copied to the shadow arm."""
     routing_key: str | None = None
@@ -382,7 +413,8 @@ class RolloutSettings(Section):
     power: float = 0.8
     """Statistical power used for the A/B minimum sample size."""
     min_labelled: int = 50
-    """Labelled predictions each arm needs before live quality is compared (canary check, A/B test)."""
+    """Labelled predictions each arm needs before live quality is compared (canary check, A/B test);
+    ROC and PR AUC also need at least 5 labels of each class in each arm."""
     auto_advance: bool = True
     """Serving processes drive canary steps themselves: the one holding the store lease runs one
     analysis every ``refresh_s``. Turn off when ``mloop run`` or ``mloop rollout status --watch`` drives."""

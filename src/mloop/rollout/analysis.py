@@ -1,24 +1,17 @@
-"""One canary step's analysis: canary against baseline on errors, latency, prediction drift, quality.
+"""One canary look: canary against baseline on errors, latency, prediction drift and quality.
 
-:func:`analyze_step` is pure: it takes the two arms' :class:`~mloop.rollout.stats.ArmStats` and the
-thresholds, and returns a :class:`StepAnalysis` whose ``verdict`` is ``pass`` (go to the next step),
-``fail`` (roll back; ``failing`` names the check) or ``wait`` (not enough traffic yet; after
-``max_wait_s`` the step fails safe with the check ``traffic``).
+:func:`analyze_step` is pure: it takes the two arms' :class:`~mloop.rollout.stats.ArmStats`, the
+settings and which look this is, and returns a :class:`StepAnalysis` whose ``verdict`` is ``pass``
+(no check failed), ``fail`` (roll back; ``failing`` names the check) or ``wait`` (the step has not
+had its traffic yet; after ``max_wait_s`` the step fails safe with the check ``traffic``). A ``pass``
+lists the checks that were not evaluated or stayed inconclusive in ``unverified``: a rollout never
+calls them passed. :func:`next_move` turns a look into the rollout's next move: the next step,
+waiting for labels before the canary gets all traffic, promotion, or rollback.
 
-Checks, in the order they are reported:
-
-* ``error_rate`` — canary errors / requests ≤ ``max_error_rate``. It fails early, before the step has
-  its traffic, once the errors alone exceed what ``min_requests_per_step`` requests may contain.
-  Errors are the arm's own failures only (5xx: the model raised, the server failed or shed the
-  request); a request refused for what its client sent (4xx: broken contract, malformed body) is
-  not the arm's doing and is counted neither as a request nor as an error (the serving service
-  reports only model calls and 5xx to the rollout's counters), so malformed traffic cannot roll
-  back a healthy canary.
-* ``latency`` — canary p99 / baseline p99 ≤ ``max_latency_ratio`` (from the prediction log).
-* ``prediction_drift`` — Jensen-Shannon distance between the arms' outputs ≤ ``max_prediction_drift``:
-  classifiers compare the shares of predicted classes, regressors the shares over the baseline's deciles.
-* ``quality`` — when both arms have ``min_labelled`` labelled predictions: baseline accuracy - canary
-  accuracy ≤ ``max_quality_drop`` (regressors: relative increase of the mean absolute error).
+The checks, their tests and how the false-rollback budget is shared between them and over the
+looks are :mod:`mloop.rollout.checks` (quality: :mod:`mloop.rollout.quality`). Errors are the arm's
+own failures only (5xx); a request refused for what its client sent (4xx) is counted neither as a
+request nor as an error, so malformed traffic cannot roll back a healthy canary.
 """
 
 from __future__ import annotations
@@ -29,24 +22,22 @@ from typing import Any, Literal
 import numpy as np
 
 from mloop.config.settings import RolloutSettings
-from mloop.monitoring.stattests import fill_zeros
-from mloop.monitoring.stattests.jensenshannon import js_distance
+from mloop.rollout.checks import Check, drift_check, error_check, latency_check, look_alpha, output_drift
+from mloop.rollout.quality import quality_check
 from mloop.rollout.stats import ArmStats
 
-__all__ = ["Check", "StepAnalysis", "analyze_step", "output_drift", "shadow_report"]
+__all__ = [
+    "Check",
+    "Move",
+    "StepAnalysis",
+    "analyze_step",
+    "label_gate_step",
+    "next_move",
+    "output_drift",
+    "shadow_report",
+]
 
 Verdict = Literal["pass", "fail", "wait"]
-
-
-@dataclass
-class Check:
-    """One check: its value against its threshold; ``passed`` is None when it could not run yet."""
-
-    name: str
-    passed: bool | None
-    value: float | None
-    threshold: float
-    detail: str
 
 
 @dataclass
@@ -56,26 +47,17 @@ class StepAnalysis:
     checks: list[Check] = field(default_factory=list)
     failing: str | None = None
     arms: dict[str, Any] = field(default_factory=dict)
+    unverified: list[str] = field(default_factory=list)
+    metric: str | None = None
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def output_drift(baseline: list[Any], candidate: list[Any], classification: bool) -> float | None:
-    """Jensen-Shannon distance between two arms' outputs (None if either has none)."""
-    if not baseline or not candidate:
-        return None
-    if classification:
-        levels = sorted({str(v) for v in baseline} | {str(v) for v in candidate})
-        p = np.array([sum(str(v) == lv for v in baseline) for lv in levels], dtype=float)
-        q = np.array([sum(str(v) == lv for v in candidate) for lv in levels], dtype=float)
-    else:
-        b = np.asarray(baseline, dtype=float)
-        c = np.asarray(candidate, dtype=float)
-        edges = np.unique(np.quantile(b, np.linspace(0.1, 0.9, 9)))
-        p = np.bincount(np.searchsorted(edges, b, side="right"), minlength=edges.size + 1).astype(float)
-        q = np.bincount(np.searchsorted(edges, c, side="right"), minlength=edges.size + 1).astype(float)
-    return float(js_distance(fill_zeros(p / p.sum()), fill_zeros(q / q.sum())))
+        out = asdict(self)
+        for c, d in zip(self.checks, out["checks"], strict=True):
+            d["passed"] = c.passed
+        return out
 
 
 def analyze_step(
@@ -86,84 +68,106 @@ def analyze_step(
     classification: bool,
     step_requests: int,
     held_s: float,
+    step: int = 0,
+    label_look: int = 0,
+    metric: str | None = None,
+    extra: list[Check] | None = None,
 ) -> StepAnalysis:
-    """Compare ``canary`` with ``baseline`` for the current step (see the module docstring).
+    """Compare ``canary`` with ``baseline`` at the look of step ``step`` (or label-wait look
+    ``label_look``); see the module docstring.
 
     ``step_requests`` is how many requests the canary answered during this step and ``held_s`` how
-    long the step has lasted; both decide whether the step has enough traffic to be judged.
+    long the step has lasted; both decide whether the step has had its traffic (a label-wait look
+    always has). ``metric`` is the quality metric (default: accuracy, or MAE for regressors).
+    ``extra`` are checks computed elsewhere (e.g. quality estimated without labels); a failed one
+    fails the look like any other.
     """
     arms = {a.arm: a.summary(classification) for a in (baseline, canary)}
-    checks: list[Check] = []
-    enough = step_requests >= cfg.min_requests_per_step and held_s >= cfg.step_hold_s
-    budget = cfg.max_error_rate * max(cfg.min_requests_per_step, 1)
-    err_fail = canary.errors > budget if not enough else canary.error_rate > cfg.max_error_rate
-    checks.append(
-        Check(
-            "error_rate",
-            None if not (enough or err_fail) else not err_fail,
-            canary.error_rate,
-            cfg.max_error_rate,
-            f"{canary.errors} server errors (5xx) in {canary.requests} canary requests "
-            f"(baseline {baseline.errors}/{baseline.requests}; client errors are not counted)",
-        )
-    )
-    if enough:
-        b99, c99 = baseline.latency_p99(), canary.latency_p99()
-        ratio = None if not b99 or c99 is None else c99 / b99
-        checks.append(
-            Check(
-                "latency",
-                None if ratio is None else ratio <= cfg.max_latency_ratio,
-                ratio,
-                cfg.max_latency_ratio,
-                f"p99 {c99 if c99 is None else round(c99, 2)} ms vs baseline "
-                f"{b99 if b99 is None else round(b99, 2)} ms",
-            )
-        )
-        drift = output_drift(baseline.predictions, canary.predictions, classification)
-        checks.append(
-            Check(
-                "prediction_drift",
-                None if drift is None else drift <= cfg.max_prediction_drift,
-                drift,
-                cfg.max_prediction_drift,
-                f"Jensen-Shannon distance between outputs of {baseline.logged} baseline and "
-                f"{canary.logged} canary predictions",
-            )
-        )
-    checks.append(_quality_check(baseline, canary, cfg, classification))
-    failed = [c for c in checks if c.passed is False]
-    if failed:
-        first = failed[0]
-        value = "n/a" if first.value is None else f"{first.value:.4g}"
-        reason = f"{first.name} check failed: {value} vs threshold {first.threshold:g} ({first.detail})"
-        return StepAnalysis("fail", reason, checks, first.name, arms)
+    metric = metric or ("accuracy" if classification else "mae")
+    enough = label_look > 0 or (step_requests >= cfg.min_requests_per_step and held_s >= cfg.step_hold_s)
     if not enough:
         return StepAnalysis(
             "wait",
             f"waiting for traffic: {step_requests}/{cfg.min_requests_per_step} canary requests, "
             f"held {held_s:.0f}/{cfg.step_hold_s:.0f} s",
-            checks,
+            [],
             None,
             arms,
+            metric=metric,
         )
-    return StepAnalysis("pass", "every check passed", checks, None, arms)
+    alpha = look_alpha(cfg, step, label_look)
+    checks = [
+        error_check(baseline.errors, baseline.requests, canary.errors, canary.requests, cfg, alpha),
+        latency_check(baseline.latency_ms, canary.latency_ms, cfg, alpha),
+        drift_check(baseline.predictions, canary.predictions, cfg, alpha, classification=classification),
+        quality_check(baseline, canary, cfg, metric, alpha),
+        *(extra or []),
+    ]
+    failed = [c for c in checks if c.status == "failed"]
+    if failed:
+        first = failed[0]
+        value = "n/a" if first.value is None else f"{first.value:.4g}"
+        reason = f"{first.name} check failed: {value} vs threshold {first.threshold:g} ({first.detail})"
+        return StepAnalysis("fail", reason, checks, first.name, arms, metric=metric)
+    unverified = [c.name for c in checks if c.status != "passed"]
+    return StepAnalysis("pass", summarize(checks), checks, None, arms, unverified, metric)
 
 
-def _quality_check(baseline: ArmStats, canary: ArmStats, cfg: RolloutSettings, classification: bool) -> Check:
-    n = min(baseline.labelled, canary.labelled)
-    detail = f"{canary.labelled} canary and {baseline.labelled} baseline labelled predictions"
-    if n < cfg.min_labelled:
-        return Check("quality", None, None, cfg.max_quality_drop, f"{detail}; needs {cfg.min_labelled} each")
-    bq, cq = baseline.quality(classification), canary.quality(classification)
-    assert bq is not None and cq is not None
-    if classification:
-        drop = bq - cq
-        detail = f"accuracy {cq:.4f} vs baseline {bq:.4f}; {detail}"
-    else:
-        drop = (cq - bq) / bq if bq > 0 else (0.0 if cq == 0 else float("inf"))
-        detail = f"MAE {cq:.4g} vs baseline {bq:.4g}; {detail}"
-    return Check("quality", drop <= cfg.max_quality_drop, drop, cfg.max_quality_drop, detail)
+def summarize(checks: list[Check]) -> str:
+    """What the checks concluded, never calling a check that did not run "passed"."""
+    passed = [c.name for c in checks if c.status == "passed"]
+    others = [c for c in checks if c.status != "passed"]
+    if not others:
+        return f"all {len(checks)} checks passed ({', '.join(passed)})"
+    said = "; ".join(f"{c.name} {c.status.replace('_', ' ')}: {c.detail}" for c in others)
+    return f"no check failed; passed: {', '.join(passed) or 'none'}; {said}"
+
+
+def label_gate_step(cfg: RolloutSettings) -> int:
+    """The step whose look must verify quality before the canary goes on: the last step below 100 %
+    (or the last step when every step is below 100 %)."""
+    below = [i for i, p in enumerate(cfg.steps) if p < 100.0]
+    return below[-1] if below else len(cfg.steps) - 1
+
+
+@dataclass
+class Move:
+    """What a rollout does after a look."""
+
+    action: Literal["wait", "step", "await_labels", "promote", "promote_unverified", "rollback"]
+    reason: str
+    check: str | None = None
+
+
+def next_move(
+    a: StepAnalysis, cfg: RolloutSettings, *, step: int, verified: bool, label_waited_s: float | None
+) -> Move:
+    """The move after look ``a`` at step ``step``. ``verified``: quality passed at an earlier look;
+    ``label_waited_s``: how long the rollout has waited for labels (None: it has not started to)."""
+    if a.verdict == "fail":
+        return Move("rollback", a.reason, a.failing)
+    if a.verdict == "wait":
+        return Move("wait", a.reason)
+    quality = a.check("quality")
+    verified = verified or (quality is not None and quality.status == "passed")
+    last = step + 1 >= len(cfg.steps)
+    if step >= label_gate_step(cfg) and not verified:
+        waited = label_waited_s or 0.0
+        if label_waited_s is None or waited < cfg.label_wait_s:
+            return Move("await_labels", f"waiting up to {cfg.label_wait_s:g} s for labels: {a.reason}")
+        why = f"quality not verified after waiting {waited:.0f} s for labels (rollout.label_wait_s)"
+        if cfg.unlabelled_policy == "rollback":
+            return Move("rollback", f"{why}; rollout.unlabelled_policy is rollback: {a.reason}", "quality")
+        if cfg.unlabelled_policy == "promote_unverified":
+            return Move(
+                "promote_unverified", f"{why}; promoted UNVERIFIED (rollout.unlabelled_policy): {a.reason}"
+            )
+        return Move(
+            "await_labels", f"{why}; holding (rollout.unlabelled_policy: hold) for labels or an operator"
+        )
+    if last:
+        return Move("promote", f"canary passed every step, quality verified ({a.reason})")
+    return Move("step", a.reason)
 
 
 def shadow_report(champion: ArmStats, shadow: ArmStats, classification: bool) -> dict[str, Any]:

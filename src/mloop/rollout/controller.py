@@ -14,6 +14,7 @@ unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +22,11 @@ from mloop.config import Settings
 from mloop.errors import ConflictError, RolloutError
 from mloop.rollout import plan
 from mloop.rollout.abtest import compare_arms
-from mloop.rollout.analysis import analyze_step, shadow_report
+from mloop.rollout.analysis import analyze_step, next_move, shadow_report
+from mloop.rollout.checks import look_alpha
 from mloop.rollout.deployment import Aliases, DeploymentMoves, deployment_lease
 from mloop.rollout.promotion import Promotions, promoted_version, require_running
+from mloop.rollout.quality import quality_check, quality_metric
 from mloop.rollout.states import ROLLOUT_MACHINE, RolloutState
 from mloop.rollout.stats import ArmStats, collect_stats
 from mloop.store import Store, open_store
@@ -53,6 +56,7 @@ class RolloutController:
         self._registry = registry
         self._predlog = predlog
         self.classification = settings.model.task == "classification"
+        self.metric = quality_metric(settings)
         aliases = Aliases(self)
         self.promotions = Promotions(self, aliases)
         self.deployments = DeploymentMoves(self, aliases)
@@ -173,6 +177,8 @@ class RolloutController:
             return r
         if r.state == RolloutState.PROMOTING:
             return self.promotions.adopt(r, actor=actor, reason=r.reason)
+        if r.state == RolloutState.PROMOTED_UNVERIFIED:
+            return self._verify(r, actor)
         if r.strategy == "direct":
             return self.promote(r.id, actor=actor, wait=False)
         stats = self.stats(r)
@@ -196,58 +202,143 @@ class RolloutController:
         return collect_stats(r, self.repo.counters(r.id), frame, labels, classification=self.classification)
 
     def _advance_canary(self, r: Rollout, stats: dict[str, ArmStats], actor: str) -> Rollout:
-        canary = stats["canary"]
-        base_requests = int(r.analysis.get("step_base_requests", 0))
-        held = (datetime.now(UTC) - r.step_started_at).total_seconds()
+        canary, baseline = stats["canary"], stats[plan.BASELINE]
+        prev = r.analysis or {}
+        base_requests = int(prev.get("step_base_requests", 0))
+        now = datetime.now(UTC)
+        held = (now - r.step_started_at).total_seconds()
+        awaiting = r.state == RolloutState.AWAITING_LABELS
+        labelled = min(baseline.labelled, canary.labelled)
+        waited = None
+        label_look = 0
+        if awaiting:
+            waited = (now - datetime.fromisoformat(str(prev["label_wait_started"]))).total_seconds()
+            label_look = int(prev.get("label_look", 0)) + 1
+            due = labelled >= max(self.cfg.min_labelled, 1.5 * int(prev.get("label_look_n", 0)))
+            expiring = waited >= self.cfg.label_wait_s and not prev.get("label_wait_expired")
+            if not (due or expiring):  # no new look until the labelled sample grew by half
+                return self._save(
+                    r,
+                    {
+                        **prev,
+                        "arms": {a: s.summary(self.classification) for a, s in stats.items()},
+                        "labelled": labelled,
+                    },
+                )
         a = analyze_step(
-            stats[plan.BASELINE],
+            baseline,
             canary,
             self.cfg,
             classification=self.classification,
             step_requests=canary.requests - base_requests,
             held_s=held,
+            step=r.step,
+            label_look=label_look,
+            metric=self.metric,
         )
-        report = {
+        quality = a.check("quality")
+        verified = bool(prev.get("quality_verified")) or (quality is not None and quality.status == "passed")
+        report: dict[str, Any] = {
             **a.to_dict(),
             "step": r.step,
             "percent": self.cfg.steps[r.step],
             "step_base_requests": base_requests,
+            "quality_verified": verified,
+            "labelled": labelled,
         }
-        if a.verdict == "wait" and held > self.cfg.max_wait_s:
+        if awaiting:
             report.update(
-                verdict="fail",
-                failing="traffic",
-                reason=f"not enough traffic after {held:.0f} s (rollout.max_wait_s): {a.reason}",
+                label_wait_started=prev["label_wait_started"],
+                label_look=label_look,
+                label_look_n=labelled,
+                label_wait_expired=bool(waited is not None and waited >= self.cfg.label_wait_s),
             )
-            return self.rollback(r.id, actor=actor, reason=report["reason"], check="traffic", analysis=report)
-        if a.verdict == "fail":
-            return self.rollback(r.id, actor=actor, reason=a.reason, check=a.failing, analysis=report)
-        if a.verdict == "wait":
+        move = next_move(a, self.cfg, step=r.step, verified=verified, label_waited_s=waited)
+        if move.action == "wait":
+            if held > self.cfg.max_wait_s:
+                report.update(
+                    verdict="fail",
+                    failing="traffic",
+                    reason=f"not enough traffic after {held:.0f} s (rollout.max_wait_s): {a.reason}",
+                )
+                return self.rollback(
+                    r.id, actor=actor, reason=report["reason"], check="traffic", analysis=report
+                )
             return self._save(r, report)
-        if r.step + 1 >= len(self.cfg.steps):
-            return self.promote(
+        if move.action == "rollback":
+            return self.rollback(r.id, actor=actor, reason=move.reason, check=move.check, analysis=report)
+        if move.action == "await_labels":
+            report["reason"] = move.reason
+            if awaiting:
+                return self._save(r, report)
+            report.update(label_wait_started=now.isoformat(), label_look=0, label_look_n=labelled)
+            return self.repo.transition(
                 r.id,
-                actor=actor,
-                reason=f"canary passed every step ({a.reason})",
+                expected_revision=r.revision,
+                state=RolloutState.AWAITING_LABELS,
                 analysis=report,
-                wait=False,
+                actor=actor,
+                reason=move.reason,
+                kind="rollout.awaiting_labels",
+                data={"step": r.step, "labelled": labelled, "label_wait_s": self.cfg.label_wait_s},
             )
+        if move.action in ("promote", "promote_unverified"):
+            report["promote_unverified"] = move.action == "promote_unverified"
+            return self.promote(r.id, actor=actor, reason=move.reason, analysis=report, wait=False)
         nxt = r.step + 1
         report["step_base_requests"] = canary.requests
         weights = plan.canary_weights(self.cfg, nxt)
         return self.repo.transition(
             r.id,
             expected_revision=r.revision,
+            state=RolloutState.RUNNING,
             step=nxt,
             weights=weights,
             analysis=report,
             actor=actor,
             reason=(
-                f"step {r.step + 1} ({self.cfg.steps[r.step]:g}%) passed; canary at {self.cfg.steps[nxt]:g}%"
+                f"step {r.step + 1} ({self.cfg.steps[r.step]:g}%) passed; canary at "
+                f"{self.cfg.steps[nxt]:g}%: {a.reason}"
             ),
             kind="rollout.step",
-            data={"step": nxt, "checks": [c.name for c in a.checks if c.passed]},
+            data={
+                "step": nxt,
+                "checks": {c.name: c.status for c in a.checks},
+            },
         )
+
+    def _verify(self, r: Rollout, actor: str) -> Rollout:
+        """A promotion recorded unverified: judge the canary's quality once its labels have arrived."""
+        stats = self.stats(r)
+        prev = r.analysis or {}
+        labelled = min(s.labelled for s in stats.values())
+        if labelled < max(self.cfg.min_labelled, 1.5 * int(prev.get("label_look_n", 0))):
+            return r
+        look = int(prev.get("label_look", 0)) + 1
+        check = quality_check(
+            stats[plan.BASELINE], stats["canary"], self.cfg, self.metric, look_alpha(self.cfg, 0, look)
+        )
+        report = {**prev, "label_look": look, "label_look_n": labelled, "verification": asdict(check)}
+        if check.status == "failed":
+            return self.rollback(
+                r.id,
+                actor=actor,
+                reason=f"quality check failed after an unverified promotion: {check.detail}",
+                check="quality",
+                analysis=report,
+            )
+        if check.status == "passed":
+            return self.repo.transition(
+                r.id,
+                expected_revision=r.revision,
+                state=RolloutState.PROMOTED,
+                analysis={**report, "quality_verified": True},
+                actor=actor,
+                reason=f"promotion verified: {check.detail}",
+                kind="rollout.verified",
+                data={"version": promoted_version(r)},
+            )
+        return self._save(r, report)
 
     def _error_guard(self, r: Rollout, stats: dict[str, ArmStats]) -> str | None:
         for name, s in stats.items():

@@ -73,7 +73,7 @@ class Promotions:
         process promotes it, waits for that promotion to end (``wait``) or returns it as it is.
         """
         r = self._ctl.get(rollout_id)
-        if r.state == RolloutState.PROMOTED:
+        if r.state in (RolloutState.PROMOTED, RolloutState.PROMOTED_UNVERIFIED):
             return self._already_promoted(r, version)
         lease = self._take(r.id)
         if lease is None:
@@ -84,7 +84,7 @@ class Promotions:
                 return self._already_promoted(r, version)
         try:
             r = self._repo.get(r.id)  # fresh under the lease
-            if r.state == RolloutState.PROMOTED:
+            if r.state in (RolloutState.PROMOTED, RolloutState.PROMOTED_UNVERIFIED):
                 return self._already_promoted(r, version)
             if r.state == RolloutState.PROMOTING:  # its promoter died: finish it
                 return self.finish(r, actor=actor, reason=reason or r.reason, lease=lease)
@@ -111,7 +111,7 @@ class Promotions:
             self._release(r.id, lease)
 
     def _already_promoted(self, r: Rollout, version: str | int | None) -> Rollout:
-        if r.state != RolloutState.PROMOTED:
+        if r.state not in (RolloutState.PROMOTED, RolloutState.PROMOTED_UNVERIFIED):
             raise RolloutError(
                 f"Rollout #{r.id} is {r.state}; only a running rollout can be promoted. "
                 "Check `mloop rollout status`."
@@ -185,15 +185,16 @@ class Promotions:
             return self.rollback(
                 r.id, actor=actor, reason=f"promotion failed: {exc.message}", check="promote", lease=lease
             )
+        unverified = bool((r.analysis or {}).get("promote_unverified"))
         return self._repo.transition(
             r.id,
             expected_revision=r.revision,
-            state=RolloutState.PROMOTED,
+            state=RolloutState.PROMOTED_UNVERIFIED if unverified else RolloutState.PROMOTED,
             champion=target,
             actor=actor,
             reason=reason,
-            kind="rollout.promoted",
-            data={"version": target, "previous": r.baseline_version},
+            kind="rollout.promoted_unverified" if unverified else "rollout.promoted",
+            data={"version": target, "previous": r.baseline_version, "verified": not unverified},
         )
 
     # -- roll back -----------------------------------------------------------------------------
@@ -239,7 +240,7 @@ class Promotions:
         lease: str | None,
     ) -> Rollout:
         assert r.baseline_version is not None
-        if r.state == RolloutState.PROMOTING:
+        if r.state in (RolloutState.PROMOTING, RolloutState.PROMOTED_UNVERIFIED):
             self._hold(r.id, lease)
             self._aliases.move(
                 "champion", r.baseline_version, reason=f"rollback of rollout #{r.id}", actor=actor
@@ -318,8 +319,8 @@ def _lease_name(rollout_id: int) -> str:
 
 
 def require_running(r: Rollout, action: str) -> None:
-    """RolloutError unless ``r`` is running (the only state a promote or abort starts from)."""
-    if r.state != RolloutState.RUNNING:
+    """RolloutError unless ``r`` is running or awaiting labels (the states a promote or abort starts from)."""
+    if r.state not in (RolloutState.RUNNING, RolloutState.AWAITING_LABELS):
         raise RolloutError(f"Rollout #{r.id} is {r.state}; only a running rollout can {action}.")
 
 

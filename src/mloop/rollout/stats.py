@@ -39,6 +39,13 @@ class ArmStats:
     prediction_ids: list[str] = field(default_factory=list)
     outcomes: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Per labelled prediction: 1/0 correct (classifiers) or the absolute error (regressors)."""
+    labels: list[Any] = field(default_factory=list)
+    """Per labelled prediction (classifiers): the label sent to /feedback."""
+    labelled_predictions: list[Any] = field(default_factory=list)
+    """Per labelled prediction (classifiers): what the arm predicted."""
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Per labelled prediction (binary classifiers): the logged probability of the positive class (the
+    second of the sorted class labels); NaN where none was logged."""
 
     @property
     def error_rate(self) -> float:
@@ -94,6 +101,15 @@ def _outcomes(predictions: list[Any], labels: list[Any], classification: bool) -
     return np.asarray(out, dtype="float64")
 
 
+def _positive_scores(rows: pd.DataFrame, keep: list[int]) -> np.ndarray:
+    """The logged probability of the positive class (second sorted class) of rows ``keep``, NaN if none."""
+    proba = sorted(c for c in rows.columns if str(c).startswith("proba_"))
+    if len(proba) != 2:
+        return np.full(len(keep), np.nan)
+    values = pd.to_numeric(rows[proba[1]].iloc[keep], errors="coerce")
+    return np.asarray(values.to_numpy(dtype=float), dtype=float)
+
+
 def collect_stats(
     rollout: Rollout,
     counters: Mapping[str, tuple[int, int]],
@@ -121,13 +137,13 @@ def collect_stats(
             stats.latency_ms = pd.to_numeric(rows["latency_ms"], errors="coerce").dropna().to_numpy(float)
             stats.predictions = rows["prediction"].tolist()
             stats.prediction_ids = rows["prediction_id"].astype(str).tolist()
-            pairs = [
-                (p, labels[i])
-                for p, i in zip(stats.predictions, stats.prediction_ids, strict=True)
-                if i in labels
-            ]
-            if pairs:
-                preds, ys = zip(*pairs, strict=True)
-                stats.outcomes = _outcomes(list(preds), list(ys), classification)
+            keep = [k for k, i in enumerate(stats.prediction_ids) if i in labels]
+            if keep:
+                preds = [stats.predictions[k] for k in keep]
+                ys = [labels[stats.prediction_ids[k]] for k in keep]
+                stats.outcomes = _outcomes(preds, ys, classification)
+                if classification:
+                    stats.labels, stats.labelled_predictions = ys, preds
+                    stats.scores = _positive_scores(rows, keep)
         out[arm.arm] = stats
     return out

@@ -33,6 +33,7 @@ from mloop.errors import ConflictError, MloopError, RolloutError
 from mloop.periodic import every_async
 from mloop.rollout.controller import RolloutController
 from mloop.rollout.plan import BASELINE
+from mloop.rollout.states import ACTIVE_STATES
 from mloop.serving.router import Route
 from mloop.serving.runtime import ModelRuntime
 from mloop.serving.service import PredictionService
@@ -128,7 +129,7 @@ class RolloutSync:
             if self.cfg.auto_advance and await asyncio.to_thread(self._lead, rollout.model_name):
                 rollout = await asyncio.to_thread(self.controller.advance, rollout.id, actor="rollout:auto")
                 self.rollout = rollout
-                if rollout.terminal:
+                if rollout.state not in ACTIVE_STATES:  # ended (or promoted, to be verified)
                     await asyncio.to_thread(self._flush)
                     await self._apply_settled(rollout)
                     return None

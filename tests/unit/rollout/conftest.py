@@ -81,6 +81,7 @@ def settings(tmp_path: Path) -> Settings:
                 "min_requests_per_step": 20,
                 "min_labelled": 20,
                 "max_wait_s": 3600,
+                "quality_metric": "accuracy",  # the fake traffic logs no class probabilities
             },
         }
     )

@@ -56,10 +56,12 @@ def test_canary_walks_every_step_then_promotes_and_keeps_the_rollback_target(
     assert r.weights() == {"champion": 0.9, "canary": 0.1}
     assert ctl.advance(r.id).analysis["verdict"] == "wait"
     for _step in range(3):
-        _traffic(ctl, predlog, r.id, "champion", "1", 25)
-        _traffic(ctl, predlog, r.id, "canary", "2", 25)
+        for arm, version in (("champion", "1"), ("canary", "2")):
+            ids = _traffic(ctl, predlog, r.id, arm, version, 25)
+            store.add_feedback([(i, n % 2) for n, i in enumerate(ids)])  # labels: every answer right
         r = ctl.advance(r.id)
     assert r.state == "promoted" and registry.aliases["champion"] == 2
+    assert r.analysis["quality_verified"] and "not evaluated" not in r.reason
     dep = ctl.deployment()
     assert dep is not None and (dep.champion_version, dep.previous_version, dep.active_rollout_id) == (
         "2",

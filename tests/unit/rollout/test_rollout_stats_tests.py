@@ -119,17 +119,28 @@ def test_canary_step_passes_fails_on_each_check_and_waits() -> None:
     assert wait.verdict == "wait" and "5/20" in wait.reason
 
 
-def test_errors_fail_a_step_before_it_has_its_traffic() -> None:
+def test_errors_are_judged_at_the_step_look_not_before() -> None:
+    """Checks are evaluated once per step (a planned look): looking at every advance would spend the
+    false-rollback budget many times over."""
     cfg = RolloutSettings(min_requests_per_step=100, max_error_rate=0.01)
-    a = analyze_step(
-        _stats("champion", 50),
+    early = analyze_step(
+        _stats("champion", 500),
         _stats("canary", 4, errors=2),
         cfg,
         classification=True,
         step_requests=4,
         held_s=0,
     )
-    assert a.verdict == "fail" and a.failing == "error_rate"
+    assert early.verdict == "wait" and early.checks == []
+    look = analyze_step(
+        _stats("champion", 500),
+        _stats("canary", 100, errors=8),
+        cfg,
+        classification=True,
+        step_requests=100,
+        held_s=0,
+    )
+    assert look.verdict == "fail" and look.failing == "error_rate"
 
 
 def test_quality_check_needs_labels_then_compares_accuracy() -> None:
