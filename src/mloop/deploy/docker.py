@@ -1,23 +1,38 @@
 """``mloop deploy docker``: Dockerfile, .dockerignore, entry point, image config and lock.
 
-The image is slim (``python:<v>-slim-bookworm``, two stages), runs as an unprivileged user
-(uid 10001), installs mloop with every dependency pinned by ``constraints.txt``, checks
-``/health`` and starts ``mloop serve``. The model is either pulled from MLflow when the container
-starts (``model_source="mlflow"``) or copied into the image at build time (``"baked"``).
+The image is slim (the base image is a build argument, ``python:<v>-slim-bookworm`` by default;
+two stages), runs as an unprivileged user (uid 10001), installs a pinned pip and then mloop with every
+dependency pinned by ``constraints.txt`` — from the package index for a released mloop, from a wheel
+of the checkout (``wheels/``, see :mod:`mloop.deploy.wheel`) for a development one. It carries the
+project (the image's ``mloop.yaml``, ``train.py`` and the project's other Python modules and packages,
+never its data), so the loop pod, a training Job and the pipeline steps can train from it. Its
+``HEALTHCHECK`` asks ``/ready``, which fails while the model is not loaded. The model is either pulled
+from MLflow when the container starts (``model_source="mlflow"``) or copied into the image at build
+time (``"baked"``).
 """
 
 from __future__ import annotations
 
+from importlib import metadata
+from pathlib import Path
+
 import yaml
 
-import mloop
 from mloop.config import Settings
 from mloop.deploy.lock import LOCK_FILE, lock_text
 from mloop.deploy.options import DeployOptions
 from mloop.deploy.render import render_template
 from mloop.deploy.values import CONTAINER_HOME, ModelRef, cluster_config
+from mloop.deploy.wheel import IMAGE_EXTRAS, WHEEL_DIR, released_requirement
 
-__all__ = ["DOCKER_FILES", "IMAGE_CONFIG", "MODEL_DIR", "render_docker"]
+__all__ = [
+    "DEFAULT_PIP_VERSION",
+    "DOCKER_FILES",
+    "IMAGE_CONFIG",
+    "MODEL_DIR",
+    "project_code",
+    "render_docker",
+]
 
 IMAGE_CONFIG = "mloop.image.yaml"
 """The image's mloop.yaml: the project's, without URLs or tokens."""
@@ -28,10 +43,48 @@ _IMAGE_CONFIG_HEADER = (
     "# URLs and tokens come from MLOOP_* variables at run time.\n"
 )
 DOCKER_FILES = ("Dockerfile", ".dockerignore", "mloop-entrypoint.sh", IMAGE_CONFIG, LOCK_FILE)
+DEFAULT_PIP_VERSION = "24.3.1"
+"""pip of the image when this environment has none to copy the version from."""
+# Never project code: state, environments, the build context's own directories, tests.
+_NOT_CODE = {"tests", "test", "deploy", "wheels", MODEL_DIR, "build", "dist", "node_modules"}
 
 
-def render_docker(settings: Settings, options: DeployOptions, model: ModelRef) -> dict[str, str]:
-    """``{file name: text}`` of the build context files (the model directory is written separately)."""
+def pip_version() -> str:
+    """The pip the image installs: the version this environment runs, so the image resolves the
+    same way."""
+    try:
+        return metadata.version("pip")
+    except metadata.PackageNotFoundError:
+        return DEFAULT_PIP_VERSION
+
+
+def project_code(root: Path) -> list[str]:
+    """The project's code the image carries, as names under the project root: top-level Python
+    modules (``train.py``) and packages (directories with ``__init__.py``) — what ``model.estimator:
+    module:function`` and its imports can reach. Data, state and hidden directories stay out."""
+    names: list[str] = []
+    for path in sorted(root.iterdir()):
+        # Only importable names: they reach the Dockerfile, and a module must be an identifier anyway.
+        if path.name in _NOT_CODE or not path.stem.isidentifier() or path.name.startswith("_"):
+            continue
+        if path.is_file() and path.suffix == ".py":
+            names.append(path.name)
+        elif path.is_dir() and (path / "__init__.py").is_file() and not (path / "pyvenv.cfg").exists():
+            names.append(path.name + "/")
+    return names
+
+
+def render_docker(
+    settings: Settings, options: DeployOptions, model: ModelRef, *, wheel: str | None = None
+) -> dict[str, str]:
+    """``{file name: text}`` of the build context files (the model directory and the wheel, whose
+    file name is ``wheel`` when the image installs mloop from one, are written separately)."""
+    if options.mloop_package:
+        package = options.mloop_package
+    elif wheel:
+        package = f"mloop[{','.join(IMAGE_EXTRAS)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
+    else:
+        package = released_requirement()
     context = {
         "project": settings.project,
         "image": options.image,
@@ -41,7 +94,11 @@ def render_docker(settings: Settings, options: DeployOptions, model: ModelRef) -
         "alias": model.alias,
         "model_dir": MODEL_DIR,
         "python_version": options.python_version,
-        "mloop_package": options.mloop_package or f"mloop[postgres]=={mloop.__version__}",
+        "mloop_package": package,
+        "wheel": wheel if wheel and not options.mloop_package else None,
+        "wheel_dir": WHEEL_DIR,
+        "pip_version": pip_version(),
+        "code": project_code(settings.root),
         "home": CONTAINER_HOME,
         "workers": settings.serving.workers,
         "config_file": IMAGE_CONFIG,

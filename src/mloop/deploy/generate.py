@@ -19,6 +19,7 @@ from mloop.deploy.options import DeployOptions, dns_name
 from mloop.deploy.prometheus import render_rules
 from mloop.deploy.render import write_files
 from mloop.deploy.values import build_values
+from mloop.deploy.wheel import WHEEL_DIR, build_wheel, source_checkout
 from mloop.errors import DeployError, did_you_mean
 
 __all__ = ["TARGETS", "default_out", "generate"]
@@ -35,9 +36,15 @@ def _docker(settings: Settings, options: DeployOptions, out: Path) -> list[Path]
         model = export_model(settings, out / MODEL_DIR)
     else:
         model = resolve_model(settings, required=False)
-    files = render_docker(settings, options, model)
+    wheel = None
+    source = source_checkout() if options.mloop_package is None else None
+    if source is not None:  # a development mloop: no release has this code, so ship a wheel of it
+        wheel = build_wheel(source, out / WHEEL_DIR)
+    files = render_docker(settings, options, model, wheel=wheel.name if wheel else None)
     written = write_files(files, out, executable=frozenset({"mloop-entrypoint.sh"}))
-    return written + ([out / MODEL_DIR] if options.model_source == "baked" else [])
+    return (
+        written + ([wheel] if wheel else []) + ([out / MODEL_DIR] if options.model_source == "baked" else [])
+    )
 
 
 def _k8s(settings: Settings, options: DeployOptions, out: Path) -> list[Path]:

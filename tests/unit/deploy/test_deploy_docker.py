@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,15 @@ def _files(project: Path, **options: object) -> dict[str, str]:
 
 def test_dockerfile_is_slim_pinned_non_root_and_health_checked(project: Path) -> None:
     dockerfile = _files(project)["Dockerfile"]
-    froms = re.findall(r"^FROM (\S+)", dockerfile, re.M)
-    assert froms and all("-slim" in f for f in froms)
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M)
+    assert base and "-slim" in base.group(1)
     assert re.search(r"pip install -c /tmp/constraints\.txt \"\$\{MLOOP_PACKAGE\}\"", dockerfile)
     assert re.search(r"^COPY constraints\.txt ", dockerfile, re.M)
     user = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert user and user[-1].split(":")[0] not in {"0", "root"}
-    assert "HEALTHCHECK" in dockerfile and "http://127.0.0.1:8000/health" in dockerfile
+    # /ready fails while the model is not loaded; /health would call such a server healthy.
+    assert "HEALTHCHECK" in dockerfile and "http://127.0.0.1:8000/ready" in dockerfile
+    assert "/health'" not in dockerfile
     assert dockerfile.index("USER") < dockerfile.index("ENTRYPOINT")
 
 
@@ -69,7 +72,8 @@ def test_image_config_holds_no_secrets_and_listens_on_all_interfaces(project: Pa
     image_settings = load_settings(project / "mloop.image.yaml", env={})
     assert image_settings.serving.host == "0.0.0.0" and image_settings.store.url is None
     ignore = files[".dockerignore"].splitlines()
-    assert ignore[1] == "**" and "!mloop.image.yaml" in ignore and "!mloop.yaml" not in ignore
+    assert "**" in ignore and "!mloop.image.yaml" in ignore and "!mloop.yaml" not in ignore
+    assert ignore.index("**") < ignore.index("!mloop.image.yaml")
 
 
 def test_entrypoint_is_valid_shell_and_requires_a_tracking_server(project: Path) -> None:
@@ -119,3 +123,74 @@ def test_cmd_is_a_real_mloop_serve_invocation(project: Path) -> None:
     assert result.exit_code == 0, result.output
     for option in (o for o in cmd[2:] if o.startswith("--")):
         assert option in result.output, f"`mloop serve` has no {option} option"
+
+
+def test_no_line_needs_a_registry_besides_the_base_image(project: Path) -> None:
+    dockerfile = _files(project)["Dockerfile"]
+    assert not re.search(r"^#\s*syntax=", dockerfile, re.M | re.I)
+    assert "COPY --chmod" not in dockerfile  # BuildKit-only: the classic builder must build it too
+    froms = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    assert re.search(r"^ARG BASE_IMAGE=python:\$\{PYTHON_VERSION\}-slim-bookworm$", dockerfile, re.M)
+    assert dockerfile.index("ARG BASE_IMAGE") < dockerfile.index("FROM ")
+
+
+def test_pip_is_pinned(project: Path) -> None:
+    from importlib import metadata
+
+    dockerfile = _files(project)["Dockerfile"]
+    assert f"ARG PIP_VERSION={metadata.version('pip')}" in dockerfile
+    assert 'pip install "pip==${PIP_VERSION}"' in dockerfile
+    assert "--upgrade" not in dockerfile
+
+
+def test_a_development_checkout_ships_its_wheel(project: Path) -> None:
+    import zipfile
+
+    from mloop.deploy.wheel import source_checkout
+
+    assert source_checkout() is not None, "the tests run from an editable checkout"
+    files = _files(project)
+    wheels = list((project / "wheels").glob("mloop-*.whl"))
+    assert len(wheels) == 1
+    name = wheels[0].name
+    with zipfile.ZipFile(wheels[0]) as whl:
+        assert "mloop/deploy/templates/docker/Dockerfile.j2" in whl.namelist()
+    dockerfile, ignore = files["Dockerfile"], files[".dockerignore"].splitlines()
+    assert f"COPY wheels/{name} /tmp/wheels/{name}" in dockerfile
+    assert f'ARG MLOOP_PACKAGE="mloop[postgres] @ file:///tmp/wheels/{name}"' in dockerfile
+    assert f"!wheels/{name}" in ignore
+    # An explicit requirement wins and no wheel goes in.
+    other = _files(project, mloop_package="mloop[postgres]==9.9.9")
+    assert "COPY wheels/" not in other["Dockerfile"] and "!wheels/" not in other[".dockerignore"]
+    assert 'ARG MLOOP_PACKAGE="mloop[postgres]==9.9.9"' in other["Dockerfile"]
+
+
+def test_a_released_mloop_installs_from_the_index(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mloop
+    from mloop.deploy import wheel
+
+    monkeypatch.setattr(wheel, "source_checkout", lambda: None)
+    monkeypatch.setattr(sys.modules["mloop.deploy.generate"], "source_checkout", lambda: None)
+    dockerfile = _files(project)["Dockerfile"]
+    assert f'ARG MLOOP_PACKAGE="mloop[postgres]=={mloop.__version__}"' in dockerfile
+    assert not (project / "wheels").exists()
+
+
+def test_the_image_carries_the_project_code_but_not_its_data(project: Path) -> None:
+    (project / "train.py").write_text("def build(task, seed, **params): ...\n")
+    (project / "features").mkdir()
+    (project / "features" / "__init__.py").write_text("")
+    (project / "data").mkdir()
+    (project / "data" / "train.csv").write_text("a,b\n1,2\n")
+    (project / "tests").mkdir()
+    (project / "tests" / "__init__.py").write_text("")
+    (project / "notes.txt").write_text("x")
+    files = _files(project)
+    dockerfile, ignore = files["Dockerfile"], files[".dockerignore"].splitlines()
+    assert "COPY train.py /app/train.py" in dockerfile
+    assert "COPY features/ /app/features/" in dockerfile
+    assert "!train.py" in ignore and "!features/**" in ignore
+    for kept_out in ("data", "tests", "notes.txt", ".mloop"):
+        assert not any(line.startswith(f"!{kept_out}") for line in ignore)
+        assert f"COPY {kept_out}" not in dockerfile
