@@ -30,7 +30,10 @@ ConfigOpt = Annotated[
 
 
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")] = Path("."),
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Directory to create the project in (`.` for the current one)."),
+    ] = None,
     template: Annotated[
         str, typer.Option("--template", "-t", help="fraud | classification | regression")
     ] = "fraud",
@@ -41,9 +44,26 @@ def init(
         typer.Option(help="Project name (default: the directory's name); letters, digits, '-', '_', '.'."),
     ] = None,
 ) -> None:
-    """Create a working project: mloop.yaml, an editable train.py, sample data and a CI workflow."""
+    """Create a working project: mloop.yaml, an editable train.py, sample data and a CI workflow.
+
+    Without DIRECTORY it asks in a terminal and refuses elsewhere: scaffolding into whatever directory
+    a script happens to run in is never what was meant (`mloop init .` does it on purpose)."""
+    import sys
+
     from mloop.cli.main import console
+    from mloop.errors import ConfigError
     from mloop.project import init_project
+
+    if directory is None:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "`mloop init` needs the directory to create: `mloop init myproject`, or `mloop init .` "
+                "for the current directory."
+            )
+        answer = typer.prompt("Directory to create the project in (`.` for this one)").strip()
+        if not answer:
+            raise ConfigError("No directory given; nothing was written.")
+        directory = Path(answer)
 
     written = init_project(directory, template=template, rows=rows, force=force, name=name)
     console.print(f"[green]Created[/] a {template} project in [bold]{directory}[/]:")
@@ -69,23 +89,33 @@ def train_cmd(
     ] = "cli",
     reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "manual training",
 ) -> None:
-    """Train, evaluate, log to MLflow, register a version and gate it against the champion."""
-    from mloop.cli.main import console
+    """Train, evaluate, log to MLflow, register a version and gate it against the champion.
+
+    Exits 0 when the version passed the gates or is the same as the champion (same data hash and
+    holdout metrics: it gets no alias, and says so), and 4 when the gates rejected it: the version stays
+    registered, tagged `mloop.gate=rejected`, without an alias. Other errors exit 1, bad
+    configuration 2."""
+    from mloop.cli.exitcodes import GATE_REJECTED
+    from mloop.cli.main import console, err_console
+    from mloop.cli.progress import Progress
     from mloop.errors import ConfigError
     from mloop.training import train
 
     settings = settings_from_cli(config, source={"uri": data} if data else None)
+    if data:
+        check_data_option(data, settings.root)
     tags = {}
     for item in tag or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--tag expects KEY=VALUE; got {item!r}.")
         tags[key] = value
-    with console.status("training…", spinner="dots") as status:
+    # With --json, stdout carries the JSON only: progress goes to stderr.
+    with Progress("train", console=err_console if json_out else console) as progress:
         result = train(
             settings,
             tune_trials=tune,
-            progress=lambda msg: status.update(f"[bold]{msg}[/]…"),
+            progress=progress.say,
             actor=actor,
             reason=reason,
             extra_tags=tags,
@@ -99,31 +129,71 @@ def train_cmd(
                     "metrics": result.metrics,
                     "gate": result.gate.to_dict(),
                     "aliases": result.aliases,
+                    "unchanged": result.unchanged,
                     "timings": result.timings,
                 }
             )
         )
+    else:
+        _print_train_result(settings.model.name, result)
+    if not result.gate.passed and not result.unchanged:
+        # SystemExit, not typer.Exit: the app runs with standalone_mode=False (see drift.py).
+        raise SystemExit(GATE_REJECTED)
+
+
+def check_data_option(data: str, root: Path) -> None:
+    """A `--data` path that does not exist is the option's fault, not `source.uri`'s."""
+    from mloop.errors import ConfigError
+
+    if "://" in data or data.startswith("synthetic:"):
         return
-    table = Table(
-        title=f"{settings.model.name} v{result.version} (run {result.run_id[:8]})", show_header=True
-    )
+    path = Path(data).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.exists():
+        raise ConfigError(
+            f"--data {data!r}: no such file or directory ({path}). Pass an existing CSV or Parquet "
+            "file or directory, or a URL; without --data, `source.uri` from mloop.yaml is used."
+        )
+
+
+def _print_train_result(model_name: str, result: Any) -> None:
+    from mloop.cli.main import console
+
+    table = Table(title=f"{model_name} v{result.version} (run {result.run_id[:8]})", show_header=True)
     table.add_column("metric")
     table.add_column("holdout", justify="right")
     for metric_name, score in sorted(result.metrics.items()):
         table.add_row(metric_name + (" *" if metric_name == result.metric else ""), f"{score:.4f}")
     console.print(table)
-    console.print(f"rows: {result.rows}")
+    rows = result.rows
+    console.print(
+        f"rows: {rows.get('train', 0):,} train, {rows.get('holdout', 0):,} holdout, "
+        f"{rows.get('dropped', 0):,} dropped by the contract",
+        highlight=False,
+    )
     if result.tuning:
         console.print(
             f"tuning: {result.tuning['trials']} trials ({result.tuning['pruned']} pruned), "
-            f"best cv {result.metric} {result.tuning['best_value']:.4f} with {result.tuning['best_params']}"
+            f"best cv {result.metric} {result.tuning['best_value']:.4f} with {result.tuning['best_params']}",
+            highlight=False,
         )
     colour = "green" if result.gate.passed else "yellow"
-    console.print(f"[{colour}]gate {result.gate.reason}[/]")
-    if result.aliases:
+    console.print(f"[{colour}]gate {result.gate.reason}[/]", highlight=False)
+    if result.unchanged:
+        console.print(
+            f"v{result.version} is the same as champion v{result.champion_before} (same data hash and "
+            "holdout metrics); the challenger alias did not move.",
+            highlight=False,
+        )
+    elif result.aliases:
         console.print(f"[green]v{result.version} is now {', '.join(result.aliases)}[/]")
+    elif result.gate.passed:
+        console.print(f"v{result.version} is registered without an alias.")
     else:
-        console.print(f"v{result.version} is registered without an alias (the gate did not pass).")
+        console.print(
+            f"[yellow]v{result.version} was rejected by the gates[/]: it stays registered (tagged "
+            "rejected) without an alias; exit code 4."
+        )
 
 
 def _fmt_ts(ms: int) -> str:

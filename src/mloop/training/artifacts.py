@@ -130,7 +130,8 @@ def run_tags(run: TrainRun) -> dict[str, str]:
         "mloop.data_source": run.source,
         "mloop.data_hash": data_hash(run.clean),
         "mloop.contract_hash": run.contract.hash(),
-        "mloop.gate": "passed" if run.gate.passed else "failed",
+        # Versions registered before this tag said "failed"; readers treat anything but "passed" alike.
+        "mloop.gate": "passed" if run.gate.passed else "rejected",
         "mloop.actor": run.actor,
         "mloop.reason": run.reason[:500],
         **run.extra_tags,

@@ -13,6 +13,8 @@ error says how to go on (:func:`resume_hint`).
 
 from __future__ import annotations
 
+import inspect
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -136,6 +138,15 @@ def tune_params(run: TrainRun) -> None:
     from mloop.training.tuning import tune as optuna_tune
 
     run.say(f"tuning ({trials} trials)")
+    finished = 0
+
+    def on_trial(number: int, value: float | None, state: str) -> None:
+        # `number` counts every trial of a shared study; the ETA needs this run's own count.
+        nonlocal finished
+        finished += 1
+        score = f" {h.metric}={value:.4f}" if value is not None else ""
+        run.say(f"trial {finished}/{trials} (#{number}): {state}{score}", finished, trials)
+
     result = optuna_tune(
         make_model=lambda p: build_pipeline(
             h.numeric, h.categorical, build_estimator(ms.estimator, ms.task, {**ms.params, **p}, ms.seed)
@@ -151,9 +162,7 @@ def tune_params(run: TrainRun) -> None:
         folds=settings.tuning.cv_folds,
         seed=ms.seed,
         timeout_s=settings.tuning.timeout_s,
-        on_trial=lambda n, v, s: run.say(
-            f"trial {n}: {s}" + (f" {h.metric}={v:.4f}" if v is not None else "")
-        ),
+        on_trial=on_trial,
     )
     run.params.update(result.best_params)
     run.tuning = {
@@ -221,6 +230,10 @@ def register_version(run: TrainRun) -> None:
     import mlflow
 
     run.say("registering the version")
+    if run.champion is not None and same_as_champion(run):
+        # Tagged so that readers of the registry (the loop) do not roll a copy of the champion out.
+        run.unchanged = True
+        run.tags = {**run.tags, "mloop.gate": "unchanged", "mloop.same_as": str(run.champion.info.version)}
     run.version = int(mlflow.register_model(run.model_uri, run.settings.model.name, tags=run.tags).version)
     run.store.record_event(
         "gate.passed" if run.gate.passed else "gate.failed",
@@ -236,8 +249,35 @@ def register_version(run: TrainRun) -> None:
     )
 
 
+def same_as_champion(run: TrainRun) -> bool:
+    """True when this run trained on the champion's data (same data hash) and scores exactly as it
+    does on the same holdout: a retrain that changed nothing, which must not become a challenger."""
+    if run.champion is None or run.champion_metrics is None:
+        return False
+    theirs = run.champion.info.tags.get("mloop.data_hash")
+    if theirs is None or theirs != run.tags.get("mloop.data_hash"):
+        return False
+    ours = run.scored.metrics
+    return set(ours) == set(run.champion_metrics) and all(
+        math.isclose(ours[k], run.champion_metrics[k], rel_tol=1e-12, abs_tol=1e-12) for k in ours
+    )
+
+
 def set_alias(run: TrainRun) -> None:
-    """Give a version that passed its alias: champion if it is the first one, else challenger."""
+    """Give a version that passed its alias: champion if it is the first one, else challenger.
+
+    A retrain identical to the champion (:func:`same_as_champion`) gets no alias, and says so."""
+    if run.unchanged and run.champion is not None:
+        champion = run.champion.info.version
+        run.say(f"v{run.version} is the same as champion v{champion}; the challenger alias stays")
+        run.store.record_event(
+            "gate.unchanged",
+            f"model:{run.settings.model.name}/v{run.version}",
+            f"same data hash and holdout metrics as champion v{champion}; challenger alias not moved",
+            actor=run.actor,
+            data={"champion": champion, "run_id": run.run_id},
+        )
+        return
     if not run.gate.passed:
         return
     if run.champion is None and run.settings.gates.promote_first:
@@ -294,7 +334,7 @@ def train(
     *,
     tune_trials: int | None = None,
     data: pd.DataFrame | None = None,
-    progress: Progress | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
     actor: str = "cli",
     reason: str = "manual training",
     extra_tags: dict[str, str] | None = None,
@@ -318,7 +358,7 @@ def train(
         store,
         registry,
         started.info.run_id,
-        progress or (lambda _msg: None),
+        _as_progress(progress),
         data=data,
         tune_trials=tune_trials,
         actor=actor,
@@ -331,6 +371,18 @@ def train(
         return run.result()
     finally:
         store.close()
+
+
+def _as_progress(progress: Callable[..., None] | None) -> Progress:
+    """The progress callback as a :class:`Progress`: a one-argument callable gets the messages only."""
+    if progress is None:
+        return lambda message, done=None, total=None: None
+    try:
+        inspect.signature(progress).bind("step", 1, 2)
+    except (TypeError, ValueError):
+        one_arg = progress
+        return lambda message, done=None, total=None: one_arg(message)
+    return progress
 
 
 def _run_steps(run: TrainRun) -> None:

@@ -8,10 +8,10 @@ earlier steps wrote and can be tested over a hand-made run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Holdout", "Progress", "Timer", "TrainResult", "TrainRun"]
 
-Progress = Callable[[str], None]
+
+
+class Progress(Protocol):
+    """Where a run says what it is doing: a step's name, or a count within a step (``done`` of
+    ``total`` tuning trials), from which a caller shows an ETA. A one-argument callable is accepted
+    too (:func:`mloop.training.pipeline.train` adapts it)."""
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None: ...
+
 
 
 @dataclass
@@ -44,6 +52,9 @@ class TrainResult:
     tuning: dict[str, Any] | None = None
     rows: dict[str, int] = field(default_factory=dict)
     violations: dict[str, Any] | None = None
+    # True when the version is the same as the champion (same data hash, same holdout metrics):
+    # it is registered but gets no alias.
+    unchanged: bool = False
 
 
 class Timer:
@@ -112,6 +123,7 @@ class TrainRun:
     model_uri: str = field(init=False)  # log
     version: int = field(init=False)  # register
     aliases: list[str] = field(default_factory=list)  # decide
+    unchanged: bool = False  # decide
 
     @property
     def clean(self) -> pd.DataFrame:
@@ -137,4 +149,5 @@ class TrainRun:
             tuning=self.tuning,
             rows=self.rows(),
             violations=self.checked.report.to_dict(),
+            unchanged=self.unchanged,
         )
