@@ -48,9 +48,23 @@ COMMAND_MODULES = [
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mloop import __version__
+
+        console.print(f"mloop {__version__} (Python {sys.version.split()[0]})", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print mloop's version and exit."
+        ),
+    ] = False,
 ) -> None:
     if verbose:
         os.environ["MLOOP_VERBOSE"] = "1"
