@@ -332,6 +332,10 @@ class MonitoringSettings(Section):
     min_labelled_rows: int = Field(default=30, ge=1)
     """Labelled predictions (``/feedback``) a window needs before live quality metrics are computed;
     fewer labels are reported as a count only, so quality alerts do not fire on noise."""
+    estimate_min_rows: int = Field(default=100, ge=1)
+    """Predictions with class probabilities (or numeric predictions) a window needs before its quality
+    is estimated without labels (CBPE-style for classifiers, error bins for regressors; see
+    docs/monitoring.md, "Estimated quality"). Fewer give no estimate."""
     multivariate: bool = True
     """Run the multivariate (domain-classifier) drift check beside the per-column tests: it sees broken
     relations between columns that no single column shows (report, gauges, ``multivariate_drift``
@@ -429,6 +433,12 @@ class ControlSettings(Section):
     """Retrain when a drift alert fires."""
     retrain_on_quality: bool = True
     """Retrain when live quality falls below the alert threshold."""
+    retrain_on_estimated_quality: float | None = None
+    """Retrain when the quality *estimated without labels* of a monitoring window is worse than this
+    value on the version's gate metric (``evaluation.json``'s metric, e.g. ``roc_auc``; for ``rmse``
+    and ``mae`` worse means above). It fires only when the whole confidence interval is on the wrong
+    side, so one noisy window does not retrain. None (default): off. The estimate cannot see a change
+    of P(y|x) with unchanged inputs; ``retrain_on_quality`` catches that once labels arrive."""
     watch_source: bool = False
     """Retrain when the source has new data."""
     max_retrains: int = 3
