@@ -72,6 +72,7 @@ def analyze_step(
     label_look: int = 0,
     metric: str | None = None,
     extra: list[Check] | None = None,
+    concurrent: bool = True,
 ) -> StepAnalysis:
     """Compare ``canary`` with ``baseline`` at the look of step ``step`` (or label-wait look
     ``label_look``); see the module docstring.
@@ -80,7 +81,8 @@ def analyze_step(
     long the step has lasted; both decide whether the step has had its traffic (a label-wait look
     always has). ``metric`` is the quality metric (default: accuracy, or MAE for regressors).
     ``extra`` are checks computed elsewhere (e.g. quality estimated without labels); a failed one
-    fails the look like any other.
+    fails the look like any other. ``concurrent`` is False when the baseline no longer serves (the
+    100 % step): latency is then not evaluated, as a load spike would hit the canary alone.
     """
     arms = {a.arm: a.summary(classification) for a in (baseline, canary)}
     metric = metric or ("accuracy" if classification else "mae")
@@ -98,7 +100,15 @@ def analyze_step(
     alpha = look_alpha(cfg, step, label_look)
     checks = [
         error_check(baseline.errors, baseline.requests, canary.errors, canary.requests, cfg, alpha),
-        latency_check(baseline.latency_ms, canary.latency_ms, cfg, alpha),
+        latency_check(baseline.latency_ms, canary.latency_ms, cfg, alpha)
+        if concurrent
+        else Check(
+            "latency",
+            "not_evaluated",
+            None,
+            cfg.max_latency_ratio,
+            "the baseline serves no traffic at this step: no concurrent latencies to compare",
+        ),
         drift_check(baseline.predictions, canary.predictions, cfg, alpha, classification=classification),
         quality_check(baseline, canary, cfg, metric, alpha),
         *(extra or []),
@@ -137,21 +147,27 @@ class Move:
     action: Literal["wait", "step", "await_labels", "promote", "promote_unverified", "rollback"]
     reason: str
     check: str | None = None
+    verified: bool = False
+    """Quality has been verified (passed at a look from the label gate on)."""
 
 
 def next_move(
     a: StepAnalysis, cfg: RolloutSettings, *, step: int, verified: bool, label_waited_s: float | None
 ) -> Move:
-    """The move after look ``a`` at step ``step``. ``verified``: quality passed at an earlier look;
-    ``label_waited_s``: how long the rollout has waited for labels (None: it has not started to)."""
+    """The move after look ``a`` at step ``step``. ``verified``: quality was verified at an earlier look;
+    ``label_waited_s``: how long the rollout has waited for labels (None: it has not started to).
+
+    Quality counts as verified only from the label gate's look on: each earlier look would be one
+    more chance to verify a canary that is worse by the margin."""
     if a.verdict == "fail":
-        return Move("rollback", a.reason, a.failing)
+        return Move("rollback", a.reason, a.failing, verified)
     if a.verdict == "wait":
-        return Move("wait", a.reason)
+        return Move("wait", a.reason, None, verified)
     quality = a.check("quality")
-    verified = verified or (quality is not None and quality.status == "passed")
+    gate = step >= label_gate_step(cfg)
+    verified = verified or (gate and quality is not None and quality.status == "passed")
     last = step + 1 >= len(cfg.steps)
-    if step >= label_gate_step(cfg) and not verified:
+    if gate and not verified:
         waited = label_waited_s or 0.0
         if label_waited_s is None or waited < cfg.label_wait_s:
             return Move("await_labels", f"waiting up to {cfg.label_wait_s:g} s for labels: {a.reason}")
@@ -166,8 +182,8 @@ def next_move(
             "await_labels", f"{why}; holding (rollout.unlabelled_policy: hold) for labels or an operator"
         )
     if last:
-        return Move("promote", f"canary passed every step, quality verified ({a.reason})")
-    return Move("step", a.reason)
+        return Move("promote", f"canary passed every step, quality verified ({a.reason})", None, True)
+    return Move("step", a.reason, None, verified)
 
 
 def shadow_report(champion: ArmStats, shadow: ArmStats, classification: bool) -> dict[str, Any]:

@@ -172,10 +172,10 @@ def latency_check(
 
 def _outputs(baseline: list[Any], canary: list[Any], classification: bool) -> tuple[np.ndarray, np.ndarray]:
     if classification:
-        levels = sorted({str(v) for v in baseline} | {str(v) for v in canary})
-        index = {lv: i for i, lv in enumerate(levels)}
-        p = np.bincount([index[str(v)] for v in baseline], minlength=len(levels)).astype(float)
-        c = np.bincount([index[str(v)] for v in canary], minlength=len(levels)).astype(float)
+        b_str, c_str = np.asarray(baseline).astype(str), np.asarray(canary).astype(str)
+        levels, codes = np.unique(np.concatenate([b_str, c_str]), return_inverse=True)
+        p = np.bincount(codes[: b_str.size], minlength=levels.size).astype(float)
+        c = np.bincount(codes[b_str.size :], minlength=levels.size).astype(float)
         return p, c
     b = np.asarray(baseline, dtype=float)
     c_ = np.asarray(canary, dtype=float)

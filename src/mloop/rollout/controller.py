@@ -235,15 +235,17 @@ class RolloutController:
             step=r.step,
             label_look=label_look,
             metric=self.metric,
+            concurrent=self.cfg.steps[r.step] < 100.0,
         )
-        quality = a.check("quality")
-        verified = bool(prev.get("quality_verified")) or (quality is not None and quality.status == "passed")
+        move = next_move(
+            a, self.cfg, step=r.step, verified=bool(prev.get("quality_verified")), label_waited_s=waited
+        )
         report: dict[str, Any] = {
             **a.to_dict(),
             "step": r.step,
             "percent": self.cfg.steps[r.step],
             "step_base_requests": base_requests,
-            "quality_verified": verified,
+            "quality_verified": move.verified,
             "labelled": labelled,
         }
         if awaiting:
@@ -253,7 +255,6 @@ class RolloutController:
                 label_look_n=labelled,
                 label_wait_expired=bool(waited is not None and waited >= self.cfg.label_wait_s),
             )
-        move = next_move(a, self.cfg, step=r.step, verified=verified, label_waited_s=waited)
         if move.action == "wait":
             if held > self.cfg.max_wait_s:
                 report.update(
