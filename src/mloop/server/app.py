@@ -27,6 +27,8 @@ from mloop.errors import MloopError, ServingError
 from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
 from mloop.server.auth import Guard, KeyRing
+from mloop.server.console import PREFIX as CONSOLE
+from mloop.server.console import create_console
 from mloop.server.http import error_response
 from mloop.server.openapi import SECURITY_SCHEMES
 from mloop.server.protocol import HttpLimits, Shedder
@@ -152,6 +154,8 @@ def create_app(
     app.include_router(prediction_routes(service, keys, app.hot_routes, admission))
     app.include_router(admin_routes(service, keys))
     app.include_router(rollout_routes(service, keys))
+    # The web console (/ui): pages need the read key when one is set, actions the admin key.
+    app.mount(CONSOLE, create_console(settings, keys, store=service.store, service=service))
 
     @app.exception_handler(MloopError)
     async def _mloop_error(request: Request, exc: MloopError) -> Response:

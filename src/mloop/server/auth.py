@@ -131,6 +131,14 @@ class KeyRing:
         """Whether ``role`` has a key (its routes then need one)."""
         return bool(self._keys[role])
 
+    def accepts(self, role: Role, key: str | bytes | None) -> bool:
+        """Whether ``key`` is one of ``role``'s keys (or an admin key), compared in constant time
+        (the web console checks the key its login cookie carries with this)."""
+        if not key:
+            return False
+        given = key.encode("utf-8") if isinstance(key, str) else key
+        return _matches(given, self._keys[role] + (self._keys["admin"] if role != "admin" else ()))
+
     @property
     def roles(self) -> list[Role]:
         """The roles that have at least one key."""

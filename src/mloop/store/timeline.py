@@ -54,6 +54,7 @@ def event_page(
     *,
     kind: str | None = None,
     model: str | None = None,
+    subject: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     before: int | None = None,
@@ -61,7 +62,7 @@ def event_page(
     exclude_kinds: tuple[str, ...] = (),
 ) -> EventPage:
     """One page of events, newest first. ``kind="rollout"`` matches ``rollout`` and ``rollout.*``;
-    ``before`` is the cursor a previous page returned; ``exclude_kinds`` drops exact kinds."""
+    ``subject`` is exact; ``before`` is the cursor a previous page returned; ``exclude_kinds`` drops exact kinds."""
     if not 1 <= limit <= MAX_PAGE:
         raise StoreError(f"A page holds 1 to {MAX_PAGE} events; got limit={limit}.")
     query = sa.select(events_t)
@@ -74,6 +75,8 @@ def event_page(
         query = query.where(events_t.c.kind.not_in(exclude_kinds))
     if model:
         query = query.where(_model_filter(model))
+    if subject:
+        query = query.where(events_t.c.subject == subject)
     if since is not None:
         query = query.where(events_t.c.ts >= _utc(since))
     if until is not None:
