@@ -83,10 +83,26 @@ def _reasons(rejected: pd.DataFrame) -> dict[str, int]:
     counts: dict[str, int] = {}
     if REASON in rejected.columns:
         for text in rejected[REASON].dropna().tolist():
-            for part in str(text).split("; "):
+            for part in _split_reasons(str(text)):
                 key = part.split(" (", 1)[0]
                 counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _split_reasons(text: str) -> list[str]:
+    """The reasons of one row, joined by ``"; "``; a reason's own ``(got ..., expected ...; ...)``
+    may hold ``"; "`` too, so only separators outside parentheses split."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == ";" and depth == 0 and text.startswith("; ", i):
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return [p for p in parts if p]
 
 
 def process_chunk(

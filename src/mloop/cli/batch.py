@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["register"]
 
@@ -50,27 +53,15 @@ def batch_predict(
     written with the reason to OUTPUT's side file (`out.rejected.parquet`, `TABLE_rejected`). An
     interrupted local job resumes from its last finished chunk when the same command is run again.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from mloop.batch import batch_predict as run
     from mloop.cli.main import console
+    from mloop.cli.progress import Progress
     from mloop.cli.project import settings_from_cli
 
     settings = settings_from_cli(config)
     columns = [c.strip() for c in keep.split(",") if c.strip()] if keep else None
-    with Progress(
-        TextColumn("[bold]scoring"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.fields[total_text]} rows"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("score", total=None, total_text="?")
-
-        def progress(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total, total_text=f"{total:,}" if total else "?")
-
+    with Progress("batch-predict", unit="rows", console=console) as progress:
+        progress.step(f"scoring {input_uri}")
         report = run(
             settings,
             input_uri,
@@ -83,7 +74,7 @@ def batch_predict(
             chunk_rows=chunk_rows,
             restart=restart,
             overwrite=overwrite,
-            progress=progress,
+            progress=progress.update,
             spark_master=master,
         )
     resumed = (
@@ -95,15 +86,39 @@ def batch_predict(
         highlight=False,
     )
     if report.rows_rejected:
-        top = ", ".join(f"{k}: {v}" for k, v in sorted(report.reasons.items(), key=lambda kv: -kv[1])[:5])
         console.print(
-            f"[yellow]Rejected[/] {report.rows_rejected:,} rows ({top}) → {report.rejected_output}",
-            highlight=False,
+            f"[yellow]Rejected[/] {report.rows_rejected:,} rows → {report.rejected_output}", highlight=False
         )
+        console.print(rejection_table(report.reasons, report.rows_in))
     if report.rows_logged:
         console.print(
             f"Logged a sample of {report.rows_logged:,} predictions for monitoring.", highlight=False
         )
+
+
+def rejection_table(reasons: dict[str, int], rows: int, *, top: int = 10) -> Table:
+    """Rejected rows by ``column: rule``, most frequent first (a row may break several rules)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Rejections by rule", title_justify="left")
+    table.add_column("column")
+    table.add_column("rule")
+    table.add_column("rows", justify="right")
+    table.add_column("share", justify="right")
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    for key, count in ranked[:top]:
+        column, sep, rule = key.partition(": ")
+        table.add_row(
+            escape(column if sep else "-"),
+            escape(rule if sep else key),
+            f"{count:,}",
+            f"{count / rows:.1%}" if rows else "-",
+        )
+    if len(ranked) > top:
+        rest = sum(count for _, count in ranked[top:])
+        table.add_row("…", f"{len(ranked) - top} more rules", f"{rest:,}", "")
+    return table
 
 
 def stream(
@@ -120,14 +135,19 @@ def stream(
     idle_exit: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without events (default: never).")
     ] = None,
+    report_every: Annotated[
+        float, typer.Option(help="Seconds between two lines of running totals (events, rate).")
+    ] = 10.0,
     config: ConfigOpt = None,
 ) -> None:
     """Score events from a stream into another; invalid events go to a dead-letter stream.
 
     Acknowledges an event only after its result is written (at-least-once, no duplicate results on
-    replay). SIGTERM or Ctrl-C finishes the current batch, then stops.
+    replay). SIGTERM or Ctrl-C finishes the current batch, then stops. Running totals (events read,
+    scored, dead-lettered, events/s) print every --report-every seconds while events flow.
     """
     from mloop.cli.main import console
+    from mloop.cli.progress import Progress
     from mloop.cli.project import settings_from_cli
     from mloop.streaming import build_stream_scorer, install_signal_handlers
 
@@ -141,10 +161,12 @@ def stream(
         f"→ {consumer.sink.address} (dead letters → {consumer.dead.address}); Ctrl-C to stop",
         highlight=False,
     )
-    try:
-        stats = consumer.run(max_events=max_events, idle_exit_s=idle_exit)
-    finally:
-        consumer.close()
+    with Progress("stream", unit="events", console=console, every_s=report_every, lines=True) as progress:
+        consumer.on_batch = progress.on_batch
+        try:
+            stats = consumer.run(max_events=max_events, idle_exit_s=idle_exit)
+        finally:
+            consumer.close()
     console.print(
         f"Stopped: {stats.read:,} events, {stats.scored:,} scored, {stats.dead:,} dead-lettered "
         f"({stats.events_per_second:,.0f} events/s).",

@@ -58,7 +58,9 @@ class Progress:
     """One command's progress: named steps, counts with rate and ETA, periodic totals.
 
     ``command`` prefixes every plain line; ``unit`` names what is counted (``rows``, ``events``).
-    ``every_s`` is the shortest time between two plain lines about counts (steps always print).
+    ``every_s`` is the shortest time between two plain lines about counts (steps always print);
+    ``lines`` prints those periodic lines in a terminal too, above the spinner (``mloop stream``'s
+    running totals).
     ``clock`` is injectable so tests do not sleep.
     """
 
@@ -70,6 +72,7 @@ class Progress:
         unit: str = "",
         every_s: float = 5.0,
         plain: bool | None = None,
+        lines: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.command = command
@@ -77,6 +80,7 @@ class Progress:
         self.unit = unit
         self.every_s = every_s
         self.plain = plain_mode(console) if plain is None else plain
+        self.lines = lines
         self.clock = clock
         self.started = clock()
         self.message = ""
@@ -148,20 +152,18 @@ class Progress:
         if self._first is None:
             self._first = (self._step_started, 0) if since_step else (now, done)
         counts = self.describe(done, total, now)
-        if self.plain:
-            finished = total is not None and done >= total
-            if force or finished or now - self._last_line >= self.every_s:
-                text = f"{self.message} ({counts})" if self.message else counts
-                self._line(text)
-        elif self._bar is not None and self._task is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, counts=counts)
+        finished = total is not None and done >= total
+        if (self.plain or self.lines) and (force or finished or now - self._last_line >= self.every_s):
+            self._line(f"{self.message} - {counts}" if self.message else counts)
 
     def on_batch(self, stats: Any) -> None:
         """``StreamScorer.on_batch``: running totals of a stream (read, scored, dead-lettered)."""
         self.message = (
             f"{stats.read:,} events read, {stats.scored:,} scored, {stats.dead:,} dead-lettered"
         )
-        self.update(stats.read)
+        self.update(stats.read, since_step=True)
 
     # ---- text -----------------------------------------------------------------------------------
     def describe(self, done: int, total: int | None, now: float | None = None) -> str:
