@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "mloop.cli.loop",
     "mloop.cli.demo",
     "mloop.cli.batch",
+    "mloop.cli.ui",
 ]
 
 

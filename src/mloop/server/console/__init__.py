@@ -7,9 +7,9 @@ API, behind the admin key, with a CSRF token and a reason on every POST. ``mloop
 ``mloop run`` mount it beside the prediction API; ``mloop ui`` serves it alone. See docs/console.md.
 """
 
-from mloop.server.console.app import ACTIONS, create_console
+from mloop.server.console.app import ACTIONS, create_console, standalone_app
 
-__all__ = ["ACTIONS", "PREFIX", "create_console"]
+__all__ = ["ACTIONS", "PREFIX", "create_console", "standalone_app"]
 
 PREFIX = "/ui"
 """Where the serving app mounts the console."""

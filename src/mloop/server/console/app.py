@@ -31,7 +31,7 @@ from mloop.server.console.views import ConsoleData
 from mloop.store import Store
 from mloop.store.timeline import event_kinds, event_page
 
-__all__ = ["ACTIONS", "create_console"]
+__all__ = ["ACTIONS", "create_console", "standalone_app"]
 
 log = logging.getLogger("mloop.server.console")
 HERE = Path(__file__).parent
@@ -452,3 +452,16 @@ def _apply(d: ConsoleData, action: str, fields: dict[str, str], actor: str, reas
         return f"rollout #{r.id} {r.state}"
     finally:
         ctl.close()
+
+
+def standalone_app(settings: Settings) -> FastAPI:
+    """The console alone (``mloop ui``): ``/ui`` on the store and MLflow of ``settings``, ``/`` redirects
+    there. Nothing is served or loaded; the keys are the server's (``serving.keys``)."""
+    root = FastAPI(title="mloop console", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @root.get("/", include_in_schema=False)
+    async def home() -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    root.mount("/ui", create_console(settings))
+    return root
