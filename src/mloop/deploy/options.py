@@ -48,6 +48,15 @@ class DeployOptions(BaseModel):
     """Python of the slim base image."""
     mloop_package: str | None = None
     """pip requirement that installs mloop in the image; by default ``mloop[postgres]==<this version>``."""
+    namespace: str = "default"
+    """Namespace of every object of ``mloop deploy k8s`` (Helm uses the release's namespace)."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Secrets (``kubernetes.io/dockerconfigjson``) the pods pull a private image with."""
+    training_jobs: bool = False
+    """The loop retrains in a Kubernetes Job it creates (service account allowed to create, get and
+    watch Jobs) instead of in its own pod."""
+    training_deadline_seconds: int = Field(default=6 * 3600, ge=60)
+    """A training Job running longer than this is stopped by Kubernetes and counts as failed."""
     replicas: int = Field(default=2, ge=1)
     """Serving replicas when autoscaling is off, and the autoscaler's minimum."""
     max_replicas: int = Field(default=10, ge=1)
@@ -97,6 +106,21 @@ class DeployOptions(BaseModel):
         # It becomes a Dockerfile ARG default: anything but digits and dots could add instructions.
         if not re.fullmatch(r"\d+\.\d+(\.\d+)?", value):
             raise ValueError(f"a Python version such as '3.11', got {value!r}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value) or len(value) > 63:
+            raise ValueError(f"a Kubernetes namespace (lowercase letters, digits and '-'), got {value!r}")
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names_are_dns_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or len(name) > 253:
+                raise ValueError(f"Secret names (lowercase letters, digits, '-' and '.'), got {name!r}")
         return value
 
     @field_validator("image")

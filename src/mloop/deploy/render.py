@@ -90,7 +90,19 @@ class ManifestHelper:
 
     @property
     def fullname(self) -> str:
-        return str(self.values["fullnameOverride"])
+        """Prefix of every object's name: ``fullnameOverride``, else the project's name."""
+        name = self.values.get("fullnameOverride") or self.values.get("manifests", {}).get("name")
+        if not name:
+            raise DeployError(
+                "The deployment values name no objects: set `fullnameOverride` (or `manifests.name`) "
+                "to the name the objects should have, e.g. 'fraud-scoring'."
+            )
+        return str(name)
+
+    @property
+    def namespace(self) -> str:
+        """Namespace of every object (``manifests.namespace``; ``default`` if the values have none)."""
+        return json.dumps(str(self.values.get("manifests", {}).get("namespace") or "default"))
 
     def text(self, path: str) -> str:
         return json.dumps(str(lookup(self.values, path)))
@@ -104,12 +116,29 @@ class ManifestHelper:
     def yaml(self, path: str, indent: int) -> str:
         return "\n" + to_yaml(lookup(self.values, path), indent)
 
+    def flag(self, path: str) -> str:
+        """A boolean value as YAML ``true``/``false``."""
+        value = lookup(self.values, path)
+        if not isinstance(value, bool):
+            raise DeployError(f"Deployment value {path!r} must be true or false, got {value!r}.")
+        return json.dumps(value)
+
+    def extend(self, path: str, indent: int) -> str:
+        """The items of list ``path`` as more items of the YAML list being written (nothing if empty)."""
+        items = lookup(self.values, path)
+        return to_yaml(items, indent) if items else ""
+
     def labels(self, indent: int, component: str | None = None) -> str:
         labels = {"app.kubernetes.io/name": "mloop", "app.kubernetes.io/instance": self.fullname}
         if component:
             labels["app.kubernetes.io/component"] = component
         else:
             labels["app.kubernetes.io/managed-by"] = "mloop"
+        return "\n" + to_yaml(labels, indent)
+
+    def selector(self, indent: int) -> str:
+        """The labels that select every pod of this deployment (server, loop, training Jobs)."""
+        labels = {"app.kubernetes.io/name": "mloop", "app.kubernetes.io/instance": self.fullname}
         return "\n" + to_yaml(labels, indent)
 
     def checksum(self, name: str) -> str:
@@ -128,6 +157,10 @@ class HelmHelper(ManifestHelper):
     def fullname(self) -> str:
         return '{{ include "mloop.fullname" . }}'
 
+    @property
+    def namespace(self) -> str:
+        return "{{ .Release.Namespace | quote }}"
+
     def text(self, path: str) -> str:
         lookup(self.values, path)  # fail at generation time, not at `helm install`
         return f"{{{{ .Values.{path} | quote }}}}"
@@ -140,6 +173,14 @@ class HelmHelper(ManifestHelper):
         lookup(self.values, path)
         return f" {{{{- toYaml .Values.{path} | nindent {indent} }}}}"
 
+    def flag(self, path: str) -> str:
+        lookup(self.values, path)
+        return f"{{{{ .Values.{path} }}}}"
+
+    def extend(self, path: str, indent: int) -> str:
+        lookup(self.values, path)
+        return f"{{{{- with .Values.{path} }}}}{{{{- toYaml . | nindent {indent} }}}}{{{{- end }}}}"
+
     def labels(self, indent: int, component: str | None = None) -> str:
         if component:
             return (
@@ -147,6 +188,9 @@ class HelmHelper(ManifestHelper):
                 f"{' ' * indent}app.kubernetes.io/component: {component}"
             )
         return f' {{{{- include "mloop.labels" . | nindent {indent} }}}}'
+
+    def selector(self, indent: int) -> str:
+        return f' {{{{- include "mloop.selectorLabels" . | nindent {indent} }}}}'
 
     def checksum(self, name: str) -> str:
         return f'{{{{ include (print $.Template.BasePath "/{name}") . | sha256sum }}}}'

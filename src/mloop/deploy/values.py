@@ -17,7 +17,10 @@ from mloop.deploy.prometheus import alert_rule_groups
 
 __all__ = [
     "CONTAINER_HOME",
+    "CLUSTER_ENV",
     "CONTAINER_PORT",
+    "JOB_TEMPLATE_PATH",
+    "LOOP_REPLICAS",
     "PRESTOP_SECONDS",
     "KEY_SECRETS",
     "SECRET_KEYS",
@@ -30,6 +33,12 @@ CONTAINER_PORT = 8000
 CONTAINER_HOME = "/var/lib/mloop"
 """Writable home of embedded state inside the container (an emptyDir; the root file system is read-only)."""
 PRESTOP_SECONDS = 5
+LOOP_REPLICAS = 2
+"""Loop pods: one leader and one standby (the store's lease elects the leader)."""
+CLUSTER_ENV = ("MLOOP_CLUSTER", "1")
+"""Set on every pod: a process that is one of several refuses local-only state at start."""
+JOB_TEMPLATE_PATH = "/etc/mloop/job/job.yaml"
+"""Where the loop pods find the training Job template (a ConfigMap volume)."""
 """Pause before SIGTERM so that endpoints controllers stop routing to the pod first."""
 
 # Secret key -> environment variable. URLs carry passwords, so they never go into the ConfigMap.
@@ -92,9 +101,13 @@ def build_values(settings: Settings, options: DeployOptions, model: ModelRef | N
     termination = PRESTOP_SECONDS + options.drain_seconds + 10
     rps_enabled = options.target_rps is not None
     return {
-        "fullnameOverride": name,
+        # Names and namespace of `mloop deploy k8s`; the chart drops this key (Helm names every object
+        # after the release, or `fullnameOverride`, and puts it in the release's namespace).
+        "manifests": {"name": name, "namespace": options.namespace},
+        "fullnameOverride": "",
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
+        "imagePullSecrets": [{"name": secret} for secret in options.image_pull_secrets],
         "replicaCount": options.replicas,
         "model": {
             "name": model.name,
@@ -137,8 +150,27 @@ def build_values(settings: Settings, options: DeployOptions, model: ModelRef | N
             "tlsSecret": options.tls_secret or f"{name}-tls",
             "annotations": {},
         },
+        # Passed to every pod as they are, e.g. [{name: MLOOP_PREDICTION_LOG__RETENTION_DAYS, value: "30"}].
+        "extraEnv": [],
         "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-        "loop": {"enabled": True},
+        # Spread replicas over nodes, then zones; ScheduleAnyway keeps a one-node cluster schedulable.
+        "topologySpread": {"enabled": True, "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"},
+        # Pods accept connections only on their HTTP port; `from` ([] = any source) narrows who may
+        # connect, e.g. the ingress controller's and Prometheus' namespaces.
+        "networkPolicy": {"enabled": True, "from": []},
+        # `mloop run --no-serve`: leader and standby elected by the store's lease.
+        "loop": {"enabled": True, "replicas": LOOP_REPLICAS},
+        "trainingJob": {
+            # The loop retrains in a Kubernetes Job made from this template (ConfigMap
+            # <name>-training-job), with a service account that may only create, get and watch Jobs.
+            "enabled": options.training_jobs,
+            "activeDeadlineSeconds": options.training_deadline_seconds,
+            "ttlSecondsAfterFinished": 3600,
+            "resources": {
+                "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
+                "limits": {"cpu": options.cpu_limit, "memory": options.memory_limit},
+            },
+        },
         "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
         "prometheusRule": {
             "enabled": True,

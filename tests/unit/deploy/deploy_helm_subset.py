@@ -1,7 +1,7 @@
 """A renderer for the small subset of Helm's Go templates that ``mloop deploy helm`` emits.
 
 helm is not installable here (no Debian package), so tests render the chart's templates with this
-subset instead: ``.Values`` paths, ``quote``, ``toYaml | nindent``, ``if``/``if not``/``with``/``end``,
+subset instead: ``.Values`` paths, ``.Release.Name``/``.Release.Namespace``, ``quote``, ``toYaml | nindent``, ``if``/``if not``/``with``/``end``,
 ``include`` of the chart's helpers, and ``sha256sum`` of an included template. Anything else raises,
 so a template that strays outside the subset fails the test instead of being rendered wrongly.
 """
@@ -31,10 +31,13 @@ def _to_yaml(value: Any) -> str:
 
 
 class HelmSubset:
-    def __init__(self, chart: Path, values: dict[str, Any], release: str = "rel") -> None:
+    def __init__(
+        self, chart: Path, values: dict[str, Any], release: str = "rel", namespace: str = "default"
+    ) -> None:
         self.chart = chart
         self.values = values
         self.release = release
+        self.namespace = namespace
         self.meta = yaml.safe_load((chart / "Chart.yaml").read_text())
 
     # helpers of templates/_helpers.tpl, evaluated by hand (their bodies are checked by a test)
@@ -54,6 +57,10 @@ class HelmSubset:
             return dot
         if expr.startswith(".Values."):
             return _get(self.values, expr[len(".Values.") :])
+        if expr == ".Release.Namespace":
+            return self.namespace
+        if expr == ".Release.Name":
+            return self.release
         m = re.fullmatch(r'include "([\w.]+)" \.', expr)
         if m:
             return self._include(m.group(1))
