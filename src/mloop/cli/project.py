@@ -200,30 +200,71 @@ def _fmt_ts(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def gate_metric(settings: Settings, versions: list[Any]) -> str | None:
+    """The metric the gates compare on: tagged on the version, else configured, else the usual one."""
+    for v in versions:
+        if v.tags.get("mloop.metric"):
+            return str(v.tags["mloop.metric"])
+    if settings.gates.beat_champion_metric or settings.tuning.metric:
+        return settings.gates.beat_champion_metric or settings.tuning.metric
+    known = {k for v in versions for k in v.metrics}
+    for name in ("roc_auc", "f1_macro", "rmse"):
+        if name in known:
+            return name
+    return None
+
+
 @models_app.command("list")
-def models_list(config: ConfigOpt = None) -> None:
-    """Every registered version with its aliases, key metrics and gate result."""
+def models_list(
+    config: ConfigOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print every version with all its metrics.")
+    ] = False,
+) -> None:
+    """Every registered version with its aliases, gate result and the gate metric (`models show` has all)."""
     from mloop.cli.main import console
     from mloop.tracking import Registry
 
     settings = settings_from_cli(config)
     versions = Registry(settings).versions()
+    if json_out:
+        rows = [
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "created_at": _fmt_ts(v.created_at),
+                "gate": v.tags.get("mloop.gate"),
+                "metrics": v.metrics,
+            }
+            for v in versions
+        ]
+        console.print_json(json.dumps(rows))
+        return
     if not versions:
         console.print(f"No versions of {settings.model.name!r} yet. Run `mloop train`.")
         return
-    metric_names = sorted({k for v in versions for k in v.metrics if not k.startswith("champion_")})[:6]
-    table = Table(title=f"{settings.model.name}")
-    for col in ("version", "aliases", "created (UTC)", "gate", *metric_names):
-        table.add_column(col)
+    # Fits 100 columns: the gate metric and the thresholded ones (at most three), nothing else.
+    main = gate_metric(settings, versions)
+    shown = [m for m in [main, *settings.gates.thresholds] if m][:3]
+    shown = list(dict.fromkeys(shown))
+    table = Table(title=settings.model.name, title_justify="left")
+    table.add_column("version", justify="right")
+    table.add_column("aliases", max_width=22, overflow="fold")
+    table.add_column("created (UTC)")
+    table.add_column("gate")
+    for m in shown:
+        table.add_column(f"{m} *" if m == main else m, justify="right")
     for v in versions:
         table.add_row(
             str(v.version),
             ", ".join(v.aliases),
-            _fmt_ts(v.created_at),
+            _fmt_ts(v.created_at)[:16],
             v.tags.get("mloop.gate", "?"),
-            *[f"{v.metrics[m]:.4f}" if m in v.metrics else "" for m in metric_names],
+            *[f"{v.metrics[m]:.4f}" if m in v.metrics else "-" for m in shown],
         )
-    console.print(table)
+    console.print(table, width=min(console.width, 100))
+    if main:
+        console.print("* gate metric (holdout); all metrics: `mloop models show VERSION`.", highlight=False)
 
 
 @models_app.command("show")

@@ -1,8 +1,9 @@
 """What a training run logs to MLflow: the evaluation report, params, metrics, tags and the model.
 
-The model directory carries three files beside the model — the data contract, the reference profile
-and the evaluation report — so a version is self-describing wherever it is loaded. Called by the
-``log`` step of :mod:`mloop.training.pipeline` inside the active MLflow run.
+The model directory carries four files beside the model — the data contract, the reference profile,
+the evaluation report and the quality estimator (``quality_estimator.json``: calibrated probabilities
+or a regressor's error bins, numbers only) — so a version is self-describing wherever it is loaded.
+Called by the ``log`` step of :mod:`mloop.training.pipeline` inside the active MLflow run.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def evaluation_report(run: TrainRun, importance: Any) -> dict[str, Any]:
 
 
 def log_run_files(run: TrainRun, out: Path) -> list[Path]:
-    """Plots, then the contract, reference profile and evaluation report; returns the three files."""
+    """Plots, then the contract, reference profile, evaluation report and quality estimator (files)."""
     import mlflow
 
+    from mloop.monitoring.estimation import ESTIMATOR_FILE
     from mloop.monitoring.profile import build_profile
     from mloop.tracking.registry import CONTRACT_FILE, EVALUATION_FILE, PROFILE_FILE
     from mloop.training.plots import evaluation_plots
@@ -115,6 +117,7 @@ def log_run_files(run: TrainRun, out: Path) -> list[Path]:
         CONTRACT_FILE: run.contract.to_json(),
         PROFILE_FILE: json.dumps(profile.to_dict()),
         EVALUATION_FILE: json.dumps(evaluation_report(run, importance), default=str, indent=1),
+        ESTIMATOR_FILE: json.dumps(run.quality_estimator.to_dict()),
     }
     for fname, text in files.items():
         (out / fname).write_text(text, encoding="utf-8")
@@ -132,6 +135,7 @@ def run_tags(run: TrainRun) -> dict[str, str]:
         "mloop.contract_hash": run.contract.hash(),
         # Versions registered before this tag said "failed"; readers treat anything but "passed" alike.
         "mloop.gate": "passed" if run.gate.passed else "rejected",
+        "mloop.metric": run.holdout.metric,  # the metric the gates compared on
         "mloop.actor": run.actor,
         "mloop.reason": run.reason[:500],
         **run.extra_tags,
