@@ -17,7 +17,18 @@ import yaml
 from mloop.config import Settings
 from mloop.deploy.options import DeployOptions
 
-__all__ = ["ERROR_METRICS", "alert_rule_groups", "render_rules"]
+__all__ = [
+    "ERROR_METRICS",
+    "RULES_FILE",
+    "RULES_TEST_FILE",
+    "SCRAPE_JOB",
+    "alert_rule_groups",
+    "render_rules",
+]
+
+RULES_FILE = "rules.yml"
+RULES_TEST_FILE = "rules_test.yml"
+"""``promtool test rules`` cases written beside the rules (see :mod:`mloop.deploy.rule_tests`)."""
 
 ERROR_METRICS = frozenset({"rmse", "mse", "mae", "mape", "log_loss"})
 """Live-quality metrics where lower is better; every other metric is taken as higher is better."""
@@ -114,9 +125,35 @@ def _model_rules(settings: Settings, options: DeployOptions) -> list[dict[str, A
     return rules
 
 
+SCRAPE_JOB = "mloop"
+"""The ``job`` label of mloop's targets: the ServiceMonitor takes it from the Services'
+``app.kubernetes.io/name`` label; a hand-written scrape config should name its job ``mloop``."""
+
+
 def _loop_rules(settings: Settings, options: DeployOptions) -> list[dict[str, Any]]:
     stalled = options.stalled_loop_seconds or max(300.0, 20 * settings.control.interval_s)
+    model = settings.model.name.replace("\\", "\\\\").replace('"', '\\"')
     return [
+        # A dead loop exports nothing, so the heartbeat series vanishes and MloopLoopStalled has
+        # nothing to compare: absent() turns "no series at all" into an alert.
+        _alert(
+            "MloopLoopAbsent",
+            f'absent(mloop_loop_heartbeat_timestamp_seconds{{model="{model}"}})',
+            "10m",
+            "critical",
+            "No closed loop is running for {{ $labels.model }}",
+            "No `mloop run` process has exported a heartbeat for 10 minutes: the loop pods are down, "
+            "not scraped, or none of them is the leader. Check the loop Deployment and its logs.",
+        ),
+        _alert(
+            "MloopTargetDown",
+            f'up{{job="{SCRAPE_JOB}"}} == 0',
+            "5m",
+            "critical",
+            "mloop target {{ $labels.instance }} is down",
+            "Prometheus has failed to scrape {{ $labels.instance }} for 5 minutes: the pod is down or "
+            "its /metrics does not answer.",
+        ),
         _alert(
             "MloopLoopStalled",
             f"time() - max by (model) (mloop_loop_heartbeat_timestamp_seconds) > {stalled:g}",

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from mloop.config import Settings
-from mloop.deploy import DeployOptions, alert_rule_groups, render_rules
+from mloop.deploy import DeployOptions, alert_rule_groups, generate, render_rules
 from mloop.deploy.grafana import metric_names
+from mloop.deploy.rule_tests import humanize_duration, humanize_percentage
 
 CONTRACT_METRICS = {
     "mloop_requests_total",
@@ -65,7 +66,8 @@ def settings() -> Settings:
 
 def test_rules_query_only_contract_metrics(settings: Settings) -> None:
     used = {n for g in alert_rule_groups(settings) for r in g["rules"] for n in metric_names(r["expr"])}
-    assert used and used <= CONTRACT_METRICS, used - CONTRACT_METRICS
+    # `up` is Prometheus' own series of every scrape target.
+    assert used and used <= CONTRACT_METRICS | {"up"}, used - CONTRACT_METRICS
 
 
 def test_gate_thresholds_become_rules_in_the_right_direction(settings: Settings) -> None:
@@ -191,3 +193,43 @@ def test_promtool_detects_a_wrong_expectation(settings: Settings, tmp_path: Path
     }
     (tmp_path / "bad_test.yml").write_text(yaml.safe_dump(spec))
     assert _run("test", "rules", "bad_test.yml", cwd=tmp_path).returncode != 0
+
+
+def test_generated_rule_tests_pass_beside_the_generated_rules(settings: Settings, tmp_path: Path) -> None:
+    written = generate("prometheus", settings, tmp_path, DeployOptions())
+    assert {p.name for p in written} == {"rules.yml", "rules_test.yml"}
+    spec = yaml.safe_load((tmp_path / "rules_test.yml").read_text())
+    tested = {t["alertname"] for group in spec["tests"] for t in group["alert_rule_test"] if t["exp_alerts"]}
+    assert {"MloopLoopAbsent", "MloopTargetDown", "MloopLoopStalled", "MloopHighErrorRate"} <= tested
+    done = _run("test", "rules", "rules_test.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_generated_rule_tests_fail_when_a_rule_breaks(settings: Settings, tmp_path: Path) -> None:
+    generate("prometheus", settings, tmp_path, DeployOptions())
+    rules = yaml.safe_load((tmp_path / "rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["alert"] == "MloopLoopAbsent":  # the dead-loop alert that once could not fire
+                rule["expr"] = "absent(mloop_loop_heartbeat_timestamp_seconds) * 0 > 1"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    done = _run("test", "rules", "rules_test.yml", cwd=tmp_path)
+    assert done.returncode != 0 and "MloopLoopAbsent" in done.stdout + done.stderr
+
+
+def test_absent_and_down_alerts_exist(settings: Settings) -> None:
+    rules = {r["alert"]: r for g in alert_rule_groups(settings) for r in g["rules"]}
+    assert rules["MloopLoopAbsent"]["expr"] == 'absent(mloop_loop_heartbeat_timestamp_seconds{model="fraud"})'
+    assert rules["MloopTargetDown"]["expr"] == 'up{job="mloop"} == 0'
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1.5, "1.5s"), (59, "59s"), (600, "10m 0s"), (3725, "1h 2m 5s"), (90061, "1d 1h 1m 1s")],
+)
+def test_humanize_duration_follows_prometheus(seconds: float, text: str) -> None:
+    assert humanize_duration(seconds) == text
+
+
+def test_humanize_percentage_follows_prometheus() -> None:
+    assert [humanize_percentage(v) for v in (0.2, 1.0, 0.12345)] == ["20%", "100%", "12.35%"]
