@@ -91,10 +91,19 @@ def drift(
         float | None, typer.Option(help="Share of drifted columns for the share rule.")
     ] = None,
     fail_on_drift: Annotated[bool, typer.Option(help="Exit with code 3 when the dataset drifted.")] = False,
+    include_dropped: Annotated[
+        bool,
+        typer.Option(
+            "--include-dropped",
+            help="Also compare the project's model.drop_columns (ids, timestamps), skipped by default.",
+        ),
+    ] = False,
 ) -> None:
     """Compare CURRENT with REFERENCE column by column; print the verdicts and write HTML + JSON reports.
 
     Without --json/--html the reports go to the project's reports directory (`.mloop/reports`).
+    Inside a project, the columns of `model.drop_columns` (ids, timestamps: never features) are
+    skipped unless --include-dropped or --columns is given.
     """
     from mloop.config import load_settings
     from mloop.monitoring import detect_drift
@@ -105,13 +114,24 @@ def drift(
     settings = load_settings()
     ref = load_reference(reference)
     cur = read_table(current)
+    wanted = _split(columns)
+    skipped: list[str] = []
+    if wanted is None and not include_dropped:
+        dropped = set(settings.model.drop_columns)
+        skipped = [str(c) for c in cur.columns if str(c) in dropped]
+        cur = cur.drop(columns=[c for c in cur.columns if str(c) in dropped])
+        if not isinstance(ref, ReferenceProfile):
+            skipped += [str(c) for c in ref.columns if str(c) in dropped and str(c) not in skipped]
+            ref = ref.drop(columns=[c for c in ref.columns if str(c) in dropped])
     profile = (
         ref if isinstance(ref, ReferenceProfile) else build_profile(ref, categorical=_split(categorical))
     )
+    if skipped and isinstance(ref, ReferenceProfile):
+        wanted = [c for c in profile.columns if c not in set(skipped)]
     report = detect_drift(
         profile,
         cur,
-        columns=_split(columns),
+        columns=wanted,
         stattest=stattest,
         calibrate=calibrate,
         fdr=fdr if fdr is not None else settings.monitoring.fdr,
@@ -121,6 +141,12 @@ def drift(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_out = settings.reports_dir / f"drift-{stamp}.json"
         html_out = settings.reports_dir / f"drift-{stamp}.html"
+    if skipped:
+        console.print(
+            f"Skipped model.drop_columns: {', '.join(skipped)} (--include-dropped compares them).",
+            markup=False,
+            highlight=False,
+        )
     console.print(_table(report))
     verdict = "[red]DRIFT[/]" if report.dataset_drifted else "[green]no drift[/]"
     console.print(
