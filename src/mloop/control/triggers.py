@@ -1,4 +1,5 @@
-"""What starts a retraining cycle: a cron schedule, a monitoring alert, or new data at the source.
+"""What starts a retraining cycle: a cron schedule, a monitoring alert, quality estimated below a
+threshold before labels arrive, or new data at the source.
 
 Each trigger has a **key** that is unique for the occurrence that caused it (the scheduled instant,
 the alert's event id, the source's fingerprint). The controller creates at most one cycle per key, in
@@ -17,14 +18,20 @@ from typing import Any
 from mloop.config import Settings
 from mloop.errors import ConfigError
 
-__all__ = ["Trigger", "next_schedule_time", "schedule_trigger", "source_fingerprint"]
+__all__ = [
+    "Trigger",
+    "estimated_quality_trigger",
+    "next_schedule_time",
+    "schedule_trigger",
+    "source_fingerprint",
+]
 
 
 @dataclass(frozen=True)
 class Trigger:
     """One reason to retrain."""
 
-    kind: str  # schedule | drift | quality | new_data | manual
+    kind: str  # schedule | drift | quality | estimated_quality | new_data | manual
     key: str
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -103,3 +110,41 @@ def source_fingerprint(settings: Settings) -> str | None:
         digest = hashlib.sha256(settings.source.query.encode()).hexdigest()[:8]
         return f"sql:{digest}:" + ":".join(str(v) for v in row)
     return None
+
+
+def estimated_quality_trigger(settings: Settings, result: Any) -> Trigger | None:
+    """A trigger when a monitoring window's estimated gate metric is worse than
+    ``control.retrain_on_estimated_quality`` with its whole interval (one noisy window does not
+    retrain); its key is the model version, so one served version triggers at most one retrain."""
+    from mloop.training.metrics import LOWER_IS_BETTER
+
+    threshold = settings.control.retrain_on_estimated_quality
+    est = getattr(result, "estimated", None)
+    ref = getattr(result, "reference", None)
+    if threshold is None or est is None or est.status != "ok":
+        return None
+    metric = getattr(ref, "metric", None) or settings.tuning.metric
+    if metric not in est.metrics:
+        return None  # e.g. pr_auc or log_loss, which are not estimated
+    value, lower, upper = est.metrics[metric], est.lower.get(metric), est.upper.get(metric)
+    if lower is None or upper is None:
+        return None
+    lower_is_better = metric in LOWER_IS_BETTER
+    if (lower <= threshold) if lower_is_better else (upper >= threshold):
+        return None
+    side = "above" if lower_is_better else "below"
+    return Trigger(
+        "estimated_quality",
+        f"estimated_quality:{result.model}/v{result.version}",
+        f"estimated {metric} of v{result.version} is {value:.4g} (interval {lower:.4g} to {upper:.4g}, "
+        f"{est.rows} predictions, no labels needed), {side} control.retrain_on_estimated_quality="
+        f"{threshold:g}",
+        {
+            "metric": metric,
+            "estimate": value,
+            "lower": lower,
+            "upper": upper,
+            "threshold": threshold,
+            "rows": est.rows,
+        },
+    )

@@ -1,8 +1,9 @@
 """What starts a retraining cycle, and what holds one back.
 
 :class:`TriggerWatch` checks the triggers the loop is configured for (schedule, new data at the
-source, drift or quality alerts from monitoring) and the guardrails that keep it from retraining too
-often (the retrain budget per period, exponential backoff after failed trainings).
+source, drift or quality alerts from monitoring, quality estimated before labels arrive) and the
+guardrails that keep it from retraining too often (the retrain budget per period, exponential
+backoff after failed trainings).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from typing import Any
 
 from mloop.config import Settings
 from mloop.control.states import CycleState
-from mloop.control.triggers import Trigger, schedule_trigger, source_fingerprint
+from mloop.control.triggers import (
+    Trigger,
+    estimated_quality_trigger,
+    schedule_trigger,
+    source_fingerprint,
+)
 from mloop.store.loop import LoopRepository
 
 __all__ = ["TriggerWatch"]
@@ -90,7 +96,8 @@ class TriggerWatch:
                         f"new data at the source ({fingerprint})",
                         state={"source:fingerprint": fingerprint},
                     )
-        monitoring = (c.retrain_on_drift or c.retrain_on_quality) and self.monitor is not None
+        wanted = c.retrain_on_drift or c.retrain_on_quality or c.retrain_on_estimated_quality is not None
+        monitoring = wanted and self.monitor is not None
         if monitoring and time.monotonic() - self._last_monitor >= c.monitor_interval_s:
             assert self.monitor is not None
             self._last_monitor = time.monotonic()
@@ -98,7 +105,8 @@ class TriggerWatch:
         return None
 
     def monitor_trigger(self, result: Any) -> Trigger | None:
-        """A drift or quality alert fired by this monitoring cycle becomes a trigger (one per alert)."""
+        """A drift or quality alert fired by this monitoring cycle becomes a trigger (one per alert);
+        else the window's estimated quality, if ``control.retrain_on_estimated_quality`` is set."""
         c = self.settings.control
         when = {
             str(r.get("name")): str(r.get("when"))
@@ -114,4 +122,4 @@ class TriggerWatch:
                     f"{kind} alert {alert.rule!r}: {alert.message}",
                     {"alert": alert.to_dict()},
                 )
-        return None
+        return estimated_quality_trigger(self.settings, result)

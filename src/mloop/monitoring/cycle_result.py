@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from mloop.monitoring.estimation import EstimatedQuality
 from mloop.monitoring.quality import LiveQuality
 from mloop.monitoring.results import DriftReport
 from mloop.monitoring.window import WindowSpec
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from mloop.monitoring.alerts import Alert
     from mloop.monitoring.reference import ModelReference
 
-__all__ = ["MonitorResult", "drift_summary"]
+__all__ = ["MonitorResult", "drift_summary", "estimated_summary"]
 
 
 def drift_summary(report: DriftReport | None) -> dict[str, Any] | None:
@@ -50,6 +51,21 @@ def drift_summary(report: DriftReport | None) -> dict[str, Any] | None:
     }
 
 
+def estimated_summary(est: EstimatedQuality) -> dict[str, Any]:
+    """The estimate kept per window: metrics with their interval, or why there is none."""
+    if est.status != "ok":
+        return {"status": est.status, "note": est.note}
+    return {
+        "status": est.status,
+        "method": est.method,
+        "metrics": dict(est.metrics),
+        "lower": dict(est.lower),
+        "upper": dict(est.upper),
+        "rows": est.rows,
+        "confidence": est.confidence,
+    }
+
+
 @dataclass
 class MonitorResult:
     """One monitoring cycle of one model version over one window of the prediction log.
@@ -57,8 +73,9 @@ class MonitorResult:
     ``status`` is ``"ok"`` or ``"no_traffic"`` (nothing to compare: ``message`` says why, every
     report is None and nothing was recorded). ``drift`` compares the window's features with the
     version's reference profile; ``prediction_drift`` its outputs with the holdout's; ``quality``
-    scores the labelled rows; ``alerts`` are the rules that fired (``rule``, ``message``; sent and
-    recorded unless ``notified`` is False); ``reports`` maps ``"json"``/``"html"`` to written files.
+    scores the labelled rows; ``estimated`` estimates quality from the predictions alone; ``alerts``
+    are the rules that fired (``rule``, ``message``; sent and recorded unless ``notified`` is False);
+    ``reports`` maps ``"json"``/``"html"`` to written files.
     """
 
     model: str
@@ -73,6 +90,9 @@ class MonitorResult:
     drift: DriftReport | None = None
     prediction_drift: DriftReport | None = None
     quality: LiveQuality = field(default_factory=LiveQuality)
+    estimated: EstimatedQuality = field(default_factory=EstimatedQuality)
+    """Quality estimated from the window's predictions alone (labels or not): see
+    :mod:`mloop.monitoring.estimation`."""
     holdout: dict[str, float] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     notified: bool = True
@@ -112,6 +132,7 @@ class MonitorResult:
                 "labelled_rows": self.quality.labelled_rows,
                 "rows": self.quality.rows,
             },
+            "estimated_quality": estimated_summary(self.estimated),
             "alerts": [{"rule": a.rule, "severity": a.severity, "message": a.message} for a in self.alerts],
             "notified": self.notified,
             "alert_state": self.alert_state,
@@ -131,6 +152,7 @@ class MonitorResult:
             "drift": self.drift.to_dict() if self.drift else None,
             "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift else None,
             "quality": self.quality.to_dict(),
+            "estimated_quality": self.estimated.to_dict(),
             "holdout": self.holdout,
             "alerts": [a.to_dict() for a in self.alerts],
             "notified": self.notified,

@@ -1,7 +1,9 @@
 """Prometheus gauges of live monitoring (listed in docs/monitoring.md, "Prometheus gauges").
 
 ``mloop_drift_score{model,feature}``, ``mloop_drift_detected{model,feature}``,
-``mloop_drift_share{model}``, ``mloop_live_quality{model,version,metric}`` and
+``mloop_drift_share{model}``, ``mloop_live_quality{model,version,metric}``,
+``mloop_estimated_quality{model,version,metric}`` (quality estimated without labels) with
+``mloop_estimated_quality_bound{model,version,metric,bound}`` (``lower``/``upper`` of its interval) and
 ``mloop_labelled_rows{model,version}``, set from a window summary (see
 :mod:`mloop.monitoring.history`), and the counter ``mloop_monitoring_cycle_failures_total{model,error}``
 of cycles that failed. They live on the serving registry so ``/metrics`` shows them.
@@ -79,6 +81,20 @@ class MonitoringGauges:
             registry=r,
             multiprocess_mode=_MODE,
         )
+        self.estimated_quality = Gauge(
+            "mloop_estimated_quality",
+            "Quality estimated without labels (calibrated probabilities or error bins) in the latest window.",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+        self.estimated_bound = Gauge(
+            "mloop_estimated_quality_bound",
+            "Lower and upper end of the estimated quality's confidence interval in the latest window.",
+            ["model", "version", "metric", "bound"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
         self.labelled_rows = Gauge(
             "mloop_labelled_rows",
             "Labelled predictions in the latest monitoring window.",
@@ -94,6 +110,7 @@ class MonitoringGauges:
         )
         self._features: dict[str, set[str]] = {}
         self._metrics: dict[tuple[str, str], set[str]] = {}
+        self._estimated: dict[tuple[str, str], set[str]] = {}
         self.last_ts: dict[str, str] = {}
 
     def update(self, summary: Mapping[str, Any]) -> None:
@@ -118,7 +135,29 @@ class MonitoringGauges:
             self.live_quality.labels(model, version, metric).set(float(value))
         self._forget(self._metrics, (model, version), set(metrics), (self.live_quality,), (model, version))
         self.labelled_rows.labels(model, version).set(float(quality.get("labelled_rows") or 0))
+        self._update_estimate(model, version, summary.get("estimated_quality") or {})
         self.last_ts[model] = str(summary.get("ts") or "")
+
+    def _update_estimate(self, model: str, version: str, est: Mapping[str, Any]) -> None:
+        metrics: Mapping[str, float] = est.get("metrics") or {}
+        bounds = {"lower": est.get("lower") or {}, "upper": est.get("upper") or {}}
+        for metric, value in metrics.items():
+            self.estimated_quality.labels(model, version, metric).set(float(value))
+            for bound, values in bounds.items():
+                self.estimated_bound.labels(model, version, metric, bound).set(
+                    float(values.get(metric, math.nan))
+                )
+        key = (model, version)
+        for gone in self._estimated.get(key, set()) - set(metrics):
+            for gauge, extra in (
+                (self.estimated_quality, ()),
+                *((self.estimated_bound, (b,)) for b in bounds),
+            ):
+                if _multiprocess():
+                    gauge.labels(model, version, gone, *extra).set(math.nan)
+                else:
+                    gauge.remove(model, version, gone, *extra)
+        self._estimated[key] = set(metrics)
 
     @staticmethod
     def _forget(

@@ -1,10 +1,11 @@
 """The report of one monitoring cycle: a self-contained HTML file and JSON with the same facts.
 
-The HTML holds the window and verdicts, live quality beside the holdout's with the number of labelled
-rows, the alerts that fired, plots over time (share of drifted features, each feature's drift score,
-live quality and labelled rows) from the version's earlier windows, and the full drift reports of the
-outputs (prediction drift) and of the features, with reference-vs-current plots per column. Inline
-SVG only: no scripts, no links. The JSON is :meth:`MonitorResult.to_dict`.
+The HTML holds the window and verdicts, live quality beside the holdout's with the number of labelled rows,
+quality estimated without labels (with its interval, plotted over time beside the realized one), the
+alerts that fired, plots over time (share of drifted features, each feature's drift score, live quality
+and labelled rows) from the version's earlier windows, and the full drift reports of the outputs
+(prediction drift) and of the features, with reference-vs-current plots per column. Inline SVG only: no
+scripts, no links. The JSON is :meth:`MonitorResult.to_dict`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from pathlib import Path
 from mloop.errors import MonitoringError
 from mloop.monitoring.cycle_result import MonitorResult
 from mloop.monitoring.report import REPORT_CSS, render_body
-from mloop.monitoring.timeline import drift_share_svg, feature_scores_svg, quality_svg
+from mloop.monitoring.timeline import (
+    drift_share_svg,
+    estimated_quality_svg,
+    feature_scores_svg,
+    quality_svg,
+)
 
 __all__ = ["default_report_paths", "render_monitor_html", "write_monitor_reports"]
 
@@ -49,6 +55,28 @@ def _quality_table(result: MonitorResult) -> str:
         rows
     )
     return head + note + table + "</table>"
+
+
+def _estimated_table(result: MonitorResult) -> str:
+    est = result.estimated
+    if est.status != "ok":
+        return f"<p>Not available: {html.escape(est.note or 'no estimate')}.</p>"
+    head = (
+        f"<p>From {est.rows:,} predictions, without labels ({html.escape(est.method)}); "
+        f"{est.confidence:.0%} interval: where this window's realized value falls if the calibrated "
+        "confidence holds. It cannot see a change of P(y|x) with unchanged inputs (concept drift); "
+        "the realized quality above catches that once labels arrive.</p>"
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(value)}</td><td>{_fmt(est.lower.get(name))} to "
+        f"{_fmt(est.upper.get(name))}</td><td>{_fmt(result.quality.metrics.get(name))}</td>"
+        f"<td>{_fmt(result.holdout.get(name))}</td></tr>"
+        for name, value in est.metrics.items()
+    )
+    return (
+        head + "<table><tr><th>metric</th><th>estimated</th><th>interval</th><th>realized</th>"
+        "<th>holdout</th></tr>" + rows + "</table>"
+    )
 
 
 def _alerts(result: MonitorResult) -> str:
@@ -93,7 +121,14 @@ def render_monitor_html(result: MonitorResult) -> str:
             f"{'DRIFT' if pred.dataset_drifted else 'no drift'}</span>"
             f" — drifted: {html.escape(', '.join(pred.drifted_columns) or 'none')}.</p>"
         )
-    parts += ["<h2>Live quality</h2>", _quality_table(result), "<h2>Alerts</h2>", _alerts(result)]
+    parts += [
+        "<h2>Live quality</h2>",
+        _quality_table(result),
+        "<h2>Estimated quality</h2>",
+        _estimated_table(result),
+        "<h2>Alerts</h2>",
+        _alerts(result),
+    ]
     history = [*result.history, result.summary()]
     share = drift.drift_share if drift is not None else 0.5
     parts.append(f"<h2>Over time</h2><p class='small'>{len(history)} windows of this version.</p>")
@@ -101,6 +136,7 @@ def render_monitor_html(result: MonitorResult) -> str:
         drift_share_svg(history, share),
         feature_scores_svg(history),
         quality_svg(history, result.holdout),
+        estimated_quality_svg(history, result.holdout),
     ):
         if svg:
             parts.append(f"<div>{svg}</div>")

@@ -6,6 +6,7 @@
 
 A cycle reads the current window of the prediction log for one model version, compares its features
 with the version's reference profile and its outputs with the holdout's, scores the labelled rows,
+estimates quality from the predictions alone (labels arrive late; :mod:`mloop.monitoring.estimation`),
 feeds the alert rules (state resumed from the previous window, so cooldown and N-of-M hold whether
 the cycle runs in ``mloop monitor`` from cron, in the server's background loop or in the controller),
 records the window's summary as a ``monitor.window`` event and writes the HTML and JSON reports.
@@ -26,6 +27,7 @@ from mloop.errors import ModelNotFound, MonitoringError
 from mloop.monitoring.alerts import Alert, AlertEngine, AlertState
 from mloop.monitoring.cycle_result import MonitorResult
 from mloop.monitoring.drift import detect_drift
+from mloop.monitoring.estimation import estimate_quality
 from mloop.monitoring.history import latest_window, record_window, window_history
 from mloop.monitoring.notifiers import Notifier
 from mloop.monitoring.quality import live_quality
@@ -209,6 +211,7 @@ def run_monitor(
         quality = live_quality(
             frame, labels, task=ref.task, classes=ref.classes, min_labelled_rows=mon.min_labelled_rows
         )
+        estimated = estimate_quality(frame, ref.estimator, min_rows=mon.estimate_min_rows)
         result = MonitorResult(
             name,
             ver,
@@ -222,6 +225,7 @@ def run_monitor(
             drift=drift,
             prediction_drift=pred_drift,
             quality=quality,
+            estimated=estimated,
             holdout=dict(ref.holdout),
             notified=notify,
             reference=ref,

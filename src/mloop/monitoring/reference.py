@@ -2,7 +2,8 @@
 
 :class:`ModelReference` gathers, for one registered version, the reference profile of the training
 features, the profile of the holdout's outputs (``prediction`` and, for binary classifiers, ``score``),
-the task, classes and holdout metrics. It is built from a loaded version (the server already has one)
+the task, classes, holdout metrics, and the quality estimator that estimates quality before labels
+arrive. It is built from a loaded version (the server already has one)
 or fetched from the registry by :func:`fetch_reference`, which downloads the version's artifacts once
 per process (versions never change) and does not load the model itself.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mloop.errors import MonitoringError
+from mloop.monitoring.estimation import ESTIMATOR_FILE, QualityEstimator
 from mloop.monitoring.profile import ReferenceProfile
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ class ModelReference:
     task: str | None = None
     classes: list[Any] | None = None
     holdout: dict[str, float] = field(default_factory=dict)
+    metric: str | None = None
+    """The metric the version was gated on (``evaluation.json``'s ``metric``)."""
+    estimator: QualityEstimator | None = None
+    """Estimates quality before labels arrive (``quality_estimator.json``; None for older versions)."""
 
     @property
     def features(self) -> list[str]:
@@ -45,9 +51,14 @@ class ModelReference:
 
     @classmethod
     def from_artifacts(
-        cls, name: str, version: str | int, profile: dict[str, Any] | None, evaluation: dict[str, Any] | None
+        cls,
+        name: str,
+        version: str | int,
+        profile: dict[str, Any] | None,
+        evaluation: dict[str, Any] | None,
+        estimator: dict[str, Any] | None = None,
     ) -> ModelReference:
-        """From the ``profile.json`` and ``evaluation.json`` dicts saved with a version."""
+        """From the dicts of a version's ``profile.json``, ``evaluation.json``, ``quality_estimator.json``."""
         if not profile:
             raise MonitoringError(
                 f"Model {name!r} version {version} carries no reference profile (profile.json), so its "
@@ -64,12 +75,28 @@ class ModelReference:
             task=evaluation.get("task"),
             classes=evaluation.get("classes"),
             holdout={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+            metric=evaluation.get("metric"),
+            estimator=_estimator(estimator, evaluation.get("task")),
         )
 
     @classmethod
     def from_loaded(cls, loaded: Any) -> ModelReference:
         """From a :class:`~mloop.tracking.LoadedModel` (what the server holds)."""
-        return cls.from_artifacts(loaded.info.name, loaded.info.version, loaded.profile, loaded.evaluation)
+        path = getattr(loaded, "path", None)
+        estimator = _read(Path(path), ESTIMATOR_FILE) if path is not None else None
+        return cls.from_artifacts(
+            loaded.info.name, loaded.info.version, loaded.profile, loaded.evaluation, estimator
+        )
+
+
+def _estimator(data: dict[str, Any] | None, task: str | None) -> QualityEstimator | None:
+    """The version's estimator; a broken one is "not available" (drift and labels still work)."""
+    if not data:
+        return None
+    try:
+        return QualityEstimator.from_dict(data)
+    except MonitoringError as exc:
+        return QualityEstimator.not_available(str(task), exc.message)
 
 
 def _read(model_dir: Path, name: str) -> dict[str, Any] | None:
@@ -95,7 +122,11 @@ def fetch_reference(settings: Settings, name: str, version: str | int) -> ModelR
     with tempfile.TemporaryDirectory(prefix="mloop-monitor-") as tmp:
         info, path = registry.download(version, Path(tmp))
         ref = ModelReference.from_artifacts(
-            name, info.version, _read(path, "profile.json"), _read(path, "evaluation.json")
+            name,
+            info.version,
+            _read(path, "profile.json"),
+            _read(path, "evaluation.json"),
+            _read(path, ESTIMATOR_FILE),
         )
     with _CACHE_LOCK:
         _CACHE[key] = ref

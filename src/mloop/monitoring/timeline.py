@@ -1,4 +1,5 @@
-"""Plots over monitoring windows (drift share, per-feature drift scores, live quality), as inline SVG.
+"""Plots over monitoring windows (drift share, per-feature drift scores, live quality, estimated
+against realized quality), as inline SVG.
 
 Inputs are window summaries (see :mod:`mloop.monitoring.history`), oldest first. Uses matplotlib's
 object API only (no pyplot state), so it is safe from any thread.
@@ -15,7 +16,7 @@ from typing import Any
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
-__all__ = ["drift_share_svg", "feature_scores_svg", "quality_svg"]
+__all__ = ["drift_share_svg", "estimated_quality_svg", "feature_scores_svg", "quality_svg"]
 
 MAX_FEATURE_PLOTS = 24
 _LINE, _BAD, _GRID = "#4c72b0", "#b00020", "#999999"
@@ -138,4 +139,55 @@ def quality_svg(history: Sequence[Mapping[str, Any]], holdout: Mapping[str, floa
     bottom.set_ylabel("labelled rows", fontsize=8)
     _dates(bottom)
     top.tick_params(labelsize=7)
+    return _svg(fig)
+
+
+def estimated_quality_svg(
+    history: Sequence[Mapping[str, Any]], holdout: Mapping[str, float] | None = None
+) -> str:
+    """Per metric: the estimate without labels (line, interval shaded) and the realized quality from
+    labels (dots) on one time axis, holdout dotted; empty when no window has an estimate."""
+    times = _times(history)
+    metrics: list[str] = []
+    for h in history:
+        for name in (h.get("estimated_quality") or {}).get("metrics") or {}:
+            if name not in metrics:
+                metrics.append(name)
+    if not metrics:
+        return ""
+    cols = min(len(metrics), 3)
+    rows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(9.5, 2.3 * rows), dpi=80)
+    for i, name in enumerate(metrics):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        est = []
+        for t, h in zip(times, history, strict=True):
+            e = h.get("estimated_quality") or {}
+            value = (e.get("metrics") or {}).get(name)
+            if value is not None:
+                lo = (e.get("lower") or {}).get(name, value)
+                hi = (e.get("upper") or {}).get(name, value)
+                est.append((t, float(value), float(lo), float(hi)))
+        real: list[tuple[float, float]] = []
+        for t, h in zip(times, history, strict=True):
+            realized = ((h.get("quality") or {}).get("metrics") or {}).get(name)
+            if realized is not None:
+                real.append((t, float(realized)))
+        if est:
+            xs = [p[0] for p in est]
+            ax.fill_between(xs, [p[2] for p in est], [p[3] for p in est], color=_LINE, alpha=0.2, lw=0)
+            ax.plot(xs, [p[1] for p in est], color=_LINE, lw=1, marker="o", ms=2, label="estimated")
+        if real:
+            ax.scatter(
+                [t for t, _ in real], [v for _, v in real], color="#dd8452", s=12, zorder=3, label="realized"
+            )
+        if holdout and name in holdout:
+            ax.axhline(holdout[name], color=_GRID, ls=":", lw=1)
+        ax.set_title(name, fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=6)
+        _dates(ax)
+        ax.grid(color=_GRID, alpha=0.2)
+    fig.suptitle("Estimated (no labels, 95 % interval shaded) and realized quality", fontsize=9)
+    fig.tight_layout()
     return _svg(fig)

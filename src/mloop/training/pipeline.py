@@ -1,10 +1,12 @@
-"""The training pipeline: load → validate → split → tune → fit → evaluate → gate → register.
+"""The training pipeline: load → validate → split → tune → fit → evaluate → calibrate → register.
 
 One call, :func:`train`, runs the named steps of :data:`STEPS` in order over one :class:`TrainRun`,
 inside one MLflow run (like a kedro runner over its nodes). Everything a later step needs is logged:
 params and metrics (in batches), tags (git commit, data hash, contract hash, data source), the model
 (skops, with signature and input example), and three artifacts carried inside the model directory —
-the data contract, the reference profile and the evaluation report (:mod:`mloop.training.artifacts`).
+the data contract, the reference profile and the evaluation report (:mod:`mloop.training.artifacts`),
+and the quality estimator that monitoring uses before labels arrive
+(:mod:`mloop.training.probability_calibration`).
 The gate decides whether the new version gets ``challenger`` (or ``champion``, for the first one);
 every decision is an event in the platform store. The champion is loaded once, for its contract and
 to score it on the same holdout. A failing step marks the MLflow run FAILED, moves no alias, and its
@@ -217,6 +219,21 @@ def evaluate_models(run: TrainRun) -> None:
     )
 
 
+def calibrate_probabilities(run: TrainRun) -> None:
+    """Fit the quality estimator on the holdout (calibrated probabilities, or a regressor's error bins)."""
+    from mloop.training.probability_calibration import fit_quality_estimator
+
+    run.say("calibrating probabilities on the holdout")
+    scored = run.scored
+    run.quality_estimator = fit_quality_estimator(
+        run.settings.model.task,
+        predictions=scored.predictions,
+        proba=scored.proba,
+        classes=scored.classes,
+        y_true=run.holdout.y_test,
+    )
+
+
 def log_to_mlflow(run: TrainRun) -> None:
     """Log plots, contract, profiles, evaluation, params, metrics, tags and the model to MLflow."""
     from mloop.training.artifacts import log_run
@@ -298,6 +315,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("tune", tune_params),
     ("fit", fit_model),
     ("evaluate", evaluate_models),
+    ("calibrate", calibrate_probabilities),
     ("log", log_to_mlflow),
     ("register", register_version),
     ("decide", set_alias),

@@ -21,6 +21,7 @@ from mloop.training.metrics import Scored
 
 if TYPE_CHECKING:
     from mloop.data import DataContract, ValidationResult
+    from mloop.monitoring.estimation import QualityEstimator
     from mloop.store import Store
     from mloop.tracking import LoadedModel, Registry
 
@@ -119,6 +120,7 @@ class TrainRun:
     scored: Scored = field(init=False)  # evaluate
     champion_metrics: dict[str, float] | None = field(init=False)  # evaluate
     gate: GateResult = field(init=False)  # evaluate
+    quality_estimator: QualityEstimator = field(init=False)  # calibrate
     tags: dict[str, str] = field(init=False)  # log
     model_uri: str = field(init=False)  # log
     version: int = field(init=False)  # register

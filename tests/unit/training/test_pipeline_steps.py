@@ -79,6 +79,7 @@ def test_steps_are_named_in_pipeline_order_with_a_docstring_each() -> None:
         "tune",
         "fit",
         "evaluate",
+        "calibrate",
         "log",
         "register",
         "decide",

@@ -1,0 +1,170 @@
+"""Quality estimated without labels: the CBPE-style math, its interval's coverage, regressors, format."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import rankdata
+from sklearn import metrics as skm
+
+from mloop.errors import MonitoringError
+from mloop.monitoring.estimation import (
+    Calibrator,
+    QualityEstimator,
+    _weighted_auc,
+    estimate_classification,
+    estimate_quality,
+)
+from mloop.training.probability_calibration import fit_quality_estimator
+
+IDENTITY = QualityEstimator("classification", "ok", classes=["0", "1"], calibrators=[Calibrator("identity")])
+
+
+def _realized(y: np.ndarray, pred: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The window's realized metrics (numpy, checked against scikit-learn in the first test)."""
+    tp, fp, fn = (y * pred).sum(), ((1 - y) * pred).sum(), (y * (1 - pred)).sum()
+    n1 = y.sum()
+    return {
+        "accuracy": float((y == pred).mean()),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "roc_auc": (rankdata(p)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1)),
+    }
+
+
+def test_expected_confusion_matrix_and_auc_match_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.beta(1, 4, 12).round(2)  # rounded: ties in the scores, counted one half
+    pred = (p > 0.3).astype(int)
+    est = estimate_classification(np.column_stack([1 - p, p]), pred, IDENTITY)
+    tp, fp, fn = (p * pred).sum(), ((1 - p) * pred).sum(), (p * (1 - pred)).sum()
+    assert est.metrics["accuracy"] == pytest.approx((p * pred + (1 - p) * (1 - pred)).mean())
+    assert est.metrics["precision"] == pytest.approx(tp / (tp + fp))
+    assert est.metrics["recall"] == pytest.approx(tp / (tp + fn))
+    assert est.metrics["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    # ROC AUC: E[pairs ranked right] / E[#pos * #neg] over every pair of distinct rows.
+    right = pairs = 0.0
+    for i, j in product(range(len(p)), repeat=2):
+        if i != j:
+            w = p[i] * (1 - p[j])
+            pairs += w
+            right += w * (1.0 if p[i] > p[j] else 0.5 if p[i] == p[j] else 0.0)
+    assert _weighted_auc(p, p) == pytest.approx(right / pairs)
+    assert est.metrics["roc_auc"] == pytest.approx(right / pairs)
+    y = (rng.random(12) < p).astype(int)
+    mine = _realized(y, pred, p)
+    assert mine["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert mine["f1"] == pytest.approx(skm.f1_score(y, pred))
+
+
+@pytest.mark.parametrize("rows", [400, 3000])  # every row's label drawn, then the normal approximation
+def test_the_interval_covers_the_realized_metric_at_the_nominal_rate(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    windows, hits = 120, dict.fromkeys(["accuracy", "precision", "recall", "f1", "roc_auc"], 0)
+    for w in range(windows):
+        p = rng.beta(1, 6, rows)  # calibrated by construction: labels are drawn from p
+        y = (rng.random(rows) < p).astype(int)
+        pred = (p > 0.25).astype(int)
+        est = estimate_classification(np.column_stack([1 - p, p]), pred, IDENTITY, seed=w)
+        for name, value in _realized(y, pred, p).items():
+            hits[name] += est.lower[name] <= value <= est.upper[name]
+    # 95 % nominal; with 120 windows the binomial 99.9 % range of the hit rate is about 0.88-1.0.
+    for name, count in hits.items():
+        assert 0.88 <= count / windows <= 1.0, (name, count / windows)
+
+
+def test_miscalibrated_probabilities_are_corrected_by_the_holdout_calibration() -> None:
+    rng = np.random.default_rng(3)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        p = rng.beta(1, 5, n)
+        return p, (rng.random(n) < p).astype(int)
+
+    p, y = sample(4000)
+    raw = np.sqrt(p)  # an over-confident model: its scores rank well but overstate the positives
+    est = fit_quality_estimator(
+        "classification", predictions=None, proba=np.column_stack([1 - raw, raw]), classes=[0, 1], y_true=y
+    )
+    assert est.calibrators[0].method == "isotonic"
+    assert est.holdout["brier_after"] < est.holdout["brier_before"]
+    p, y = sample(3000)
+    raw = np.sqrt(p)
+    pred = (raw > 0.5).astype(int)
+    frame = pd.DataFrame({"prediction": pred, "proba_0": 1 - raw, "proba_1": raw})
+    calibrated = estimate_quality(frame, est)
+    naive = estimate_quality(frame, IDENTITY)
+    truth = _realized(y, pred, raw)
+    for name in ("accuracy", "precision", "f1"):
+        assert abs(calibrated.metrics[name] - truth[name]) < abs(naive.metrics[name] - truth[name])
+        assert calibrated.lower[name] - 0.02 <= truth[name] <= calibrated.upper[name] + 0.02
+
+
+def test_three_classes_get_macro_metrics_and_an_interval() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2500, 3)) * 1.5
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = (rng.random((2500, 1)) > np.cumsum(p, axis=1)[:, :-1]).sum(axis=1)
+    est = fit_quality_estimator(
+        "classification",
+        predictions=None,
+        proba=p,
+        classes=["a", "b", "c"],
+        y_true=np.array(["a", "b", "c"])[y],
+    )
+    assert len(est.calibrators) == 3
+    frame = pd.DataFrame({"prediction": np.array(["a", "b", "c"])[p.argmax(axis=1)]})
+    for k, c in enumerate("abc"):
+        frame[f"proba_{c}"] = p[:, k]
+    out = estimate_quality(frame, est)
+    assert set(out.metrics) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"}
+    real = skm.accuracy_score(y, p.argmax(axis=1))
+    assert out.lower["accuracy"] - 0.02 <= real <= out.upper["accuracy"] + 0.02
+
+
+def test_a_regressor_gets_mae_and_rmse_from_the_holdout_error_bins() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 10, 3000)
+    y = x + rng.normal(0, 0.2 + 0.3 * x)  # errors grow with the prediction
+    est = QualityEstimator.from_dict(
+        json.loads(
+            json.dumps(
+                fit_quality_estimator(
+                    "regression", predictions=x, proba=None, classes=None, y_true=y
+                ).to_dict()
+            )
+        )
+    )
+    x_new = rng.uniform(6, 10, 2000)  # traffic moved to where the model errs more
+    y_new = x_new + rng.normal(0, 0.2 + 0.3 * x_new)
+    out = estimate_quality(pd.DataFrame({"prediction": x_new}), est)
+    assert out.status == "ok" and out.method == "error_bins"
+    mae = float(np.mean(np.abs(y_new - x_new)))
+    assert out.metrics["mae"] > est.holdout["mae"] * 1.3  # it saw the shift to the harder region
+    assert abs(out.metrics["mae"] - mae) < 0.1 * mae
+
+
+def test_not_available_and_unusable_windows_say_why() -> None:
+    est = fit_quality_estimator("classification", predictions=[0, 1], proba=None, classes=None, y_true=[0, 1])
+    assert est.status == "not_available" and "predict_proba" in est.reason
+    out = estimate_quality(pd.DataFrame({"prediction": [1, 0]}), est.to_dict())
+    assert out.status == "not_available" and "predict_proba" in out.note
+    assert "no quality estimator" in estimate_quality(pd.DataFrame({"prediction": [1]}), None).note
+    few = pd.DataFrame({"prediction": [1, 0], "proba_0": [0.2, 0.9], "proba_1": [0.8, 0.1]})
+    assert "needs at least 100" in estimate_quality(few, IDENTITY, min_rows=100).note
+    assert "proba_1" in estimate_quality(pd.DataFrame({"prediction": [1]}), IDENTITY).note
+
+
+def test_a_malformed_estimator_file_is_refused_with_the_reason() -> None:
+    good = IDENTITY.to_dict()
+    with pytest.raises(MonitoringError, match="format"):
+        QualityEstimator.from_dict({**good, "format": 99})
+    bad = {**good, "calibrators": [{"method": "isotonic", "x": [0.1, 0.0], "y": [0.1, 0.2]}]}
+    with pytest.raises(MonitoringError, match="x increasing"):
+        QualityEstimator.from_dict(bad)
+    with pytest.raises(MonitoringError, match="calibration method"):
+        QualityEstimator.from_dict({**good, "calibrators": [{"method": "pickle"}]})
