@@ -23,6 +23,7 @@ __all__ = [
     "ClientDisconnected",
     "error_response",
     "json_response",
+    "read_body",
     "read_json",
     "require_json",
 ]
@@ -75,6 +76,28 @@ def require_json(request: Request) -> None:
 
 async def read_json(request: Request, limit: int, setting: str = "serving.max_body_bytes") -> Any:
     """The parsed JSON body; 413 above ``limit`` bytes (the ``setting`` named), 422 when it is not JSON."""
+    body = await read_body(request, limit, setting)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            f"The request body is not valid JSON: {exc}. "
+            "Send a JSON object with Content-Type application/json.",
+            [
+                {
+                    "field": "body",
+                    "rule": "json",
+                    "received": body[:80].decode("utf-8", "replace"),
+                    "allowed": "a JSON document",
+                    "rows": [],
+                    "count": 1,
+                }
+            ],
+        ) from None
+
+
+async def read_body(request: Request, limit: int, setting: str = "serving.max_body_bytes") -> bytes:
+    """The body's bytes; 413 above ``limit`` bytes (the ``setting`` named), checked before it is all read."""
     length = request.headers.get("content-length")
     size = 0
     try:
@@ -108,23 +131,7 @@ async def read_json(request: Request, limit: int, setting: str = "serving.max_bo
         raise ClientDisconnected("The client closed the connection before sending the whole body.") from None
     if len(body) > limit:
         raise _too_large(len(body), limit, setting)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestValidationError(
-            f"The request body is not valid JSON: {exc}. "
-            "Send a JSON object with Content-Type application/json.",
-            [
-                {
-                    "field": "body",
-                    "rule": "json",
-                    "received": body[:80].decode("utf-8", "replace"),
-                    "allowed": "a JSON document",
-                    "rows": [],
-                    "count": 1,
-                }
-            ],
-        ) from None
+    return body
 
 
 def _too_large(size: int, limit: int, setting: str) -> PayloadTooLarge:

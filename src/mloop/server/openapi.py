@@ -25,6 +25,7 @@ SECURITY_SCHEMES = {
 """``components.securitySchemes`` of the served schema."""
 
 ERROR_STATUSES: dict[int, str] = {
+    400: "The request is not valid: the message says which input, output or value and why.",
     401: "A key is needed for this route and the request has none, or a wrong one "
     "('Authorization: Bearer <key>').",
     403: "Admin routes are disabled: no admin key is configured.",
@@ -40,12 +41,14 @@ ERROR_STATUSES: dict[int, str] = {
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries for error ``statuses``, each with the shared error body."""
+def errors(*statuses: int, body: str = "ErrorResponse") -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for error ``statuses``, each with the error ``body`` (a component:
+    mloop's ``ErrorResponse``, the Open Inference Protocol's ``V2ErrorResponse``)."""
+    ref = _ERROR_REF if body == "ErrorResponse" else {"$ref": f"#/components/schemas/{body}"}
     return {
         status: {
             "description": ERROR_STATUSES[status],
-            "content": {"application/json": {"schema": _ERROR_REF}},
+            "content": {"application/json": {"schema": ref}},
         }
         for status in statuses
     }

@@ -111,7 +111,13 @@ class Shedder:
             runtime = self._champion() if self._champion is not None else None
             version = runtime.version if runtime is not None else ""
             self._metrics.observe_request(self._model, version, endpoint, 503, 0.0)
-        body = orjson.dumps({"error": "Overloaded", "message": refused.message})
+        # Each protocol's own error body (see mloop.server.scoring and mloop.server.v2_routes).
+        if endpoint == "v2_infer":
+            body = orjson.dumps({"error": refused.message})
+        elif endpoint == "invocations":
+            body = orjson.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": refused.message})
+        else:
+            body = orjson.dumps({"error": "Overloaded", "message": refused.message})
         return (
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"retry-after: %d\r\ncontent-length: %d\r\n"

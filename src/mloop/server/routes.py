@@ -6,24 +6,33 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from mloop.errors import MloopError, ModelNotFound, ServingError
+from mloop.errors import MloopError
 from mloop.rollout.keys import routing_key
-from mloop.server.auth import KeyRing
+from mloop.server.auth import Guard, KeyRing
 from mloop.server.http import error_response, json_response, read_json, require_json
 from mloop.server.openapi import errors, ok, secured, text
+from mloop.server.scoring import (
+    INVOCATIONS_BODY,
+    INVOCATIONS_ERRORS,
+    MLFLOW_VERSION,
+    mlflow_error,
+    read_invocations,
+)
+from mloop.server.v2_routes import HotHandler, Runner, v2_routes
 from mloop.serving.admission import Admission, Ticket
-from mloop.serving.codecs import v2_datatype
 from mloop.serving.metrics import CONTENT_TYPE
-from mloop.serving.responses import Prediction, mlflow_body, native_body, v2_body, v2_output_type
+from mloop.serving.responses import Prediction, mlflow_body, native_body
 from mloop.serving.service import PredictionService, WireProtocol
 
-__all__ = ["HotHandler", "prediction_routes"]
+__all__ = ["HotHandler", "Runner", "prediction_routes", "prediction_runner"]
 
-HotHandler = Callable[[Request], Awaitable[Response]]
-"""A prediction endpoint as a plain ``request -> response`` coroutine (see ``ServingApp``)."""
+Reader = Callable[[Request], Awaitable[Any]]
+"""Reads and parses a prediction request's body (raising :class:`MloopError` when it cannot)."""
+Encoder = Callable[[Prediction, Any], Response]
+"""Writes the answer to a prediction, given the parsed request body."""
 
 
 _OBJECT: dict[str, Any] = {"type": "object"}
@@ -31,11 +40,6 @@ _MLFLOW_ANSWER = {
     "type": "object",
     "required": ["predictions"],
     "properties": {"predictions": {"type": "array"}},
-}
-_V2_ANSWER = {
-    "type": "object",
-    "required": ["model_name", "outputs"],
-    "properties": {"model_name": {"type": "string"}, "outputs": {"type": "array"}},
 }
 _READY = {
     **ok(_OBJECT, "Ready: a version is loaded and warmed."),
@@ -61,6 +65,70 @@ def _body_doc(schema: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
+def prediction_runner(
+    service: PredictionService, admission: Admission, predict_guard: Guard | None
+) -> Runner:
+    """One prediction request from head to answer, shared by every protocol's route: key check,
+    admission (503 from the head alone), body, routing key, prediction, answer, metrics."""
+    metrics = service.metrics
+
+    async def run(
+        request: Request,
+        endpoint: str,
+        protocol: WireProtocol,
+        read: Reader,
+        encode: Encoder,
+        fail: Callable[[MloopError], Response] = error_response,
+        version: str | None = None,
+    ) -> Response:
+        started = time.perf_counter()
+        served = ""
+        ticket: Ticket | None = None
+        answered: int | None = None
+        try:
+            if predict_guard is not None:
+                predict_guard(request)
+            # Admitted or refused (503) from the head alone: an overloaded server parses no body it
+            # would refuse.
+            ticket = admission.admit(endpoint, request.headers.get("content-length"))
+            body = await read(request)
+            key = routing_key(service.settings.rollout.routing_key, request.headers, body)
+            p = await service.predict(body, protocol, key=key, version=version)
+            served = p.version
+            answered = p.columns.n
+            encoding = time.perf_counter()
+            response = encode(p, body)
+            p.runtime.stats.output(time.perf_counter() - encoding)
+        except MloopError as exc:
+            response = fail(exc)
+            if not served:
+                champion = service.champion()
+                served = champion.version if champion is not None else ""
+        finally:
+            if ticket is not None:
+                admission.release(ticket, answered)
+        metrics.observe_request(
+            service.model_name, served, endpoint, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    return run
+
+
+def _read_json(limit: int) -> Reader:
+    async def read(request: Request) -> Any:
+        return await read_json(request, limit)
+
+    return read
+
+
+def _encode_json(body: Callable[[Prediction], dict[str, Any]]) -> Encoder:
+    def encode(p: Prediction, _: Any) -> Response:
+        return json_response(body(p), headers={"X-Mloop-Version": p.version, "X-Mloop-Arm": p.arm})
+
+    return encode
+
+
 def prediction_routes(
     service: PredictionService,
     keys: KeyRing | str | None,
@@ -77,48 +145,11 @@ def prediction_routes(
     limit = serving.max_body_bytes
     admission = admission or Admission.for_serving(serving)
     ring = KeyRing.coerce(keys, roles=("predict", "feedback"))
-    predict_guard, feedback_guard, read_guard = (
-        ring.guard("predict"),
-        ring.guard("feedback"),
-        ring.guard("read"),
-    )
+    predict_guard, feedback_guard = ring.guard("predict"), ring.guard("feedback")
 
-    async def run(
-        request: Request,
-        endpoint: str,
-        protocol: WireProtocol,
-        encode: Callable[[Prediction, Any], dict[str, Any]],
-    ) -> Response:
-        started = time.perf_counter()
-        version = ""
-        ticket: Ticket | None = None
-        answered: int | None = None
-        try:
-            if predict_guard is not None:
-                predict_guard(request)
-            # Admitted or refused (503) from the head alone: an overloaded server parses no body it
-            # would refuse.
-            ticket = admission.admit(endpoint, request.headers.get("content-length"))
-            body = await read_json(request, limit)
-            key = routing_key(service.settings.rollout.routing_key, request.headers, body)
-            p = await service.predict(body, protocol, key=key)
-            version = p.version
-            answered = p.columns.n
-            response = json_response(
-                encode(p, body), headers={"X-Mloop-Version": version, "X-Mloop-Arm": p.arm}
-            )
-        except MloopError as exc:
-            response = error_response(exc)
-            if not version:
-                champion = service.champion()
-                version = champion.version if champion is not None else ""
-        finally:
-            if ticket is not None:
-                admission.release(ticket, answered)
-        metrics.observe_request(
-            service.model_name, version, endpoint, response.status_code, time.perf_counter() - started
-        )
-        return response
+    run = prediction_runner(service, admission, predict_guard)
+    read_native, read_mlflow = _read_json(limit), read_invocations(limit)
+    encode_native, encode_mlflow = _encode_json(native_body), _encode_json(mlflow_body)
 
     @router.post(
         "/predict",
@@ -128,121 +159,31 @@ def prediction_routes(
     )
     async def predict(request: Request) -> Response:
         """Predict one record, a list of records or positional rows (see the request schema)."""
-        return await run(request, "predict", "native", lambda p, _: native_body(p))
+        return await run(request, "predict", "native", read_native, encode_native)
 
     @router.post(
         "/invocations",
         tags=["mlflow"],
-        openapi_extra={**_body_doc("InvocationsRequest"), **secured(predict_guard is not None)},
-        responses={**ok(_MLFLOW_ANSWER), **errors(401, 413, 422, 500, 503)},
+        openapi_extra={**INVOCATIONS_BODY, **secured(predict_guard is not None)},
+        responses={**ok(_MLFLOW_ANSWER), **INVOCATIONS_ERRORS},
     )
     async def invocations(request: Request) -> Response:
-        """MLflow scoring protocol, answered as ``mlflow models serve`` answers."""
-        return await run(request, "invocations", "mlflow", lambda p, _: mlflow_body(p))
+        """MLflow scoring protocol, answered as ``mlflow models serve`` answers: JSON
+        (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``), CSV or Parquet
+        bodies; errors as ``{"error_code", "message"}`` (400 for a body it cannot score), 415 for
+        another content type. ``/predict`` gives the per-field detail of a refusal (422)."""
+        return await run(request, "invocations", "mlflow", read_mlflow, encode_mlflow, mlflow_error)
 
     if hot is not None:
         hot["/predict"] = predict
         hot["/invocations"] = invocations
 
-    def _v2_encode(p: Prediction, body: Any) -> dict[str, Any]:
-        rid = body.get("id") if isinstance(body, dict) else None
-        return v2_body(p, rid if isinstance(rid, str) else None)
+    @router.get("/version", tags=["mlflow"], responses=text("text/plain", "The MLflow version served."))
+    async def version() -> Response:
+        """MLflow's scoring-server version route: the MLflow version this server answers as."""
+        return PlainTextResponse(MLFLOW_VERSION)
 
-    def _check_name(name: str, version: str | None = None) -> None:
-        if name != service.model_name:
-            raise ModelNotFound(f"This server serves model {service.model_name!r}, not {name!r}.")
-        if version is not None and version not in {r.runtime.version for r in service.router.routes}:
-            loaded = ", ".join(r.runtime.version for r in service.router.routes) or "none"
-            raise ModelNotFound(f"Version {version!r} of {name!r} is not loaded here; loaded: {loaded}.")
-
-    async def _v2_infer(request: Request, name: str, version: str | None) -> Response:
-        try:
-            _check_name(name, version)
-        except MloopError as exc:
-            return error_response(exc)
-        return await run(request, "v2_infer", "v2", _v2_encode)
-
-    # The path names the served model: documented as its only value, so clients (and contract
-    # testers) call it; any other name is a 404.
-    served = {"enum": [service.model_name]}
-    v2_answers = {**ok(_V2_ANSWER), **errors(401, 404, 413, 422, 500, 503)}
-
-    @router.post(
-        "/v2/models/{name}/infer",
-        tags=["v2"],
-        openapi_extra={**_body_doc("InferenceRequest"), **secured(predict_guard is not None)},
-        responses=v2_answers,
-    )
-    async def v2_infer(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
-        """Open Inference Protocol (KServe V2) inference."""
-        return await _v2_infer(request, name, None)
-
-    @router.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        tags=["v2"],
-        openapi_extra={**_body_doc("InferenceRequest"), **secured(predict_guard is not None)},
-        responses=v2_answers,
-    )
-    async def v2_infer_version(
-        request: Request, version: str, name: str = Path(json_schema_extra=served)
-    ) -> Response:
-        """V2 inference naming a version (it must be the one serving)."""
-        return await _v2_infer(request, name, version)
-
-    @router.get(
-        "/v2/models/{name}",
-        tags=["v2"],
-        responses={**ok(_OBJECT), **errors(401, 404, 500)},
-        openapi_extra=secured(read_guard is not None),
-    )
-    async def v2_metadata(request: Request, name: str = Path(json_schema_extra=served)) -> Response:
-        """V2 model metadata: versions, input fields with datatypes, outputs."""
-        try:
-            if read_guard is not None:
-                read_guard(request)
-            _check_name(name)
-            runtime = service.champion()
-            if runtime is None:
-                raise ServingError("No model is loaded yet; wait for /v2/health/ready.")
-        except MloopError as exc:
-            return error_response(exc)
-        inputs = [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": [-1]} for s in runtime.specs]
-        kind = v2_output_type(runtime.classes) if runtime.is_classifier else "FP64"
-        outputs = [{"name": "predict", "datatype": kind, "shape": [-1]}]
-        if runtime.is_classifier:
-            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(runtime.classes)]})
-        return json_response(
-            {
-                "name": runtime.name,
-                "versions": [r.runtime.version for r in service.router.routes],
-                "platform": "mloop-sklearn",
-                "inputs": inputs,
-                "outputs": outputs,
-            }
-        )
-
-    @router.get("/v2/models/{name}/ready", tags=["v2"], responses={**_READY, **errors(404)})
-    async def v2_model_ready(name: str = Path(json_schema_extra=served)) -> Response:
-        """V2 per-model readiness (404 for a model this server does not serve)."""
-        try:
-            _check_name(name)
-        except MloopError as exc:
-            return error_response(exc)
-        return json_response({"name": name, "ready": service.ready}, 200 if service.ready else 503)
-
-    @router.get("/v2/health/live", tags=["v2"], responses=ok(_OBJECT))
-    async def v2_live() -> Response:
-        return json_response({"live": True})
-
-    @router.get("/v2/health/ready", tags=["v2"], responses=_READY)
-    async def v2_ready() -> Response:
-        return json_response({"ready": service.ready}, 200 if service.ready else 503)
-
-    @router.get("/v2", tags=["v2"], responses=ok(_OBJECT))
-    async def v2_server() -> Response:
-        from mloop import __version__
-
-        return json_response({"name": "mloop", "version": __version__, "extensions": []})
+    router.include_router(v2_routes(service, ring, run, hot))
 
     @router.get("/health", tags=["health"], responses=ok(_OBJECT))
     async def health() -> Response:

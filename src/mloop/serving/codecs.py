@@ -1,11 +1,11 @@
-"""Request decoding and response encoding for the three prediction protocols.
+"""Request decoding for the prediction protocols (the Open Inference Protocol's is :mod:`mloop.serving.v2`).
 
 * native ``/predict``: ``{"features": {...}}`` (one record), ``{"features": [{...}, ...]}`` (records),
   ``{"features": [1.0, "x", ...]}`` (one positional row in contract order) or a list of such rows;
 * MLflow scoring (``/invocations``): ``dataframe_split``, ``dataframe_records``, ``instances``,
-  ``inputs`` — answered exactly as ``mlflow models serve`` answers (``{"predictions": [...]}``);
-* Open Inference Protocol / KServe V2 (``/v2/models/{name}/infer``): one named tensor per field, or a
-  single ``[N, F]`` tensor of positional rows.
+  ``inputs`` — answered exactly as ``mlflow models serve`` answers (``{"predictions": [...]}``) —
+  or a CSV or Parquet table (:func:`parse_csv`, :func:`parse_parquet`);
+* Open Inference Protocol / KServe V2 (``/v2/models/{name}/infer``): :mod:`mloop.serving.v2`.
 
 Decoders turn a parsed JSON body into validated :class:`~mloop.serving.validation.Columns` (through
 the model's :class:`~mloop.serving.validation.ContractValidator`), enforcing the per-request row limit.
@@ -13,14 +13,17 @@ the model's :class:`~mloop.serving.validation.ContractValidator`), enforcing the
 
 from __future__ import annotations
 
-import math
+import csv
+import datetime as dt
+import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mloop.errors import PayloadTooLarge, RequestValidationError
 from mloop.serving.validation import Columns, ContractValidator
 
-__all__ = ["V2_DATATYPES", "decode_mlflow", "decode_native", "decode_v2", "v2_datatype"]
+__all__ = ["Table", "decode_mlflow", "decode_native", "parse_csv", "parse_parquet"]
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -108,8 +111,100 @@ def decode_native(body: Any, v: ContractValidator, max_rows: int) -> tuple[Colum
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A CSV or Parquet body of ``/invocations``: values per column (``text``: CSV cells, read as each
+    contract field's type by :func:`decode_mlflow`)."""
+
+    columns: dict[str, list[Any]]
+    n: int
+    text: bool
+
+
+# pandas.read_csv's default missing-value markers: a CSV cell reads as missing as MLflow reads it.
+_CSV_NA = frozenset(
+    (
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    )
+)  # fmt: skip
+_CSV_BOOL = {"true": True, "false": False}
+
+
+def parse_csv(text: str) -> Table:
+    """A CSV body (a header row, then one row per record, as ``DataFrame.to_csv`` writes it)."""
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    except csv.Error as exc:
+        raise _shape(f"The CSV body could not be read: {exc}.", "csv", "CSV with a header row") from None
+    if not rows:
+        raise _shape("The CSV body is empty; send a header row and at least one row.", 0, "header + rows")
+    header, data = rows[0], rows[1:]
+    width = len(header)
+    for i, row in enumerate(data):
+        if len(row) > width:
+            raise _shape(
+                f"CSV row {i + 1} has {len(row)} fields; the header names {width}.",
+                len(row),
+                f"at most {width} fields",
+            )
+    # A short row's missing cells are missing values, as pandas reads them.
+    columns = {name: [row[j] if j < len(row) else "" for row in data] for j, name in enumerate(header)}
+    return Table(columns, len(data), text=True)
+
+
+def parse_parquet(raw: bytes) -> Table:
+    """A Parquet body (``DataFrame.to_parquet``); NaN reads as missing, timestamps as ISO text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+    except (pa.ArrowException, OSError) as exc:
+        raise _shape(f"The Parquet body could not be read: {exc}.", "parquet", "a Parquet file") from None
+    columns = {str(name): [_parquet_value(x) for x in values] for name, values in table.to_pydict().items()}
+    return Table(columns, table.num_rows, text=False)
+
+
+def _parquet_value(x: Any) -> Any:
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dt.datetime | dt.date):
+        return x.isoformat()
+    return x
+
+
+def _csv_cell(dtype: str, cell: str) -> Any:
+    """A CSV cell as a value of the contract ``dtype``; left as text when it is not one, so the
+    contract check refuses it naming the field."""
+    if cell in _CSV_NA:
+        return None
+    if dtype in ("float", "int") and "_" not in cell:  # Python's float() and int() take 1_000
+        try:
+            return float(cell) if dtype == "float" else int(cell)
+        except ValueError:
+            return cell
+    if dtype == "bool":
+        return _CSV_BOOL.get(cell.strip().lower(), cell)
+    return cell
+
+
+def _decode_table(table: Table, v: ContractValidator, max_rows: int) -> Columns:
+    _limit(table.n, max_rows)
+    if not table.text:
+        return v.from_columns(table.columns, table.n)
+    columns = {
+        spec.name: [_csv_cell(spec.dtype, cell) for cell in table.columns[spec.name]]
+        for spec in v.specs()
+        if spec.name in table.columns
+    }
+    return v.from_columns(columns, table.n)
+
+
 def decode_mlflow(body: Any, v: ContractValidator, max_rows: int) -> Columns:
-    """Decode an MLflow scoring-protocol body (exactly one of :data:`MLFLOW_KEYS`)."""
+    """Decode an MLflow scoring-protocol body (exactly one of :data:`MLFLOW_KEYS`, or a :class:`Table`)."""
+    if isinstance(body, Table):
+        return _decode_table(body, v, max_rows)
     keys = [k for k in MLFLOW_KEYS if isinstance(body, Mapping) and k in body]
     if len(keys) != 1:
         raise _shape(
@@ -154,168 +249,3 @@ def decode_mlflow(body: Any, v: ContractValidator, max_rows: int) -> Columns:
     if isinstance(data, Mapping) and key in ("instances", "inputs"):
         return _columnar(data, v, max_rows, key)
     raise _shape(f"{key} must be a list of records or rows.", _kind(data), "list", key)
-
-
-V2_DATATYPES = ("BOOL", "INT64", "FP32", "FP64", "BYTES")
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _v2_element_ok(datatype: str, x: Any) -> bool:
-    """Whether ``x`` is a value of ``datatype`` (None stands for a missing value of any type)."""
-    if x is None:
-        return True
-    if datatype == "BOOL":
-        return isinstance(x, bool)
-    if datatype == "INT64":
-        return type(x) is int and _INT64[0] <= x <= _INT64[1]
-    if datatype == "BYTES":
-        return isinstance(x, str)
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _v2_flat(data: list[Any], where: str) -> list[Any]:
-    """The values of ``data``, flat or nested one level (rows); deeper nesting or objects are refused."""
-    flat: list[Any] = []
-    for x in data:
-        if isinstance(x, list):
-            for y in x:
-                if isinstance(y, list | Mapping):
-                    raise _shape(
-                        f"{where} data may be nested one level (rows), not more.", _kind(y), "values", where
-                    )
-            flat.extend(x)
-        elif isinstance(x, Mapping):
-            raise _shape(f"{where} data must hold values, not objects.", "object", "values", where)
-        else:
-            flat.append(x)
-    return flat
-
-
-def _check_tensor(tensor: Mapping[str, Any], i: int) -> None:
-    """A V2 tensor whose name, shape, datatype and data agree with one another."""
-    name = tensor.get("name")
-    where = f"inputs[{i}]"
-    if not isinstance(name, str) or not name:
-        raise _shape(f"{where} needs a non-empty string name.", _kind(name), "a field name", where)
-    where = f"tensor {name!r}"
-    datatype = tensor.get("datatype")
-    if datatype not in V2_DATATYPES:
-        raise _shape(
-            f"{where} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}.",
-            datatype if isinstance(datatype, str) else _kind(datatype),
-            " | ".join(V2_DATATYPES),
-            name,
-        )
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise _shape(
-            f"{where} needs a shape: a non-empty list of non-negative integers, e.g. [3] or [3, 1]; "
-            f"got {shape!r}.",
-            _kind(shape),
-            "list of non-negative integers",
-            name,
-        )
-    data = tensor.get("data")
-    if not isinstance(data, list):
-        raise _shape(f"{where} data must be a list.", _kind(data), "list", name)
-    flat = _v2_flat(data, where)
-    size = math.prod(shape)
-    if len(flat) != size:
-        raise _shape(
-            f"{where} has shape {shape} ({size} values) but its data holds {len(flat)} values; "
-            "send as many values as the shape says.",
-            len(flat),
-            f"{size} values",
-            name,
-        )
-    bad = next((x for x in flat if not _v2_element_ok(datatype, x)), _NONE)
-    if bad is not _NONE:
-        raise _shape(
-            f"{where} is {datatype} but holds {bad!r} ({_kind(bad)}); send values of its datatype "
-            "(BOOL: true/false, INT64: integers within 64 bits, FP32/FP64: numbers, BYTES: strings).",
-            _kind(bad),
-            datatype,
-            name,
-        )
-
-
-_NONE = object()
-
-
-def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
-    """Decode an Open Inference Protocol request: named tensors per field, or one ``[N, F]`` tensor.
-
-    Every tensor's shape, datatype and data must agree and names must be distinct (422 otherwise)."""
-    inputs = body.get("inputs") if isinstance(body, Mapping) else None
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, Mapping) for t in inputs):
-        raise _shape(
-            'A V2 inference request needs "inputs": a non-empty list of tensors '
-            '({"name", "shape", "datatype", "data"}).',
-            _kind(inputs),
-            "list of tensors",
-            "inputs",
-        )
-    assert isinstance(body, Mapping)
-    rid = body.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise _shape("A V2 request id must be a string.", _kind(rid), "string", "id")
-    for key in ("parameters",):
-        if body.get(key) is not None and not isinstance(body[key], Mapping):
-            raise _shape(f"V2 {key} must be an object.", _kind(body[key]), "object", key)
-    for i, tensor in enumerate(inputs):
-        _check_tensor(tensor, i)
-        if tensor.get("parameters") is not None and not isinstance(tensor["parameters"], Mapping):
-            raise _shape(
-                "V2 tensor parameters must be an object.", _kind(tensor["parameters"]), "object", "inputs"
-            )
-    names = [t["name"] for t in inputs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise _shape(
-            f"V2 tensor names must be distinct; {', '.join(map(repr, duplicates))} appear more than once.",
-            duplicates,
-            "one tensor per name",
-            "inputs",
-        )
-    if len(inputs) == 1 and names[0] not in v.fields:
-        tensor = inputs[0]
-        data = tensor.get("data")
-        shape = tensor.get("shape")
-        if not isinstance(data, list):
-            raise _shape("V2 tensor data must be a list.", _kind(data), "list", "inputs")
-        if data and not isinstance(data[0], list):
-            width = len(v.fields)
-            if (
-                isinstance(shape, list)
-                and len(shape) == 2
-                and shape[1] == width
-                and len(data) == shape[0] * width
-            ):
-                data = [data[i : i + width] for i in range(0, len(data), width)]
-            else:
-                raise _shape(
-                    f"A single V2 tensor must hold rows of {width} values (shape [N, {width}]) in contract "
-                    f"order ({', '.join(v.fields)}); got shape {shape!r} with {len(data)} values.",
-                    shape,
-                    f"[N, {width}]",
-                    "inputs",
-                )
-        return _rows_or_records(data, v, max_rows, "inputs")
-    columns: dict[str, Any] = {}
-    for tensor, name in zip(inputs, names, strict=True):
-        shape = tensor["shape"]
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise _shape(
-                f"Tensor {name!r} holds one field, so its shape is [N] or [N, 1]; got {shape}. "
-                f"Send one [N, {len(v.fields)}] tensor of rows, or one tensor per field.",
-                shape,
-                "[N] or [N, 1]",
-                name,
-            )
-        columns[name] = _v2_flat(tensor["data"], f"tensor {name!r}")
-    return _columnar(columns, v, max_rows, "inputs")
-
-
-def v2_datatype(dtype: str) -> str:
-    """The V2 datatype of a contract dtype."""
-    return {"float": "FP64", "int": "INT64", "bool": "BOOL"}.get(dtype, "BYTES")

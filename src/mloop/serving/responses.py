@@ -1,4 +1,5 @@
-"""Response bodies of the three prediction protocols, built from one :class:`Prediction`."""
+"""Response bodies of ``/predict`` and ``/invocations``, built from one :class:`Prediction` (the Open
+Inference Protocol's are in :mod:`mloop.serving.v2`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mloop.serving.validation import Columns
 if TYPE_CHECKING:
     from mloop.serving.runtime import ModelRuntime
 
-__all__ = ["Prediction", "mlflow_body", "native_body", "v2_body", "v2_output_type"]
+__all__ = ["Prediction", "mlflow_body", "native_body"]
 
 
 @dataclass(slots=True)
@@ -55,42 +56,3 @@ def mlflow_body(p: Prediction) -> dict[str, Any]:
     if p.runtime.mlflow_output == "predict_proba" and p.output.probabilities is not None:
         return {"predictions": p.output.probabilities}
     return {"predictions": p.output.predictions}
-
-
-def v2_output_type(values: list[Any]) -> str:
-    """The V2 datatype that holds every value."""
-    if all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return "FP64"
-    return "BYTES"
-
-
-def v2_body(p: Prediction, request_id: str | None) -> dict[str, Any]:
-    """Open Inference Protocol response: ``predict`` (and ``predict_proba`` for classifiers)."""
-    preds = p.output.predictions
-    outputs: list[dict[str, Any]] = [
-        {"name": "predict", "shape": [len(preds)], "datatype": v2_output_type(preds), "data": preds}
-    ]
-    proba = p.output.probabilities
-    if proba is not None:
-        outputs.append(
-            {
-                "name": "predict_proba",
-                "shape": [len(proba), len(p.runtime.class_labels)],
-                "datatype": "FP64",
-                "data": [x for row in proba for x in row],
-                "parameters": {"classes": p.runtime.class_labels},
-            }
-        )
-    body: dict[str, Any] = {
-        "model_name": p.model,
-        "model_version": p.version,
-        "outputs": outputs,
-        "parameters": {"prediction_ids": p.ids, "arm": p.arm},
-    }
-    if request_id is not None:
-        body["id"] = request_id
-    return body

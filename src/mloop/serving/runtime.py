@@ -40,6 +40,7 @@ from mloop.errors import ServingError
 from mloop.serving.batcher import MicroBatcher
 from mloop.serving.fastpath import compile_model
 from mloop.serving.metrics import ServingMetrics
+from mloop.serving.stats import InferenceStats
 from mloop.serving.validation import Columns, ContractValidator
 from mloop.tracking import LoadedModel
 
@@ -137,6 +138,8 @@ class ModelRuntime:
         self.metrics = metrics
         self.loaded_at = time.time()
         self.inflight = 0
+        self.stats = InferenceStats()
+        """Triton-style inference statistics of this version (``/v2/models/{name}/stats``)."""
         self.batcher: MicroBatcher[Columns, BatchOutput] = MicroBatcher(
             self._run_batch,
             size=lambda c: c.n,
@@ -199,6 +202,7 @@ class ModelRuntime:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         seconds = time.perf_counter() - started
+        self.stats.batch(len(predictions), seconds)
         self._observe(len(predictions), predictions, seconds)
         out: list[BatchOutput] = []
         start = 0

@@ -325,6 +325,21 @@ def _models(v: ContractValidator | None, name: str) -> tuple[list[type[BaseModel
         ErrorResponse,
     ]
     raw = {
+        "V2ErrorResponse": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "What was wrong and how to fix it."}},
+            "description": "The Open Inference Protocol's error body.",
+        },
+        "MlflowErrorResponse": {
+            "type": "object",
+            "required": ["error_code", "message"],
+            "properties": {
+                "error_code": {"type": "string", "examples": ["BAD_REQUEST"]},
+                "message": {"type": "string"},
+            },
+            "description": "MLflow's error body (mlflow models serve).",
+        },
         "Features": feat,
         "Row": row,
         "InvocationsRequest": _invocations(v),

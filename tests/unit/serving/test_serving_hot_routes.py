@@ -30,6 +30,19 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("/predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
     ("/predict", {"content": b"x" * 30_000, "headers": {"content-type": "application/json"}}),
     ("/predict", {"json": {"features": RECORD}, "headers": {"x-api-key": "wrong"}}),
+    (
+        "/v2/models/toy/infer",
+        {"json": {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1.0, 3, 7]}]}},
+    ),
+    (
+        "/v2/models/toy/infer",
+        {"json": {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [1.0]}]}},
+    ),
+    (
+        "/invocations",
+        {"content": b"amount,hour,country\n1.0,3,DE\n", "headers": {"content-type": "text/csv"}},
+    ),
+    ("/invocations", {"content": b"<x/>", "headers": {"content-type": "application/xml"}}),
 ]
 
 
@@ -64,13 +77,13 @@ async def test_hot_routes_answer_as_fastapi_routing_does(
     app_and_client: tuple[ServingApp, httpx.AsyncClient],
 ) -> None:
     app, client = app_and_client
-    assert set(app.hot_routes) == {"/invocations", "/predict"}
+    assert set(app.hot_routes) == {"/invocations", "/predict", "/v2/models/toy/infer"}
     direct = await _answers(client)
     hot, app.hot_routes = app.hot_routes, {}  # everything through FastAPI's routing
     routed = await _answers(client)
     app.hot_routes = hot
     assert direct == routed
-    assert [status for status, _, _ in direct] == [200, 422, 422, 200, 422, 422, 413, 401]
+    assert [status for status, _, _ in direct] == [200, 400, 400, 200, 422, 422, 413, 401, 200, 400, 200, 415]
     schema = (await client.get("/openapi.json")).json()
     assert {"/invocations", "/predict"} <= set(schema["paths"])
 
