@@ -31,6 +31,7 @@ from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import legacy_abtest
 import legacy_analysis
 
 from mloop.config.settings import RolloutSettings
@@ -191,7 +192,9 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
     return ("held" if state == "awaiting_labels" else "undecided"), step, can.requests
 
 
-def ab_first_winner(better: float, seed: int, cfg: RolloutSettings, ticks: int = 180) -> str | None:
+def ab_first_winner(
+    better: float, seed: int, cfg: RolloutSettings, legacy: bool, ticks: int = 180
+) -> str | None:
     """One A/B test re-analysed every tick (as ``advance`` does), champion accuracy 0.80 against
     ``0.80 + better``: the first winner it declares, if any."""
     rng = np.random.default_rng(seed)
@@ -209,7 +212,8 @@ def ab_first_winner(better: float, seed: int, cfg: RolloutSettings, ticks: int =
             arrive[a].append(t)
             seen = np.concatenate(arrive[a]) <= now
             stats[a] = ArmStats(a, a, requests=1, outcomes=np.concatenate(outcomes[a])[seen])
-        winner = compare_arms(stats, "champion", cfg, classification=True)["winner"]
+        compare = legacy_abtest.compare_arms if legacy else compare_arms
+        winner = compare(stats, "champion", cfg, classification=True)["winner"]
         if winner is not None:
             return str(winner)
     return None
@@ -276,14 +280,25 @@ def main() -> None:
             )
     ab_cfg = RolloutSettings.model_validate({"min_labelled": 50})
     print(
-        "\n## A/B (accuracy 0.80 vs 0.80 / 0.85, labelled traffic 1.5 req/s per arm, re-analysed every 20 s for 1 h)\n"
+        "\n## A/B (accuracy 0.80 against 0.80 or 0.85, labelled traffic 1.5 requests/s per arm, "
+        "re-analysed every 20 s for 1 h)\n"
     )
-    print("| scenario | measure | rate [95 % CI] | target |")
-    print("|---|---|---|---|")
-    k = sum(ab_first_winner(0.0, args.seed * 7919 + i, ab_cfg) is not None for i in range(args.runs))
-    print(f"| equal arms | false winner (any winner declared) | {rate(k, args.runs)} | <= 5 % |")
-    k = sum(ab_first_winner(0.05, args.seed * 7919 + 10_000 + i, ab_cfg) == "b" for i in range(args.runs))
-    print(f"| b better by 0.05 | power (b declared first winner) | {rate(k, args.runs)} | - |")
+    print("| analysis | scenario | measure | rate [95 % CI] | target |")
+    print("|---|---|---|---|---|")
+    for title, legacy in (("today's (z-test at every look)", True), ("mSPRT (always valid)", False)):
+        k = sum(
+            ab_first_winner(0.0, args.seed * 7919 + i, ab_cfg, legacy) is not None for i in range(args.runs)
+        )
+        print(
+            f"| {title} | equal arms | false winner (any winner declared) | {rate(k, args.runs)} | <= 5 % |"
+        )
+        k = sum(
+            ab_first_winner(0.05, args.seed * 7919 + 10_000 + i, ab_cfg, legacy) == "b"
+            for i in range(args.runs)
+        )
+        print(
+            f"| {title} | b better by 0.05 | power (b declared the first winner) | {rate(k, args.runs)} | - |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,18 @@
 """A/B significance: compare each challenger arm with the champion arm on labelled traffic.
 
-The compared metric is accuracy for classifiers (a rate: two-proportion z-test) and the absolute
-error for regressors (continuous: Welch's t-test, lower is better). Before a test is run both arms
-need the minimum sample size for detecting ``rollout.ab_min_effect`` at ``rollout.confidence`` with
-``rollout.power`` (and at least ``rollout.min_labelled``); until then no winner is declared. With
-several challengers the significance level is split between them (Bonferroni).
+The compared metric is accuracy for classifiers (a rate) and the absolute error for regressors
+(continuous, lower is better). Before a test is run both arms need the minimum sample size for
+detecting ``rollout.ab_min_effect`` at ``rollout.confidence`` with ``rollout.power`` (and at least
+``rollout.min_labelled``); until then no winner is declared. With several challengers the
+significance level is split between them (Bonferroni).
+
+A rollout re-runs the comparison at every advance, on more labels each time. A fixed-sample test
+(z-test, t-test) re-run like this declares false winners far more often than its level says, so the
+decision uses the mixture sequential probability ratio test (mSPRT; Johari et al., "Always valid
+inference", 2017), whose p-value and interval stay valid however often they are looked at: with
+the effect estimate's variance ``V`` and a normal mixture of scale ``tau = ab_min_effect``,
+``Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 * effect^2 / (2 V (V + tau^2)))`` and the p-value is
+``min(1, 1 / Lambda)``. Written here because scipy and statsmodels have no mSPRT.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from mloop.rollout.stats import ArmStats
 
 __all__ = [
     "Comparison",
+    "always_valid",
     "compare_arms",
     "min_sample_size_mean",
     "min_sample_size_proportion",
@@ -69,6 +78,18 @@ def welch_ttest(
     p = float(2 * t_dist.sf(abs(t), df))
     half = float(t_dist.ppf(1 - (1 - confidence) / 2, df)) * se
     return t, p, diff, (diff - half, diff + half)
+
+
+def always_valid(effect: float, var: float, tau: float, alpha: float) -> tuple[float, tuple[float, float]]:
+    """mSPRT always-valid p-value of ``effect`` (variance ``var``) against 0, and the always-valid
+    (1 - alpha) confidence interval of the effect (see the module docstring)."""
+    if var <= 0:
+        return (1.0 if effect == 0 else 0.0), (effect, effect)
+    t2 = tau * tau
+    log_lambda = 0.5 * math.log(var / (var + t2)) + t2 * effect * effect / (2 * var * (var + t2))
+    p = 1.0 if log_lambda <= 0 else math.exp(-log_lambda)
+    half = math.sqrt(var * (var + t2) / t2 * (2 * math.log(1 / alpha) + math.log((var + t2) / var)))
+    return min(1.0, p), (effect - half, effect + half)
 
 
 def min_sample_size_proportion(p_base: float, effect: float, alpha: float, power: float) -> int:
@@ -132,7 +153,9 @@ def compare_arms(
         c = Comparison(
             name,
             metric,
-            "two-proportion z-test" if classification else "Welch t-test",
+            "mSPRT (always valid), difference of proportions"
+            if classification
+            else "mSPRT (always valid), difference of means",
             a.size,
             b.size,
             float(a.mean()) if a.size else None,
@@ -141,10 +164,13 @@ def compare_arms(
             enough=min(a.size, b.size) >= need,
         )
         if c.enough:
+            eff = float(b.mean() - a.mean())
             if classification:
-                _, p, eff, ci = two_proportion_ztest(int(a.sum()), a.size, int(b.sum()), b.size, 1 - alpha)
+                pa, pb = float(a.mean()), float(b.mean())
+                var = pa * (1 - pa) / a.size + pb * (1 - pb) / b.size
             else:
-                _, p, eff, ci = welch_ttest(a, b, 1 - alpha)
+                var = float(np.var(a, ddof=1)) / a.size + float(np.var(b, ddof=1)) / b.size
+            p, ci = always_valid(eff, var, cfg.ab_min_effect, alpha)
             c.effect, c.ci, c.p_value = eff, ci, p
             c.significant = p < alpha and not (ci[0] <= 0 <= ci[1])
             if c.significant:

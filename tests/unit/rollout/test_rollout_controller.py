@@ -61,7 +61,8 @@ def test_canary_walks_every_step_then_promotes_and_keeps_the_rollback_target(
             store.add_feedback([(i, n % 2) for n, i in enumerate(ids)])  # labels: every answer right
         r = ctl.advance(r.id)
     assert r.state == "promoted" and registry.aliases["champion"] == 2
-    assert r.analysis["quality_verified"] and "not evaluated" not in r.reason
+    assert r.analysis["quality_verified"] and "quality verified" in r.reason
+    assert {c["name"]: c["status"] for c in r.analysis["checks"]}["quality"] == "passed"
     dep = ctl.deployment()
     assert dep is not None and (dep.champion_version, dep.previous_version, dep.active_rollout_id) == (
         "2",
