@@ -46,6 +46,28 @@ def deploy_cmd(
             "read keys in the Secret.",
         ),
     ] = False,
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace of every object (k8s; Helm uses --namespace of helm).")
+    ] = None,
+    image_pull_secret: Annotated[
+        list[str] | None,
+        typer.Option("--image-pull-secret", help="Secret to pull a private image with (repeatable)."),
+    ] = None,
+    training_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--training-jobs",
+            help="The loop retrains in Kubernetes Jobs it creates (k8s, helm), not in its own pod.",
+        ),
+    ] = False,
+    mloop_package: Annotated[
+        str | None,
+        typer.Option(
+            "--mloop-package",
+            help="pip requirement that installs mloop in the image (docker); by default this mloop's "
+            "release, or a wheel of this checkout when it is a development one.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write deployment files generated from mloop.yaml and the registered model."""
@@ -62,10 +84,18 @@ def deploy_cmd(
         "replicas": replicas,
         "max_replicas": max_replicas,
         "target_rps": target_rps,
+        "namespace": namespace,
+        "image_pull_secrets": image_pull_secret,
+        "mloop_package": mloop_package,
     }
     try:
         options = DeployOptions.model_validate(
-            {**{k: v for k, v in chosen.items() if v is not None}, "ingress": ingress, "public": public}
+            {
+                **{k: v for k, v in chosen.items() if v is not None},
+                "ingress": ingress,
+                "public": public,
+                "training_jobs": training_jobs,
+            }
         )
     except ValidationError as exc:
         problems = "; ".join(

@@ -12,11 +12,11 @@ import shlex
 
 import jinja2
 
-import mloop
 from mloop.config import Settings
 from mloop.deploy.options import dns_name
+from mloop.deploy.wheel import released_requirement
 
-__all__ = ["mloop_commands", "render_workflow"]
+__all__ = ["ACTIONS", "mloop_commands", "render_workflow"]
 
 
 def _environment() -> jinja2.Environment:
@@ -34,8 +34,21 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_workflow(settings: Settings, *, python_version: str = "3.11") -> str:
-    """The workflow YAML for the project described by ``settings``."""
+ACTIONS = {
+    "checkout": "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1  # v7.0.1",
+    "setup_python": "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97  # v7.0.0",
+    "docker_login": "docker/login-action@4907a6ddec9925e35a0a9e82d7399ccc52663121  # v4.1.0",
+    "docker_build_push": "docker/build-push-action@53b7df96c91f9c12dcc8a07bcb9ccacbed38856a  # v7.3.0",
+}
+"""The actions the workflow uses, pinned by the commit of a release tag (a tag can be moved; a
+commit cannot). Each commit was read from the action's repository at its tag."""
+
+
+def render_workflow(
+    settings: Settings, *, python_version: str = "3.11", mloop_package: str | None = None
+) -> str:
+    """The workflow YAML for the project described by ``settings``; it installs ``mloop_package``
+    (by default this mloop's release from the package index)."""
     return (
         _environment()
         .get_template("ci/workflow.yml.j2")
@@ -43,7 +56,8 @@ def render_workflow(settings: Settings, *, python_version: str = "3.11") -> str:
             project=settings.project,
             name=dns_name(settings.project),
             python_version=python_version,
-            mloop_package=f"mloop[postgres]=={mloop.__version__}",
+            mloop_package=mloop_package or released_requirement(),
+            actions=ACTIONS,
         )
     )
 

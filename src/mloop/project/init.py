@@ -104,4 +104,12 @@ def init_project(
     workflow.parent.mkdir(parents=True, exist_ok=True)
     workflow.write_text(render_workflow(load_settings(config)), encoding="utf-8")
     written.append(workflow)
+    # The workflow and the Dockerfile install with `pip install -c constraints.txt`: pin every
+    # dependency to what this project was created with (kept if the directory already has one).
+    from mloop.deploy.lock import LOCK_FILE, lock_text
+
+    lock = directory / LOCK_FILE
+    if not lock.exists():
+        lock.write_text(lock_text(directory), encoding="utf-8")
+        written.append(lock)
     return written
