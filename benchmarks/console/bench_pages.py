@@ -78,9 +78,8 @@ async def timed(app: object, paths: list[str], repeat: int) -> None:
                 r = await c.get(path)
                 times.append(time.perf_counter() - t0)
                 assert r.status_code == 200
-            print(
-                f"{path:60s} median {statistics.median(times) * 1000:7.1f} ms  max {max(times) * 1000:7.1f} ms"
-            )
+            median, worst = statistics.median(times) * 1000, max(times) * 1000
+            print(f"{path:60s} median {median:7.1f} ms  max {worst:7.1f} ms")
 
 
 def main() -> None:
