@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
 import yaml
 
 from mloop.errors import ModelRefused, TrackingError
@@ -184,6 +183,8 @@ def trusted_types_for(model: Any, extra: Sequence[str] = ()) -> list[str]:
     Raises :class:`ModelRefused` (at save time, so an unloadable model is never registered) when
     the model holds any other type.
     """
+    import skops.io as sio  # here, not at the top: it imports scikit-learn (seconds at CLI start)
+
     try:
         untrusted = sio.get_untrusted_types(data=sio.dumps(model))
     except Exception as exc:  # skops raises many kinds for objects it cannot walk
@@ -208,6 +209,8 @@ def load_sklearn_model(
     same list, so it refuses anything else on its own too. No object is built before both checks.
     ``ref`` (``models:/name/3``) names the version in messages.
     """
+    import skops.io as sio  # here, not at the top: it imports scikit-learn (seconds at CLI start)
+
     model_dir = Path(model_dir)
     where = ref or str(model_dir)
     try:
