@@ -4,6 +4,7 @@ read-key enforcement, pagination and the actions' effect on the store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from mloop.server.console.session import CSRF_COOKIE, KEY_COOKIE
 from mloop.store import Store, open_store
 from mloop.store.loop import LoopRepository
 from mloop.store.rollouts import Arm, RolloutStore
+from mloop.tracking.registry import VersionInfo
 
 ADMIN, READ = "admin-key-123", "read-key-456"
 
@@ -60,7 +62,39 @@ class Registry:
         v = self.aliases.get(text) or (int(text.lstrip("v")) if text.lstrip("v").isdigit() else None)
         if v not in self.versions:
             raise ModelNotFound(f"no version {ref}")
-        return SimpleNamespace(version=v)
+        aliases = tuple(a for a, n in self.aliases.items() if n == v)
+        tags = {"mloop.gate": "passed", "mloop.data_hash": "abc123", "mloop.data_source": "csv:data.csv"}
+        return VersionInfo("fraud", v, f"run{v}", aliases, tags, {"roc_auc": 0.9}, 0, "READY", "src")
+
+    def download(self, ref: Any, dst: Path) -> tuple[Any, Path]:
+        dst.mkdir(parents=True)
+        contract = {"columns": [{"name": "amount", "dtype": "float", "nullable": False, "min": 1, "max": 9}]}
+        (dst / "contract.json").write_text(json.dumps(contract))
+        profile = {
+            "rows": 10,
+            "columns": [
+                {
+                    "name": "amount",
+                    "kind": "numeric",
+                    "count": 10,
+                    "n_missing": 1,
+                    "mean": 4.0,
+                    "std": 2.0,
+                    "hist_edges": [1, 5, 9],
+                    "hist_counts": [6, 3],
+                },
+                {
+                    "name": "country",
+                    "kind": "categorical",
+                    "count": 10,
+                    "n_missing": 0,
+                    "levels": ["DE", "FR"],
+                    "level_counts": [3, 7],
+                },
+            ],
+        }
+        (dst / "profile.json").write_text(json.dumps(profile))
+        return self.get(ref), dst
 
     def by_alias(self, alias: str) -> Any:
         v = self.aliases.get(alias)
@@ -269,3 +303,21 @@ def test_timeline_pages_and_filters(tmp_path: Path, store: Store) -> None:
     gates = c.get("/timeline?kind=alias")
     assert gates.text.count('<tr class="kind-') == 1 and "champion moved" in gates.text
     assert 'href="/models/3"' in c.get("/timeline?limit=500").text  # each event links to its object
+
+
+def test_model_card_and_its_exports(tmp_path: Path, store: Store) -> None:
+    store.record_event("gate.passed", "model:fraud/v2", "roc_auc 0.9 >= 0.8", actor="cli")
+    c = _client(tmp_path, store, None)
+    card = c.get("/models/2")
+    assert card.status_code == 200
+    for shown in ("roc_auc 0.9 &gt;= 0.8", "csv:data.csv", "amount", "Histogram of country", "@challenger"):
+        assert shown in card.text
+    html = c.get("/models/2/card.html")
+    assert "attachment" in html.headers["content-disposition"] and "<style>" in html.text
+    assert "/static/" not in html.text  # standalone: nothing to fetch
+    md = c.get("/models/2/card.md")
+    assert md.text.startswith("# Model card: fraud v2") and "| amount | float | no | 1 … 9 |" in md.text
+    assert "| country | categorical |" in md.text
+    assert c.get("/models/7").status_code == 404
+    versions = c.get("/models").text
+    assert 'href="/models/2"' in versions and 'href="/models/1"' in versions

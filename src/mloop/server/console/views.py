@@ -364,23 +364,44 @@ def _window_view(w: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _profile_view(profile: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Per-column summary of the reference profile (row count, quantiles or top categories)."""
+def _profile_view(profile: dict[str, Any] | None, max_bars: int = 20) -> list[dict[str, Any]]:
+    """Per column of the reference profile: its summary and histogram bars (numeric bins, or the
+    most frequent categories) with heights relative to the tallest bar, for a small inline chart."""
     if not profile:
         return []
-    cols = profile.get("columns") or {}
-    items = (
-        cols.items() if isinstance(cols, dict) else ((c.get("name"), c) for c in cols if isinstance(c, dict))
-    )
+    cols = profile.get("columns") or []
     out = []
-    for name, spec in items:
+    for spec in cols.values() if isinstance(cols, dict) else cols:
         if not isinstance(spec, dict):
             continue
+        if spec.get("levels"):
+            pairs = sorted(
+                zip(spec["levels"], spec.get("level_counts") or [], strict=False), key=lambda p: -p[1]
+            )
+            labels = [str(level) for level, _ in pairs[:max_bars]]
+            counts = [int(c) for _, c in pairs[:max_bars]]
+        else:
+            edges = spec.get("hist_edges") or []
+            counts = [int(c) for c in spec.get("hist_counts") or []]
+            bins = range(min(len(counts), len(edges) - 1))
+            labels = [f"{edges[i]:.4g} to {edges[i + 1]:.4g}" for i in bins]
+            counts = counts[: len(labels)]
+        top = max(counts, default=0) or 1
+        count = int(spec.get("count") or 0)
         out.append(
             {
-                "name": name,
-                "kind": spec.get("kind") or spec.get("dtype"),
-                "summary": {k: spec[k] for k in ("mean", "std", "min", "max", "null_share") if k in spec},
+                "name": spec.get("name"),
+                "kind": spec.get("kind"),
+                "rows": count,
+                "missing": (int(spec.get("n_missing") or 0) / count) if count else 0.0,
+                "mean": spec.get("mean"),
+                "std": spec.get("std"),
+                "min": spec.get("min"),
+                "max": spec.get("max"),
+                "bars": [
+                    {"label": label, "count": c, "height": c / top}
+                    for label, c in zip(labels, counts, strict=True)
+                ],
             }
         )
     return out
