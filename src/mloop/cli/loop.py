@@ -21,17 +21,27 @@ Triggers (mloop.yaml `control.*`): a cron `schedule`, drift or quality alerts fr
 a passing challenger is rolled out (`rollout.strategy`), and the rollout's analysis promotes or
 rolls back. Every step is an event (`mloop status`). `kill -9` is safe: a restart resumes each cycle
 where it was and never trains twice for the same trigger.
+
+Several `mloop run` on one store elect one leader (a lease in the store); the others wait as
+standbys and take over within `control.lease_ttl_s` when it dies. `--no-serve` runs the loop only,
+with /health, /ready (both say leader or standby) and /metrics on the serving port: the loop
+Deployment of a cluster, beside serving replicas that scale on their own.
 """
 
 
-def build_loop(settings: Any, *, with_monitor: bool = True) -> tuple[Any, Any, Any]:
-    """The app, its controller and the store they share (used by `mloop run` and `mloop demo`)."""
+def build_loop(
+    settings: Any, *, with_monitor: bool = True, serve: bool = True, running: Any = None
+) -> tuple[Any, Any, Any]:
+    """The app, its controller and the store they share (used by `mloop run` and `mloop demo`).
+
+    With ``serve=False`` the app is the loop-only one (:mod:`mloop.server.loop_app`), healthy while
+    ``running()`` says the loop thread runs."""
+    from mloop.config import check_cluster
     from mloop.control import Controller
-    from mloop.server.app import create_app
     from mloop.store import open_store
 
+    check_cluster(settings)
     store = open_store(settings.store_url)
-    app = create_app(settings)
     monitor = None
     if with_monitor:
         from mloop.monitoring.monitor import run_monitor
@@ -39,9 +49,21 @@ def build_loop(settings: Any, *, with_monitor: bool = True) -> tuple[Any, Any, A
         def monitor() -> Any:
             return run_monitor(settings, store=store, notify=True)
 
-    controller = Controller(
-        settings, store=store, monitor=monitor, metrics_registry=app.state.service.metrics.registry
-    )
+    if not serve:
+        from prometheus_client import CollectorRegistry
+
+        from mloop.server.loop_app import create_loop_app
+
+        registry = CollectorRegistry()
+        controller = Controller(settings, store=store, monitor=monitor, metrics_registry=registry)
+        loop_app = create_loop_app(controller, running=running or (lambda: True), metrics_registry=registry)
+        return loop_app, controller, store
+    from mloop.server.app import create_app
+
+    app = create_app(settings)
+    service = app.state.service
+    controller = Controller(settings, store=store, monitor=monitor, metrics_registry=service.metrics.registry)
+    service.status_parts["loop"] = controller.status
     return app, controller, store
 
 
@@ -50,6 +72,13 @@ def run(
     port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    no_serve: Annotated[
+        bool,
+        typer.Option(
+            "--no-serve",
+            help="Run the loop only (leader or standby), with /health, /ready and /metrics on the port.",
+        ),
+    ] = False,
 ) -> None:
     import uvicorn
 
@@ -57,19 +86,29 @@ def run(
 
     given = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings_from_cli(config, serving=given or None)
-    app, controller, store = build_loop(settings)
+    threads: list[threading.Thread] = []
+    app, controller, store = build_loop(
+        settings, serve=not no_serve, running=lambda: bool(threads) and threads[0].is_alive()
+    )
     stop = threading.Event()
     loop = threading.Thread(target=controller.run, args=(stop,), name="mloop-loop", daemon=True)
+    threads.append(loop)
     from mloop.server.auth import bind_warning
 
     warning = bind_warning(settings)
     if warning is not None:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    what = (
+        "Running the loop only (health on "
+        if no_serve
+        else f"Serving [bold]{settings.model.name}@{settings.serving.alias}[/] on "
+    )
     console.print(
-        f"Serving [bold]{settings.model.name}@{settings.serving.alias}[/] on "
-        f"http://{settings.serving.host}:{settings.serving.port} and running the loop "
+        f"{what}http://{settings.serving.host}:{settings.serving.port}"
+        f"{')' if no_serve else ' and running the loop'} "
         f"(strategy {settings.rollout.strategy}, approval {settings.control.approval}"
-        f"{', DRY RUN' if settings.control.dry_run else ''}). `mloop status` shows what it does.",
+        f"{', DRY RUN' if settings.control.dry_run else ''}); leader or standby per the store's lease. "
+        "`mloop status` shows what it does.",
         highlight=False,
     )
     server = uvicorn.Server(

@@ -3,8 +3,11 @@ state machine per cycle (its states and moves: :mod:`mloop.control.states`).
 
 Every transition is a compare-and-set in the store plus an event with its reason, so ``kill -9`` at
 any point and a restart resume from the last state written: a running training is found again by its
-pid or, once finished, by the ``mloop.cycle_id`` tag on the version it registered; a rollout resumes
-from its own persisted state. One tick does at most one step of one cycle — the handler of the
+in-flight lease in the store (:mod:`mloop.control.inflight`) or, once finished, by the
+``mloop.cycle_id`` tag on the version it registered; a rollout resumes from its own persisted state.
+Of several ``mloop run`` processes only the leader acts (:class:`~mloop.control.leader.LeaderElection`),
+and its cycle moves are fenced with its lease, so a cycle is never trained twice across a failover.
+One tick does at most one step of one cycle — the handler of the
 cycle's state, chosen from a table — which keeps every step small enough to reason about and to test
 by killing between ticks. Its collaborators are passed in (a :class:`~mloop.control.trainer.Trainer`,
 a rollout driver, a registry, a clock), so the state machine is unit-tested without training a model.
@@ -17,11 +20,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from mloop.config import Settings
+from mloop.control import inflight
 from mloop.control.driver import RolloutDriver
+from mloop.control.leader import LeaderElection
 from mloop.control.retrain import find_cycle_version, recent_labelled, retrain_dataset
 from mloop.control.states import CYCLE_MACHINE, CycleState
 from mloop.control.trainer import SubprocessTrainer, Trainer
@@ -29,14 +34,11 @@ from mloop.control.triggers import Trigger
 from mloop.control.watch import TriggerWatch
 from mloop.errors import ConflictError, ControlError
 from mloop.periodic import every
-from mloop.store.leases import process_token
 from mloop.store.loop import Cycle, LoopRepository
 
 __all__ = ["Controller", "Rollouts", "RolloutDriver", "approve"]
 
 _log = logging.getLogger(__name__)
-LEADER_LEASE_S = 60.0
-"""How long the loop leader's lease (``loop:<model>``) lasts without a tick renewing it."""
 
 
 class Rollouts(Protocol):
@@ -77,7 +79,12 @@ class Controller:
         self.trainer: Trainer = trainer or SubprocessTrainer(settings)
         self.clock = clock
         self.watch = TriggerWatch(settings, self.repo, clock=clock, monitor=monitor)
-        self.owner = process_token("loop-")
+        c = settings.control
+        # At least two ticks per lease: a TTL shorter than the interval would hand leadership back
+        # and forth between ticks.
+        self.election = LeaderElection(self.store, self.name, ttl_s=max(c.lease_ttl_s, 2 * c.interval_s))
+        self.owner = self.election.owner
+        self._last_retention = 0.0
         self._handlers: dict[CycleState, Callable[[Cycle], Cycle]] = {
             CycleState.TRIGGERED: self._on_triggered,
             CycleState.TRAINING: self._on_training,
@@ -140,17 +147,48 @@ class Controller:
                 on_result=on_result,
             )
         finally:
-            self.store.leases.release(f"loop:{self.name}", self.owner)
+            self.election.release()
             close = getattr(self.rollouts, "close", None)
             if close is not None:
                 close()
 
     def lead_tick(self) -> Cycle | None:
-        """:meth:`tick` if this process holds (or takes) the loop's leader lease; else None."""
-        ttl = max(LEADER_LEASE_S, 3 * self.settings.control.interval_s)
-        if not self.store.leases.acquire(f"loop:{self.name}", self.owner, ttl):
+        """:meth:`tick` if this process holds (or takes) the loop's leader lease; else None.
+
+        The leader's cycle moves carry its fence, and it applies the retention of old predictions."""
+        if not self.election.step():
+            self.repo.fence = None
             return None
+        self.repo.fence = self.election.fence
+        self._retention()
         return self.tick()
+
+    def status(self) -> dict[str, Any]:
+        """This process's part in the loop: leader or standby, and who holds the lease."""
+        return self.election.status()
+
+    def _retention(self) -> None:
+        """Delete predictions and labels older than ``prediction_log.retention_days`` (at most once per
+        ``control.monitor_interval_s``)."""
+        days = self.settings.prediction_log.retention_days
+        if days is None or time.monotonic() - self._last_retention < self.settings.control.monitor_interval_s:
+            return
+        self._last_retention = time.monotonic()
+        from mloop.predlog import open_prediction_log
+
+        cutoff = self.clock() - timedelta(days=days)
+        with open_prediction_log(self.settings.prediction_log_url) as log:
+            predictions = log.delete_before(cutoff)
+        labels = self.store.delete_feedback_before(cutoff)
+        if predictions or labels:
+            self._event(
+                "retention",
+                None,
+                f"deleted {predictions} predictions and {labels} labels older than {days:g} days",
+                predictions=predictions,
+                labels=labels,
+                cutoff=cutoff.isoformat(),
+            )
 
     def tick(self) -> Cycle | None:
         """One step: advance the active cycle, or look for a trigger and start a cycle."""
@@ -215,6 +253,14 @@ class Controller:
         # A loop killed after starting the training but before recording it must not start another.
         if find_cycle_version(self.registry, cycle.id) is not None:
             return self._move(cycle, CycleState.TRAINING, "the training of this cycle had already finished")
+        # A leader that died after starting the training left it in flight in the store.
+        if inflight.in_flight(self.store, self.name, cycle.id) is not None:
+            return self._move(
+                cycle,
+                CycleState.TRAINING,
+                "found the training of this cycle in flight (started by a loop process that stopped)",
+                data={"training_started": time.time(), "trainer": None},
+            )
         pid = self.trainer.find(cycle.id)
         if pid is not None:
             return self._move(
@@ -222,12 +268,21 @@ class Controller:
                 CycleState.TRAINING,
                 f"found the training of this cycle already running (pid {pid})",
                 pid=pid,
-                data={"training_started": time.time()},
+                data={"training_started": time.time(), "trainer": self.owner},
             )
         home = self.settings.home_dir / "loop"
         data, how = retrain_dataset(
             self.settings, self.store, home / f"cycle-{cycle.id}.parquet", since=since
         )
+        # Recorded in flight before it starts (and checked against this leader's fence), so no other
+        # loop process can start the same training, whenever this one dies.
+        if (
+            self.repo.fence is not None
+            and self.store.leases.fence(self.election.name, self.owner) != self.repo.fence
+        ):
+            return cycle  # this process lost the lead since its tick began
+        if not inflight.claim(self.store, self.name, cycle.id, self.election.ttl_s):
+            return cycle  # another process's training of it is in flight: adopted next tick
         pid = self.trainer.spawn(
             cycle.id,
             data=data,
@@ -240,7 +295,11 @@ class Controller:
             f"retraining on {how} (pid {pid})",
             pid=pid,
             attempts=cycle.attempts + 1,
-            data={"training_started": time.time(), "data": str(data) if data else None},
+            data={
+                "training_started": time.time(),
+                "data": str(data) if data else None,
+                "trainer": self.owner,
+            },
         )
 
     def _labels_since(self, cycle: Cycle, since: datetime) -> tuple[Cycle | None, datetime | None]:
@@ -276,7 +335,13 @@ class Controller:
         # While the child runs, only its pid is checked: listing registry versions every tick runs
         # MLflow queries inside the serving process (GIL time taken from requests) and grows with
         # the number of versions. The registry is read once the child has exited, which also means
-        # the child has finished setting its aliases.
+        # the child has finished setting its aliases. A training this process did not start (its
+        # leader stopped) is followed by its in-flight lease, which its wrapper holds until it ends
+        # and which enforces the timeout itself.
+        if cycle.data.get("trainer", self.owner) != self.owner:
+            if inflight.in_flight(self.store, self.name, cycle.id) is not None:
+                return cycle
+            return self._trained_or_failed(cycle)
         running = self.trainer.poll(cycle.pid)
         started = float(cycle.data.get("training_started", time.time()))
         if running and time.time() - started < self.settings.control.training_timeout_s:
@@ -288,6 +353,11 @@ class Controller:
                 CycleState.FAILED,
                 f"training exceeded control.training_timeout_s; killed pid {cycle.pid}",
             )
+        inflight.release(self.store, self.name, cycle.id)
+        return self._trained_or_failed(cycle)
+
+    def _trained_or_failed(self, cycle: Cycle) -> Cycle:
+        """After the training ended: the version it registered, or a failed cycle."""
         version = find_cycle_version(self.registry, cycle.id)
         if version is not None:
             gate = version.tags.get("mloop.gate", "failed")
@@ -336,10 +406,6 @@ class Controller:
         state, reason = self.rollouts.advance(int(cycle.rollout_id or 0))
         if state == "promoted":
             return self._move(cycle, CycleState.PROMOTED, f"v{cycle.version} promoted to champion: {reason}")
-        if state == "promoted_unverified":  # champion now; its quality is verified as labels arrive
-            return self._move(
-                cycle, CycleState.PROMOTED, f"v{cycle.version} promoted to champion UNVERIFIED: {reason}"
-            )
         if state in ("rolled_back", "aborted", "failed"):
             return self._move(
                 cycle, CycleState.ROLLED_BACK, f"v{cycle.version} {state.replace('_', ' ')}: {reason}"

@@ -94,13 +94,19 @@ def spawn_training(
     settings: Settings, *, cycle_id: int, data: Path | None, reason: str, log_path: Path
 ) -> subprocess.Popen[bytes]:
     """Start ``mloop train`` for a cycle in a child process (its own session: a kill of the loop
-    does not take an almost-finished training down with it), at ``control.training_nice``."""
+    does not take an almost-finished training down with it), at ``control.training_nice``, under the
+    wrapper that keeps the training's in-flight lease in the store (:mod:`mloop.control.inflight`)."""
     config = settings.root / "mloop.yaml"
     nice = settings.control.training_nice
     # `nice` execs the interpreter (same pid), so the niceness covers every thread the training starts.
     prefix = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
+    wrapper = [sys.executable, "-m", "mloop.control.inflight", "--cycle", str(cycle_id)]
+    if config.is_file():
+        wrapper += ["--config", str(config)]
     cmd = [
         *prefix,
+        *wrapper,
+        "--",
         sys.executable,
         "-m",
         "mloop",

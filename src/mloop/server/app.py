@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mloop import __version__
-from mloop.config import Settings, load_settings
+from mloop.config import Settings, check_cluster, load_settings
 from mloop.errors import MloopError, ServingError
 from mloop.monitoring.background import BackgroundMonitor
 from mloop.server.admin import admin_routes
@@ -121,6 +121,7 @@ def create_app(
 ) -> ServingApp:
     """The serving app for ``settings`` (or an existing ``service``, e.g. one built on a test source)."""
     settings = settings or (service.settings if service is not None else load_settings())
+    check_cluster(settings)  # a replica of several refuses state only its own disk holds
     service = service or PredictionService(settings, model_name=model_name)
 
     monitor = BackgroundMonitor.for_service(service)

@@ -23,7 +23,7 @@ given). Nothing outside this package touches its tables.
 
 from mloop.store.events import Event, EventSink, append_event
 from mloop.store.factory import SUPPORTED_SCHEMES, open_store
-from mloop.store.leases import Lease, Leases, owner_alive, pid_alive, process_token
+from mloop.store.leases import Fence, Lease, Leases, owner_alive, pid_alive, process_token
 from mloop.store.machine import StateMachine
 from mloop.store.postgres import PostgresStore
 from mloop.store.sqlite import SQLiteStore
@@ -33,6 +33,7 @@ __all__ = [
     "SUPPORTED_SCHEMES",
     "Event",
     "EventSink",
+    "Fence",
     "Lease",
     "Leases",
     "PostgresStore",

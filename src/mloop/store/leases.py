@@ -36,7 +36,7 @@ from mloop.store.schema import leases as leases_t
 if TYPE_CHECKING:
     from mloop.store.store import Store
 
-__all__ = ["Lease", "Leases", "owner_alive", "pid_alive", "process_token"]
+__all__ = ["Fence", "Lease", "Leases", "owner_alive", "pid_alive", "process_token"]
 
 log = logging.getLogger("mloop.store")
 _RELEASED = ""
@@ -89,6 +89,17 @@ class Lease:
         return self.expires_at <= (now or datetime.now(UTC))
 
 
+@dataclass(frozen=True)
+class Fence:
+    """A holder's claim on lease ``name``: writes that carry it are applied only while ``owner`` still
+    holds the lease with fencing token ``token`` (:meth:`Leases.verify`), so a holder that stalled
+    past its expiry and lost the lease to another cannot act on stale authority."""
+
+    name: str
+    owner: str
+    token: int
+
+
 class Leases:
     """The leases of one store (``store.leases``): acquire, renew, release, holder, alive, hold."""
 
@@ -133,6 +144,38 @@ class Leases:
             row = conn.execute(query).mappings().first()
         lease = None if row is None else Lease(**row)
         return None if lease is None or lease.expired() else lease
+
+    def fence(self, name: str, owner: str) -> Fence | None:
+        """``owner``'s :class:`Fence` on ``name`` while it holds the lease, else None."""
+        held = self.holder(name)
+        return Fence(name, owner, held.fence) if held is not None and held.owner == owner else None
+
+    def verify(self, conn: sa.Connection, fence: Fence) -> None:
+        """Inside a write transaction: :class:`~mloop.errors.ConflictError` unless ``fence`` still holds.
+
+        The lease row is locked (``FOR UPDATE`` on PostgreSQL; SQLite writes are serialised already)
+        until the transaction ends, so no takeover can slip between this check and the write."""
+        row = conn.execute(
+            sa.select(leases_t.c.owner, leases_t.c.fence, leases_t.c.expires_at)
+            .where(leases_t.c.name == fence.name)
+            .with_for_update()
+        ).first()
+        now = datetime.now(UTC)
+        expires = None if row is None else row.expires_at
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if (
+            row is None
+            or expires is None
+            or row.owner != fence.owner
+            or row.fence != fence.token
+            or expires <= now
+        ):
+            holder = "nobody" if row is None or not row.owner else f"{row.owner} (fence {row.fence})"
+            raise ConflictError(
+                f"{fence.owner} no longer holds lease {fence.name!r} with fence {fence.token}; it is held "
+                f"by {holder}. The write was not applied."
+            )
 
     def alive(self, name: str) -> bool:
         """Whether someone holds ``name`` and, as far as this host can tell, still runs."""

@@ -5,7 +5,9 @@ loop processes (or a loop and ``mloop approve``) can never both apply a change, 
 reads exactly the state the last transition wrote. Creating a cycle is an insert under a unique
 ``(model_name, trigger_key)``: the same trigger can never start two cycles. Moves are checked against
 the cycle state machine the repository is given (:data:`mloop.control.states.CYCLE_MACHINE`): one its
-table lacks is a :class:`~mloop.errors.TransitionError` and nothing is written.
+table lacks is a :class:`~mloop.errors.TransitionError` and nothing is written. Given a ``fence``
+(the loop leader's claim on its lease), a creation or move is applied only while that claim holds,
+checked in the same transaction, so a leader that lost its lease cannot move a cycle any more.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 from mloop.errors import ConflictError
 from mloop.store.events import append_event
 from mloop.store.jsonutil import to_jsonable
+from mloop.store.leases import Fence, Leases
 from mloop.store.machine import StateMachine
 from mloop.store.schema import loop_cycles as cycles_t
 from mloop.store.schema import loop_state as state_t
@@ -132,9 +135,15 @@ def _paused_key(model_name: str) -> str:
 class LoopRepository(LoopState):
     """Cycles, moved only along ``machine``, and the loop's key/value state."""
 
-    def __init__(self, store: Store, machine: StateMachine[Any]) -> None:
+    def __init__(self, store: Store, machine: StateMachine[Any], *, fence: Fence | None = None) -> None:
         super().__init__(store)
         self.machine = machine
+        self.fence = fence
+        """When set, creations and moves apply only while this lease claim holds (the loop leader's)."""
+
+    def _check_fence(self, conn: sa.Connection) -> None:
+        if self.fence is not None:
+            Leases(self.store).verify(conn, self.fence)
 
     def create(
         self, model_name: str, kind: str, key: str, reason: str, data: dict[str, Any] | None = None
@@ -154,6 +163,7 @@ class LoopRepository(LoopState):
             data=to_jsonable(data or {}),
         )
         with self.store.write("create a loop cycle") as conn:
+            self._check_fence(conn)
             exists = conn.execute(
                 sa.select(cycles_t.c.id).where(
                     cycles_t.c.model_name == model_name, cycles_t.c.trigger_key == key[:300]
@@ -208,6 +218,7 @@ class LoopRepository(LoopState):
         if "data" in changes:
             changes["data"] = to_jsonable({**cycle.data, **changes["data"]})
         with self.store.write("update a loop cycle") as conn:
+            self._check_fence(conn)
             result = conn.execute(
                 cycles_t.update()
                 .where(cycles_t.c.id == cycle.id, cycles_t.c.revision == cycle.revision)

@@ -333,6 +333,11 @@ class Store(ABC):
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
         return frame
 
+    def delete_feedback_before(self, cutoff: datetime) -> int:
+        """Delete labels received before ``cutoff`` (retention); returns how many were deleted."""
+        with self.write("delete old feedback") as conn:
+            return int(conn.execute(sa.delete(feedback_t).where(feedback_t.c.ts < _utc(cutoff))).rowcount)
+
     # -- leases (shorthands for ``store.leases``) -------------------------------------------------
     def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take or renew the lease ``name`` for ``owner`` for ``ttl_s`` seconds (:meth:`Leases.acquire`)."""
