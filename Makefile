@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 KFP_VENV ?= .venv-kfp
 $(KFP_VENV)/.installed: pyproject.toml
 	test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
-	$(KFP_VENV)/bin/python -m pip install -q "kfp>=2.7,<3" pydantic pydantic-settings pyyaml jinja2 typer rich packaging
+	$(KFP_VENV)/bin/python -m pip install -q "kfp>=2.7,<3" "kfp-kubernetes>=1.4,<3" pydantic pydantic-settings pyyaml jinja2 typer rich packaging
 	$(KFP_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -4,7 +4,7 @@ back shows the five steps, each running ``mloop pipeline step NAME``, in order.
 kfp pins ``protobuf<7`` while this project's MLflow runs with protobuf 7, so kfp lives in a separate
 virtualenv used only here: ``.venv-kfp`` at the repository root (or ``MLOOP_KFP_PYTHON``), made with
 ``python -m venv .venv-kfp && .venv-kfp/bin/pip install 'kfp>=2.7,<3' pydantic pydantic-settings
-pyyaml jinja2 typer rich packaging && .venv-kfp/bin/pip install --no-deps -e .``.
+pyyaml jinja2 typer rich packaging kfp-kubernetes && .venv-kfp/bin/pip install --no-deps -e .``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ compile_pipeline(load_settings(sys.argv[1]), Path(sys.argv[2]), DeployOptions(im
 """
 
 
-def _compile(tmp_path: Path) -> dict[str, Any]:
+def _compile_all(tmp_path: Path) -> list[dict[str, Any]]:
     (tmp_path / "mloop.yaml").write_text("project: Fraud\nmodel: {name: fraud}\n")
     out = tmp_path / "pipeline.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
@@ -63,8 +63,12 @@ def _compile(tmp_path: Path) -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    spec: dict[str, Any] = yaml.safe_load(out.read_text())
-    return spec
+    # The pipeline spec, then the Kubernetes platform spec (kfp-kubernetes: the Secret's variables).
+    return [d for d in yaml.safe_load_all(out.read_text()) if d]
+
+
+def _compile(tmp_path: Path) -> dict[str, Any]:
+    return _compile_all(tmp_path)[0]
 
 
 def test_compiled_pipeline_has_the_steps_in_order(tmp_path: Path) -> None:
@@ -83,6 +87,29 @@ def test_compiled_pipeline_has_the_steps_in_order(tmp_path: Path) -> None:
         assert container["image"] == "reg/fraud:7"
         assert container["command"] == ["mloop", "pipeline", "step"]
         assert container["args"][0] == name
+
+
+def test_steps_share_the_store_and_tracking_server_and_load_is_never_cached(tmp_path: Path) -> None:
+    spec, platform = _compile_all(tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["load"]["cachingOptions"].get("enableCache") is not True
+    assert all(tasks[name]["cachingOptions"].get("enableCache") is True for name in STEPS if name != "load")
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task in tasks.values():
+        label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        env = {e["name"]: e["value"] for e in executors[label]["container"].get("env", [])}
+        assert env["MLOOP_CLUSTER"] == "1"
+        from_secret = {
+            (s["secretName"], key_env["secretKey"], key_env["envVar"], s.get("optional", False))
+            for s in k8s[label]["secretAsEnv"]
+            for key_env in s["keyToEnv"]
+        }
+        assert from_secret == {
+            ("fraud-secrets", "store-url", "MLOOP_STORE__URL", False),
+            ("fraud-secrets", "tracking-uri", "MLOOP_TRACKING__URI", False),
+            ("fraud-secrets", "prediction-log-url", "MLOOP_PREDICTION_LOG__URL", True),
+        }
 
 
 def test_step_commands_exist() -> None:
