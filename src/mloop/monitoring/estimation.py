@@ -242,16 +242,34 @@ class QualityEstimator:
         return np.where(total > 0, cal / np.where(total > 0, total, 1.0), proba)
 
 
-def _weighted_auc(score: np.ndarray, p: np.ndarray) -> float:
+Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""One sort of a score column: the order, and where each run of tied values starts and how long it is."""
+
+
+def _ranked(score: np.ndarray) -> Ranked:
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    starts = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1])
+    counts = np.diff(np.append(starts, len(s)))
+    return order, starts, counts
+
+
+def _average_ranks(ranked: Ranked) -> np.ndarray:
+    """1-based ranks, ties sharing their average (what ``scipy.stats.rankdata`` gives)."""
+    order, starts, counts = ranked
+    ranks = np.empty(len(order))
+    ranks[order] = np.repeat(starts + (counts + 1) / 2.0, counts)
+    return ranks
+
+
+def _weighted_auc(score: np.ndarray, p: np.ndarray, ranked: Ranked | None = None) -> float:
     """Expected ROC AUC when row i is positive with probability p_i (ratio of expectations).
 
     E[#(pos, neg) pairs ranked right] / E[#pos · #neg], ties counting one half; pairs of a row with
     itself are left out. O(n log n): a weighted rank per row from one sort.
     """
-    order = np.argsort(score, kind="mergesort")
-    s, w = score[order], (1.0 - p)[order]
-    _, starts, counts = np.unique(s, return_index=True, return_counts=True)
-    group = np.add.reduceat(w, starts)
+    order, starts, counts = ranked if ranked is not None else _ranked(score)
+    group = np.add.reduceat((1.0 - p)[order], starts)
     below = np.concatenate([[0.0], np.cumsum(group)[:-1]]) + 0.5 * group
     neg_rank = np.empty_like(p)
     neg_rank[order] = np.repeat(below, counts)
@@ -304,8 +322,6 @@ def _draws_exact(
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Metrics of ``samples`` label draws from the calibrated probabilities, row by row."""
-    from scipy.stats import rankdata
-
     n, k = cal.shape
     u = rng.random((samples, n))
     if k == 2:
@@ -317,7 +333,7 @@ def _draws_exact(
     truth = [(drawn == t).astype(float) for t in range(k)]
     conf = np.stack([t @ onehot_pred for t in truth], axis=1)
     draws = _confusion_metrics(conf)
-    aucs = np.column_stack([_drawn_auc(truth[c], rankdata(proba[:, c])) for c in classes])
+    aucs = np.column_stack([_drawn_auc(truth[c], _average_ranks(_ranked(proba[:, c]))) for c in classes])
     valid = np.isfinite(aucs)
     count = valid.sum(axis=1)
     # Mean over the classes that occur in the draw (NaN, without numpy's warning, when none do).
@@ -343,7 +359,9 @@ def _draws_binary_normal(
     v = np.column_stack([np.ones(n), (predicted == 1).astype(float), np.asarray(ranks, dtype=float)])
     mean = p @ v
     cov = (v * (p * (1 - p))[:, None]).T @ v
-    n1, tp, r = rng.multivariate_normal(mean, cov, size=samples, method="eigh").T
+    # Cholesky of the 3x3 covariance (a relative jitter keeps it positive definite when p is 0/1).
+    jitter = 1e-9 * np.trace(cov) * np.eye(3) + 1e-12 * np.eye(3)
+    n1, tp, r = (mean + rng.standard_normal((samples, 3)) @ np.linalg.cholesky(cov + jitter).T).T
     pred_pos = float(v[:, 1].sum())
     n1 = np.clip(n1, 0.0, float(n))
     tp = np.clip(tp, np.maximum(0.0, n1 - (n - pred_pos)), np.minimum(n1, pred_pos))
@@ -371,20 +389,19 @@ def estimate_classification(
     ``proba`` is the model's probabilities (rows x classes, the estimator's class order), ``predicted``
     the index of each predicted class. The interval comes from ``samples`` draws of the labels.
     """
-    from scipy.stats import rankdata
-
     n, k = proba.shape
     cal = estimator.calibrate(proba)
     onehot_pred = np.eye(k)[predicted]
     expected = _confusion_metrics(cal.T @ onehot_pred)
     metrics = {name: float(v) for name, v in expected.items()}
     classes = [1] if k == 2 else list(range(k))
-    aucs = [_weighted_auc(proba[:, c], cal[:, c]) for c in classes]
+    ranked = {c: _ranked(proba[:, c]) for c in classes}
+    aucs = [_weighted_auc(proba[:, c], cal[:, c], ranked[c]) for c in classes]
     metrics["roc_auc"] = float(np.mean(aucs))
 
     rng = np.random.default_rng(seed)
     if k == 2 and n > EXACT_DRAWS_MAX_ROWS:
-        draws = _draws_binary_normal(cal[:, 1], predicted, rankdata(proba[:, 1]), samples, rng)
+        draws = _draws_binary_normal(cal[:, 1], predicted, _average_ranks(ranked[1]), samples, rng)
     else:
         draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng)
     tail = (1 - confidence) / 2 * 100
@@ -463,7 +480,9 @@ def estimate_quality(
         return EstimatedQuality(
             note=f"the prediction log has no {', '.join(missing)} (class probabilities are needed)"
         )
-    proba = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    proba = np.column_stack(
+        [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan) for c in columns]
+    )
     position = {c: i for i, c in enumerate(estimator.classes)}
     codes, uniques = pd.factorize(frame["prediction"])  # map each distinct label once, not each row
     lookup = np.array([position.get(label_key(v) or "", -1) for v in uniques] + [-1], dtype=int)
