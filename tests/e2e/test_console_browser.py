@@ -310,3 +310,38 @@ def test_every_page_renders_without_console_errors(served: Served, tab: Tab) -> 
                 ARTIFACTS / f"{name}.png",
                 Path(os.environ["MLOOP_CONSOLE_SCREENSHOTS"]) / f"console-{name}.png",
             )
+
+
+def test_mloop_ui_serves_the_console_alone_read_only_without_an_admin_key(served: Served, tab: Tab) -> None:
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mloop", "ui", "--port", str(port)],
+        cwd=served.project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/ui/api/overview", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("mloop ui did not answer")
+        tab.page.goto(url)  # / redirects to /ui/
+        expect(tab.page.locator("#champion")).to_contain_text("v1")
+        expect(tab.page.locator("#actions-disabled")).to_contain_text("MLOOP_SERVING__KEYS__ADMIN")
+        expect(tab.page.locator("#uptime")).to_contain_text("(console)")
+        assert tab.errors == []
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        assert "Traceback" not in out, out[-3000:]
