@@ -13,13 +13,14 @@ time (``"baked"``).
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from mloop.config import Settings
-from mloop.deploy.lock import LOCK_FILE, lock_text
+from mloop.deploy.lock import LOCK_FILE, freeze_closure, lock_text
 from mloop.deploy.options import DeployOptions
 from mloop.deploy.render import render_template
 from mloop.deploy.values import CONTAINER_HOME, ModelRef, cluster_config
@@ -47,6 +48,23 @@ DEFAULT_PIP_VERSION = "24.3.1"
 """pip of the image when this environment has none to copy the version from."""
 # Never project code: state, environments, the build context's own directories, tests.
 _NOT_CODE = {"tests", "test", "deploy", "wheels", MODEL_DIR, "build", "dist", "node_modules"}
+
+
+def server_only_distributions(extras: tuple[str, ...] = IMAGE_EXTRAS) -> list[str]:
+    """Distributions the image can do without: MLflow's tracking server, its web UI and what only they
+    require. mloop (serving, training, the loop) uses MLflow's client, ``mlflow-skinny``, which holds
+    the tracking and registry stores too; the full ``mlflow`` adds the server. Computed from the
+    installed metadata, so it follows MLflow's own requirements."""
+    full = set(freeze_closure("mlflow", ())) | {"mlflow"}
+    needed = set(freeze_closure("mlflow-skinny", ())) | set(
+        freeze_closure("mloop", extras, skip=frozenset({"mlflow"}))
+    )
+    canonical = {_canonical(n) for n in needed} | {"mlflow-skinny", "mlflow-tracing"}
+    return sorted((n for n in full if _canonical(n) not in canonical), key=str.lower)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pip_version() -> str:
@@ -79,12 +97,13 @@ def render_docker(
 ) -> dict[str, str]:
     """``{file name: text}`` of the build context files (the model directory and the wheel, whose
     file name is ``wheel`` when the image installs mloop from one, are written separately)."""
+    extras = (*IMAGE_EXTRAS, "kubernetes") if options.training_jobs else IMAGE_EXTRAS
     if options.mloop_package:
         package = options.mloop_package
     elif wheel:
-        package = f"mloop[{','.join(IMAGE_EXTRAS)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
+        package = f"mloop[{','.join(extras)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
     else:
-        package = released_requirement()
+        package = released_requirement(extras)
     context = {
         "project": settings.project,
         "image": options.image,
@@ -98,6 +117,7 @@ def render_docker(
         "wheel": wheel if wheel and not options.mloop_package else None,
         "wheel_dir": WHEEL_DIR,
         "pip_version": pip_version(),
+        "server_only": server_only_distributions(extras),
         "code": project_code(settings.root),
         "home": CONTAINER_HOME,
         "workers": settings.serving.workers,

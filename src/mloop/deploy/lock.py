@@ -28,12 +28,14 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def freeze_closure(root: str = "mloop", extras: tuple[str, ...] = ("postgres",)) -> dict[str, str]:
+def freeze_closure(
+    root: str = "mloop", extras: tuple[str, ...] = ("postgres",), *, skip: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """``{distribution: installed version}`` for every installed requirement reachable from ``root``
-    (with ``extras``), not including ``root`` itself."""
+    (with ``extras``) without passing through ``skip``, not including ``root`` itself."""
     pins: dict[str, str] = {}
     queue: list[tuple[str, tuple[str, ...]]] = [(root, extras)]
-    seen: set[str] = set()
+    seen: set[str] = {_canonical(name) for name in skip}
     while queue:
         name, wanted = queue.pop()
         key = _canonical(name)

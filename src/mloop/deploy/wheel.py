@@ -31,9 +31,9 @@ IMAGE_EXTRAS = ("postgres",)
 """Extras the image installs: Postgres drivers for the store and the prediction log."""
 
 
-def released_requirement() -> str:
+def released_requirement(extras: tuple[str, ...] = IMAGE_EXTRAS) -> str:
     """pip requirement of this mloop version on the package index."""
-    return f"mloop[{','.join(IMAGE_EXTRAS)}]=={mloop.__version__}"
+    return f"mloop[{','.join(extras)}]=={mloop.__version__}"
 
 
 def _is_checkout(root: Path) -> bool:
