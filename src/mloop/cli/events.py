@@ -65,8 +65,10 @@ class EventFollower:
         if fresh:
             # The next query starts at the newest event printed (inclusive: one with the same time
             # may still come), so it stays small and only that instant's ids need remembering.
-            self.since = max(e.ts for e in fresh)
-            self._seen = {e.id for e in fresh if e.ts == self.since}
+            newest = max(e.ts for e in fresh)
+            if newest != self.since:
+                self.since = newest
+                self._seen = {e.id for e in fresh if e.ts == newest}
         return len(fresh)
 
     def run(self, stop: threading.Event) -> None:
