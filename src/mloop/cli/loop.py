@@ -117,6 +117,11 @@ def run(
         )
     )
     loop.start()
+    # Each step of the loop (trigger, training, gate, rollout, alias move) printed as it happens,
+    # whichever process leads: read from the store's timeline.
+    from mloop.cli.events import EventFollower
+
+    EventFollower(store, lambda line: console.print(line, markup=False, highlight=False)).start(stop)
     try:
         server.run()
     finally:
