@@ -194,3 +194,21 @@ def test_the_image_carries_the_project_code_but_not_its_data(project: Path) -> N
     for kept_out in ("data", "tests", "notes.txt", ".mloop"):
         assert not any(line.startswith(f"!{kept_out}") for line in ignore)
         assert f"COPY {kept_out}" not in dockerfile
+
+
+def test_the_image_drops_mlflows_server_but_nothing_mloop_needs(project: Path) -> None:
+    from mloop.deploy.docker import server_only_distributions
+    from mloop.deploy.lock import freeze_closure
+
+    removed = {name.lower() for name in server_only_distributions()}
+    assert {"mlflow", "flask", "gunicorn"} <= removed
+    kept = {name.lower() for name in freeze_closure("mloop", ("postgres",), skip=frozenset({"mlflow"}))}
+    kept |= {name.lower() for name in freeze_closure("mlflow-skinny", ())}
+    assert not removed & kept, removed & kept
+    dockerfile = _files(project)["Dockerfile"]
+    assert "pip uninstall -y " in dockerfile and "--force-reinstall" in dockerfile
+    assert "mlflow-tracing mlflow-skinny" in dockerfile and "import mloop.cli.main" in dockerfile
+    # With training Jobs the loop needs the Kubernetes client, and keeps what it requires.
+    jobs = _files(project, training_jobs=True)["Dockerfile"]
+    assert "mloop[postgres,kubernetes]" in jobs
+    assert "aiohttp " not in jobs.split("pip uninstall -y ", 1)[1].split("\\", 1)[0] + " "
