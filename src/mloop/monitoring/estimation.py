@@ -366,13 +366,15 @@ def _draws_binary_normal(
     n1 = np.clip(n1, 0.0, float(n))
     tp = np.clip(tp, np.maximum(0.0, n1 - (n - pred_pos)), np.minimum(n1, pred_pos))
     fp, fn = pred_pos - tp, n1 - tp
-    conf = np.stack([np.stack([n - n1 - fp, fp], axis=-1), np.stack([fn, tp], axis=-1)], axis=1)
-    draws = _confusion_metrics(conf)
     pairs = n1 * (n - n1)
-    draws["roc_auc"] = np.clip(_ratio(r - n1 * (n1 + 1) / 2.0, pairs), 0.0, 1.0) + np.where(
-        pairs > 0, 0.0, np.nan
-    )
-    return draws
+    auc = np.clip(_ratio(r - n1 * (n1 + 1) / 2.0, pairs), 0.0, 1.0)
+    return {  # as _confusion_metrics gives for a binary confusion matrix, without building one
+        "accuracy": (n - fp - fn) / n,
+        "precision": _ratio(tp, np.full_like(tp, pred_pos)),
+        "recall": _ratio(tp, n1),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "roc_auc": np.where(pairs > 0, auc, np.nan),
+    }
 
 
 def estimate_classification(
@@ -405,11 +407,20 @@ def estimate_classification(
     else:
         draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng)
     tail = (1 - confidence) / 2 * 100
+    names = list(draws)
+    stacked = np.stack([draws[m] for m in names])
+    if np.isfinite(stacked).all():  # the usual case: one sort of every metric's draws together
+        ends = np.percentile(stacked, [tail, 100 - tail], axis=1).T
+    else:
+        ends = np.array(
+            [
+                np.nanpercentile(v, [tail, 100 - tail]) if np.isfinite(v).any() else [np.nan] * 2
+                for v in stacked
+            ]
+        )
     lower, upper = {}, {}
-    for name, values in draws.items():
-        finite = values[np.isfinite(values)]
-        if finite.size and math.isfinite(metrics[name]):
-            lo, hi = np.percentile(finite, [tail, 100 - tail])
+    for name, (lo, hi) in zip(names, ends, strict=True):
+        if math.isfinite(lo) and math.isfinite(metrics[name]):
             # The point estimate is a ratio of expectations, not the draws' mean: keep it inside.
             lower[name], upper[name] = float(min(lo, metrics[name])), float(max(hi, metrics[name]))
     metrics = {m: v for m, v in metrics.items() if math.isfinite(v)}
@@ -439,6 +450,15 @@ def estimate_regression(
         {"mae": mae + z * mae_sd, "rmse": math.sqrt(mse + z * mse_sd)},
         n,
         confidence,
+    )
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A log column as floats, NaN where it is not a number."""
+    if column.dtype.kind == "f":
+        return np.asarray(column.to_numpy(dtype=float), dtype=float)
+    return np.asarray(
+        pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan), dtype=float
     )
 
 
@@ -480,13 +500,17 @@ def estimate_quality(
         return EstimatedQuality(
             note=f"the prediction log has no {', '.join(missing)} (class probabilities are needed)"
         )
-    proba = np.column_stack(
-        [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan) for c in columns]
-    )
+    proba = np.column_stack([_numbers(frame[c]) for c in columns])
     position = {c: i for i, c in enumerate(estimator.classes)}
-    codes, uniques = pd.factorize(frame["prediction"])  # map each distinct label once, not each row
-    lookup = np.array([position.get(label_key(v) or "", -1) for v in uniques] + [-1], dtype=int)
-    predicted = lookup[codes]  # code -1 (a missing prediction) takes the last entry, -1
+    values = frame["prediction"].to_numpy()
+    if values.dtype.kind in "biu" and values.size and values.min() >= 0 and values.max() < 1024:
+        # The usual log of small integer or boolean labels: a table indexed by the label itself.
+        table = np.array([position.get(str(v), -1) for v in range(int(values.max()) + 1)], dtype=int)
+        predicted = table[values.astype(int)]
+    else:
+        codes, uniques = pd.factorize(frame["prediction"])  # each distinct label once, not each row
+        lookup = np.array([position.get(label_key(v) or "", -1) for v in uniques] + [-1], dtype=int)
+        predicted = lookup[codes]  # code -1 (a missing prediction) takes the last entry, -1
     ok = np.isfinite(proba).all(axis=1) & (predicted >= 0)
     if int(ok.sum()) < max(min_rows, 1):
         return EstimatedQuality(
