@@ -175,8 +175,10 @@ def _rows(settings: Settings) -> list[tuple[str, list[dict[str, Any]]]]:
                     "Live quality",
                     [
                         (f"mloop_live_quality{{{_SEL}}}", "v{{version}} {{metric}}"),
+                        (f"mloop_estimated_quality{{{_SEL}}}", "v{{version}} {{metric}} (estimated)"),
                     ],
-                    description="Quality on delayed labels sent to /feedback.",
+                    description="Quality on delayed labels sent to /feedback, and estimated without "
+                    "labels from the calibrated probabilities (blind to a changed P(y|x)).",
                 ),
                 _panel(
                     "Labelled rows", [(f"sum by (version) (mloop_labelled_rows{{{_SEL}}})", "v{{version}}")]

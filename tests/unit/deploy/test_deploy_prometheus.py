@@ -30,6 +30,7 @@ CONTRACT_METRICS = {
     "mloop_model_info",
     "mloop_prediction_log_dropped_total",
     "mloop_drift_score",
+    "mloop_estimated_quality",
     "mloop_drift_detected",
     "mloop_drift_share",
     "mloop_live_quality",
