@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
+# Building the image (and, the first time, its base) takes longer than the suite's default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 BASE_IMAGE = os.environ.get("MLOOP_DOCKER_BASE_IMAGE", "mloop-base:bookworm")
 IMAGE = "mloop-e2e:test"
@@ -136,7 +137,11 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
