@@ -321,3 +321,12 @@ def test_model_card_and_its_exports(tmp_path: Path, store: Store) -> None:
     assert c.get("/models/7").status_code == 404
     versions = c.get("/models").text
     assert 'href="/models/2"' in versions and 'href="/models/1"' in versions
+
+
+def test_monitoring_page_without_predictions_says_so(tmp_path: Path, store: Store) -> None:
+    c = _client(tmp_path, store, None)
+    page = c.get("/monitoring")
+    assert page.status_code == 200 and "No predictions of this version" in page.text
+    assert 'src="/static/uPlot.iife.min.js"' in page.text
+    assert c.get("/api/monitoring").json()["version"] == "1"
+    assert c.get("/static/htmx.min.js").status_code == 200

@@ -311,8 +311,13 @@ def create_console(
     async def monitoring(request: Request) -> Response:
         if (refused := refuse_read(request)) is not None:
             return refused
-        view = await run(data().monitoring, request.query_params.get("version") or None)
-        return page(request, "monitoring.html", {"title": "Monitoring", "m": view})
+        version = request.query_params.get("version") or None
+        view = await run(data().monitoring, version)
+        try:
+            window = await run(data().current_window, version)
+        except MloopError as exc:  # an unreadable prediction log leaves the charts readable
+            window = {"version": version, "rows": 0, "columns": [], "error": str(exc)}
+        return page(request, "monitoring.html", {"title": "Monitoring", "m": view, "w": window})
 
     @app.get("/api/monitoring")
     async def monitoring_json(request: Request) -> Response:

@@ -93,6 +93,7 @@ class ConsoleData:
     _artifacts: dict[int, Path] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _tmp: Path | None = None
+    _predlog: Any = None
 
     @property
     def model(self) -> str:
@@ -110,6 +111,9 @@ class ConsoleData:
         return RolloutController(self.settings, store=self.store, registry=self._registry())
 
     def close(self) -> None:
+        if self._predlog is not None and hasattr(self._predlog, "close"):
+            self._predlog.close()
+            self._predlog = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -281,6 +285,26 @@ class ConsoleData:
         return out
 
     # -- monitoring --------------------------------------------------------------------------------
+    def current_window(self, version: str | None = None) -> dict[str, Any]:
+        """The newest ``monitoring.window_rows`` predictions of ``version`` (default: the champion)
+        against the version's reference profile, column by column."""
+        version = version or self.aliases().get("champion")
+        if version is None or not str(version).isdigit():
+            return {"version": version, "rows": 0, "columns": []}
+        files = self._files(int(version))
+        if self._predlog is None:
+            from mloop.predlog import open_prediction_log
+
+            self._predlog = open_prediction_log(self.settings.prediction_log_url)
+        frame = self._predlog.read(
+            model_name=self.model, model_version=str(version), last_n=self.settings.monitoring.window_rows
+        )
+        return {
+            "version": str(version),
+            "rows": len(frame),
+            "columns": compare_to_reference(files.get("profile"), frame) if len(frame) else [],
+        }
+
     def monitoring(self, version: str | None = None, limit: int = 200) -> dict[str, Any]:
         """Drift per column over time with thresholds, quality and labelled rows per window."""
         version = version or self.aliases().get("champion")
@@ -331,6 +355,63 @@ class ConsoleData:
             "prediction_drift": pred_drift,
             "last": _window_view(history[-1]) if history else None,
         }
+
+
+def compare_to_reference(
+    profile: dict[str, Any] | None, frame: Any, max_bars: int = 20
+) -> list[dict[str, Any]]:
+    """Per column, the share of rows in each reference bin (or category) for the reference and for
+    ``frame`` (the current window), on the reference's own bins, so the two read side by side."""
+    import numpy as np
+    import pandas as pd
+
+    out: list[dict[str, Any]] = []
+    cols = (profile or {}).get("columns") or []
+    for spec in cols.values() if isinstance(cols, dict) else cols:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name is None or frame is None or name not in getattr(frame, "columns", ()):
+            continue
+        values = frame[name].dropna()
+        if spec.get("levels"):
+            raw = list(spec["levels"])[:max_bars]
+            ref = [float(c) for c in (spec.get("level_counts") or [])][: len(raw)]
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+                # discrete numbers (e.g. counts): match by value, so 2 finds the level 2.0
+                seen = pd.to_numeric(values, errors="coerce").dropna().astype(float).value_counts()
+                cur = [float(seen.get(float(v), 0)) for v in raw]
+                labels = [f"{v:g}" for v in raw]
+            else:
+                seen = values.astype(str).value_counts()
+                cur = [float(seen.get(str(v), 0)) for v in raw]
+                labels = [str(v) for v in raw]
+            # shares of all rows: values outside the shown levels count in the total, not in a bar
+            ref_total = sum(float(c) for c in spec.get("level_counts") or []) + float(
+                spec.get("other_count") or 0
+            )
+            cur_total = float(len(values))
+        else:
+            edges = [float(e) for e in spec.get("hist_edges") or []]
+            if len(edges) < 2:
+                continue
+            ref = [float(c) for c in spec.get("hist_counts") or []][: len(edges) - 1]
+            numbers = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+            cur = np.histogram(np.clip(numbers, edges[0], edges[-1]), bins=edges)[0].astype(float).tolist()
+            labels = [f"{edges[i]:.4g} to {edges[i + 1]:.4g}" for i in range(len(ref))]
+            ref_total, cur_total = sum(ref), sum(cur)
+        ref_share = [r / (ref_total or 1.0) for r in ref]
+        cur_share = [c / (cur_total or 1.0) for c in cur[: len(ref)]]
+        top = max(ref_share + cur_share, default=0.0) or 1.0
+        out.append(
+            {
+                "name": name,
+                "rows": len(values),
+                "bars": [
+                    {"label": lab, "reference": r, "current": c, "ref_h": r / top, "cur_h": c / top}
+                    for lab, r, c in zip(labels, ref_share, cur_share, strict=False)
+                ],
+            }
+        )
+    return out
 
 
 def _epoch(value: Any) -> float:
