@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -46,13 +46,33 @@ def _note(text: str) -> None:
     console.print(text, markup=False, highlight=False)
 
 
+def _steps_total(r: Rollout) -> int | None:
+    steps = (r.config or {}).get("steps") if r.strategy == "canary" else None
+    return len(steps) if isinstance(steps, list) and steps else None
+
+
+def _step_text(r: Rollout) -> str:
+    """``step 2 of 4``: the same number as ``step_number`` in ``--json`` (``step`` there counts from 0)."""
+    total = _steps_total(r)
+    return f"step {r.step + 1}" + (f" of {total}" if total else "")
+
+
+def _as_dict(r: Rollout) -> dict[str, Any]:
+    """The rollout as JSON, with ``step_number`` (and ``steps_total``) as the text prints them."""
+    data = r.to_dict()
+    data["step_number"] = r.step + 1
+    data["steps_total"] = _steps_total(r)
+    return data
+
+
 def _show(r: Rollout, as_json: bool) -> None:
     from rich.table import Table
 
+    from mloop.cli import fmt
     from mloop.cli.main import console
 
     if as_json:
-        console.print_json(json.dumps(r.to_dict(), default=str))
+        console.print_json(json.dumps(_as_dict(r), default=str))
         return
     colour = {
         "promoted": "green",
@@ -62,7 +82,7 @@ def _show(r: Rollout, as_json: bool) -> None:
     }.get(r.state, "cyan")
     console.print(
         f"Rollout [bold]#{r.id}[/] of {r.model_name}: {r.strategy} v{r.candidate_version} against "
-        f"v{r.baseline_version} — [{colour}]{r.state}[/] (step {r.step + 1})",
+        f"v{r.baseline_version} — [{colour}]{r.state}[/] ({_step_text(r)})",
         highlight=False,
     )
     console.print(f"  {r.reason}", markup=False, highlight=False)
@@ -82,23 +102,23 @@ def _show(r: Rollout, as_json: bool) -> None:
                 "failed": "[red]FAIL[/]",
                 "inconclusive": "[yellow]inconclusive[/]",
             }.get(status, "[dim]not evaluated[/]")
-            value = "-" if c["value"] is None else f"{c['value']:.4g}"
-            t.add_row(c["name"], value, f"{c['threshold']:g}", result, c["detail"])
+            t.add_row(c["name"], fmt.num(c["value"]), fmt.num(c["threshold"]), result, c["detail"])
         console.print(t)
     if "verdict" in analysis and "comparisons" in analysis:
         console.print(f"  A/B: {analysis['verdict']}", markup=False, highlight=False)
         for c in analysis["comparisons"]:
-            ci = c.get("ci")
             console.print(
-                f"  {c['arm']} vs champion on {c['metric']}: n={c['n_challenger']}/{c['n_champion']} "
-                f"(min {c['min_sample_size']}), effect {c['effect']}, CI {ci}, p={c['p_value']}",
+                f"  {c['arm']} vs champion on {c['metric']}: n={fmt.num(c['n_challenger'])}/"
+                f"{fmt.num(c['n_champion'])} (min {fmt.num(c['min_sample_size'])}), effect "
+                f"{fmt.num(c['effect'])}, CI {fmt.interval(c.get('ci'))}, p={fmt.num(c['p_value'], 3)}",
                 markup=False,
                 highlight=False,
             )
     if "agreement_rate" in analysis:
         console.print(
-            f"  shadow: agreement {analysis['agreement_rate']} over {analysis['compared']} requests, "
-            f"latency ratio {analysis['latency_ratio']}",
+            f"  shadow: agreement {fmt.pct(analysis['agreement_rate'])} over "
+            f"{fmt.num(analysis['compared'])} requests, "
+            f"latency ratio {fmt.num(analysis['latency_ratio'], 3)}",
             markup=False,
             highlight=False,
         )
@@ -165,7 +185,7 @@ def status(
         if show_all:
             rows = ctl.repo.list(ctl.model_name, limit=50)
             if as_json:
-                console.print_json(json.dumps([r.to_dict() for r in rows], default=str))
+                console.print_json(json.dumps([_as_dict(r) for r in rows], default=str))
                 return
             table = Table("id", "strategy", "candidate", "baseline", "state", "started", "reason")
             for r in rows:
