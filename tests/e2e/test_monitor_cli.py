@@ -86,12 +86,17 @@ def test_monitor_prints_tables_and_writes_both_reports(project: Path) -> None:
         "Live quality",
         "roc_auc",
         "merchant_category",
+        "Estimated quality without labels",
     ):
         assert text in out.stdout
     assert "3,000 of 3,000 predictions labelled" in out.stdout
     data = json.loads((project / "out" / "m.json").read_text())
     assert data["status"] == "ok" and data["window"]["rows_read"] == 3000
     assert data["quality"]["labelled_rows"] == 3000 and "roc_auc" in data["quality"]["metrics"]
+    # The calibration saved with the version at training time estimates the window without labels.
+    est = data["estimated_quality"]
+    assert est["status"] == "ok" and est["rows"] == 3000 and est["method"] == "cbpe"
+    assert abs(est["metrics"]["roc_auc"] - data["quality"]["metrics"]["roc_auc"]) < 0.1
     assert {c["column"] for c in data["drift"]["columns"]} >= {"amount", "hour", "country"}
     page = (project / "out" / "m.html").read_text()
     assert "Over time" in page and "<svg" in page

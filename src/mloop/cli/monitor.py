@@ -81,6 +81,20 @@ def _quality_table(result: MonitorResult) -> Table:
     return table
 
 
+def _estimated_table(result: MonitorResult) -> Table:
+    est = result.estimated
+    table = Table(
+        title=f"Estimated quality without labels ({est.rows:,} predictions, {est.confidence:.0%} interval)"
+    )
+    for header in ("metric", "estimated", "interval", "live", "holdout"):
+        table.add_column(header)
+    for name, value in est.metrics.items():
+        interval = f"{_num(est.lower.get(name))} to {_num(est.upper.get(name))}"
+        live, hold = result.quality.metrics.get(name), result.holdout.get(name)
+        table.add_row(name, _num(value), interval, _num(live), _num(hold))
+    return table
+
+
 def _show(result: MonitorResult) -> None:
     from mloop.cli.main import console
 
@@ -109,6 +123,11 @@ def _show(result: MonitorResult) -> None:
             f"Live quality: {q.labelled_rows:,} of {q.rows:,} predictions labelled; {escape(q.note)}.",
             highlight=False,
         )
+    est = result.estimated
+    if est.status == "ok":
+        console.print(_estimated_table(result))
+    else:
+        console.print(f"Estimated quality (no labels): not available; {escape(est.note)}.", highlight=False)
     if result.alerts:
         how = "" if result.notified else " (--no-notify: not sent, not recorded)"
         for a in result.alerts:
