@@ -112,6 +112,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     text = text.replace("min_improvement: 0.0", "min_improvement: -1.0")
     config.write_text(text + EXTRA)
     _mloop(project, "train")
+    # v2 must differ from v1: a retrain identical to the champion is registered without an alias.
+    config.write_text(config.read_text().replace("n_estimators: 5", "n_estimators: 6"))
     _mloop(project, "train")
     port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_") or k == "MLOOP_REQUIRE_SERVICES"}
@@ -214,6 +216,11 @@ def test_overview_follows_a_canary_as_it_moves(served: Served, tab: Tab) -> None
             reason="step 1 (10%) passed; canary at 50%",
             kind="rollout.step",
         )
+        # A keyboard user inside the refreshed fragment keeps the focus while the state changes.
+        tab.page.locator("#champion a").focus()
+        tab.page.wait_for_timeout(3_500)
+        assert tab.page.evaluate("document.activeElement.closest('#champion') !== null")
+        tab.page.locator("#h-actions").click()  # focus leaves the fragment: refreshes resume
         # The page polls: no reload.
         expect(arms).to_contain_text("50.0%", timeout=10_000)
         expect(tab.page.locator("#checks")).to_contain_text("error_rate")
