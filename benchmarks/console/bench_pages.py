@@ -19,13 +19,16 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
+from fastapi import FastAPI
+
+from mloop.config import Settings
+from mloop.store import Store
 
 
-def build(root: Path, versions: int, events: int) -> object:
+def build(root: Path, versions: int, events: int) -> tuple[Settings, Store]:
     import mlflow
     from mlflow import MlflowClient
 
-    from mloop.config import Settings
     from mloop.store import open_store
     from mloop.store.schema import events as events_t
 
@@ -66,8 +69,8 @@ def build(root: Path, versions: int, events: int) -> object:
     return settings, store
 
 
-async def timed(app: object, paths: list[str], repeat: int) -> None:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+async def timed(app: FastAPI, paths: list[str], repeat: int) -> None:
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
         for path in paths:
             r = await c.get(path)
@@ -92,7 +95,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings, store = build(Path(tmp), args.versions, args.events)
-        app = create_console(settings, store=store)  # type: ignore[arg-type]
+        app = create_console(settings, store=store)
         paths = [
             "/",
             "/api/overview",
@@ -105,7 +108,7 @@ def main() -> None:
             "/monitoring",
         ]
         asyncio.run(timed(app, paths, args.repeat))
-        store.close()  # type: ignore[attr-defined]
+        store.close()
 
 
 if __name__ == "__main__":

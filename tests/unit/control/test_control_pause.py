@@ -62,8 +62,8 @@ def test_a_paused_loop_takes_no_step_and_resumes_where_it_was(tmp_path: Path, st
     repo = LoopRepository(store, CYCLE_MACHINE)
 
     repo.set_paused("fraud", True, actor="console:admin", reason="investigating drift")
-    assert repo.paused("fraud") is not None
-    assert repo.paused("fraud")["reason"] == "investigating drift"  # type: ignore[index]
+    paused = repo.paused("fraud")
+    assert paused is not None and paused["reason"] == "investigating drift"
     assert ctrl.tick() is None
     assert trainer.spawned == [] and repo.get(cycle.id).state == CycleState.TRIGGERED
     assert repo.paused("other-model") is None

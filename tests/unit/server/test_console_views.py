@@ -57,3 +57,19 @@ def test_monitoring_series_keep_columns_aligned_across_windows(tmp_path: Path) -
     assert view["columns"]["hour"] == {"score": [None, 0.4], "threshold": [None, 0.3]}
     assert view["quality"]["roc_auc"] == [0.8, pytest.approx(0.9)]
     assert view["ts"][1] - view["ts"][0] == 60
+
+
+def test_no_page_loads_anything_from_another_host() -> None:
+    import re
+
+    import mloop.server.console as console
+
+    root = Path(console.__file__).parent
+    templates = list((root / "templates").iterdir())
+    assert templates
+    for template in templates:
+        text = template.read_text(encoding="utf-8")
+        assert not re.search(r'(?:src|href)="(?:https?:)?//', text), template.name
+    scripts = {p.name for p in (root / "static").iterdir()}
+    for name in re.findall(r'static/([\w.-]+)"', "".join(t.read_text(encoding="utf-8") for t in templates)):
+        assert name in scripts, f"{name} is referenced but not shipped"
