@@ -101,7 +101,13 @@ def train_cmd(
     from mloop.errors import ConfigError
     from mloop.training import train
 
-    settings = settings_from_cli(config, source={"uri": data} if data else None)
+    settings = settings_from_cli(config)
+    if data:
+        # --data replaces the whole source: options, query and format of source.uri (say, a synthetic
+        # generator's rows and seed) mean nothing to another reader.
+        from mloop.config import SourceSettings
+
+        settings.source = SourceSettings(uri=data, timeout_s=settings.source.timeout_s)
     if data:
         check_data_option(data, settings.root)
     tags = {}

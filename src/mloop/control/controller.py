@@ -137,6 +137,8 @@ class Controller:
             if error is not None:
                 self._event("error", None, error if len(error) <= 2000 else error[:1990] + " [cut]")
 
+        heartbeat = threading.Event()
+        self.election.keep_alive(heartbeat)
         try:
             every(
                 stop,
@@ -147,6 +149,7 @@ class Controller:
                 on_result=on_result,
             )
         finally:
+            heartbeat.set()
             self.election.release()
             close = getattr(self.rollouts, "close", None)
             if close is not None:

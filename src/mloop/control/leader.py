@@ -1,8 +1,10 @@
 """One loop leader among several ``mloop run`` processes, elected with the store's lease.
 
-Every candidate tries to take ``loop:<model>`` on each tick; the one holding it is the leader and
-renews it on every tick, the others are standbys and take it over once the leader has not renewed it
-for ``control.lease_ttl_s`` (at once when the leader was a process of this host that is gone). Each
+Every candidate tries to take ``loop:<model>`` on each tick; the one holding it is the leader, the
+others are standbys and take it over once the leader has not renewed it for ``control.lease_ttl_s``
+(at once when the leader was a process of this host that is gone). The leader renews it on every tick
+and, from :meth:`LeaderElection.keep_alive`'s thread, every third of the TTL: one long step (a
+monitoring cycle on a busy machine, a large retraining set) must not hand the loop to a standby. Each
 handover grows the lease's fencing token; the leader's cycle moves carry its :class:`Fence`, so a
 leader that stalled past its expiry and lost the lease cannot move a cycle any more.
 
@@ -12,12 +14,16 @@ leader that stalled past its expiry and lost the lease cannot move a cycle any m
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any, Literal
 
 from mloop.store.leases import Fence, process_token
 
 __all__ = ["LeaderElection", "Role"]
+
+log = logging.getLogger("mloop.control")
 
 Role = Literal["starting", "leader", "standby"]
 
@@ -51,6 +57,30 @@ class LeaderElection:
             self.since = time.time()
         self.role, self.fence = "leader", fence
         return True
+
+    def renew(self) -> bool:
+        """Extend the lease while leading (the fence stays); False, and standby, once it was lost."""
+        if self.role != "leader":
+            return False
+        if self.store.leases.renew(self.name, self.owner, self.ttl_s):
+            return True
+        log.warning("Lost the loop lease %r; this process is a standby now", self.name)
+        self.role, self.fence, self.since = "standby", None, None
+        return False
+
+    def keep_alive(self, stop: threading.Event) -> threading.Thread:
+        """A daemon thread renewing the lease every third of its TTL until ``stop`` is set."""
+
+        def run() -> None:
+            while not stop.wait(self.ttl_s / 3):
+                try:
+                    self.renew()
+                except Exception as exc:  # the store may be briefly unreachable: the next try may work
+                    log.warning("Could not renew the loop lease %r: %s", self.name, exc)
+
+        thread = threading.Thread(target=run, name="mloop-loop-lease", daemon=True)
+        thread.start()
+        return thread
 
     def release(self) -> None:
         """Give the lease up (a clean stop), so a standby takes over at once."""

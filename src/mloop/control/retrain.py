@@ -95,12 +95,12 @@ def spawn_training(
 ) -> subprocess.Popen[bytes]:
     """Start ``mloop train`` for a cycle in a child process (its own session: a kill of the loop
     does not take an almost-finished training down with it), at ``control.training_nice``, under the
-    wrapper that keeps the training's in-flight lease in the store (:mod:`mloop.control.inflight`)."""
+    wrapper that keeps the training's in-flight lease in the store (:mod:`mloop.control.training_wrapper`)."""
     config = settings.root / "mloop.yaml"
     nice = settings.control.training_nice
     # `nice` execs the interpreter (same pid), so the niceness covers every thread the training starts.
     prefix = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
-    wrapper = [sys.executable, "-m", "mloop.control.inflight", "--cycle", str(cycle_id)]
+    wrapper = [sys.executable, "-m", "mloop.control.training_wrapper", "--cycle", str(cycle_id)]
     if config.is_file():
         wrapper += ["--config", str(config)]
     cmd = [
