@@ -132,6 +132,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     config.write_text(text + ROLLOUT)
     _mloop(project, "train")
     _mloop(project, "train")
+    # v2 is the same model as v1 (same data, same seed), which `mloop train` registers without an
+    # alias; the tests want that twin as the challenger (its predictions agree with the champion's).
+    from mlflow import MlflowClient
+
+    from mloop.config import load_settings
+
+    settings = load_settings(config)
+    uri = settings.tracking_uri
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias(settings.model.name, "challenger", "2")
     port = _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
