@@ -163,9 +163,11 @@ def check_data_option(data: str, root: Path) -> None:
 
 
 def _print_train_result(model_name: str, result: Any) -> None:
+    from mloop.cli import fmt
     from mloop.cli.main import console
 
-    table = Table(title=f"{model_name} v{result.version} (run {result.run_id[:8]})", show_header=True)
+    console.print(f"[bold]{model_name} v{result.version}[/] (run {result.run_id[:8]})", highlight=False)
+    table = Table(show_header=True)
     table.add_column("metric")
     table.add_column("holdout", justify="right")
     for metric_name, score in sorted(result.metrics.items()):
@@ -180,7 +182,8 @@ def _print_train_result(model_name: str, result: Any) -> None:
     if result.tuning:
         console.print(
             f"tuning: {result.tuning['trials']} trials ({result.tuning['pruned']} pruned), "
-            f"best cv {result.metric} {result.tuning['best_value']:.4f} with {result.tuning['best_params']}",
+            f"best cv {result.metric} {result.tuning['best_value']:.4f} with "
+            + ", ".join(f"{k}={fmt.num(v)}" for k, v in result.tuning["best_params"].items()),
             highlight=False,
         )
     colour = "green" if result.gate.passed else "yellow"
