@@ -16,7 +16,7 @@ checks the request's choice before the model runs, :func:`encode_response` write
 Binary numbers are little-endian; ``BYTES`` elements are a 4-byte little-endian length and the
 UTF-8 bytes; NaN in a binary ``FP16``/``FP32``/``FP64`` tensor is a missing value (JSON sends
 ``null``). Written here rather than with ``tritonclient.utils``: that package is a client (gevent,
-geventhttpclient) that a server should not need, and the layout is a few lines of numpy.
+geventhttpclient) that a server should not need, and the layout is a few ``struct`` formats.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
-from mloop.serving.codecs import _columnar, _kind, _rows_or_records, _shape
+from mloop.serving.codecs import _kind, _limit, _rows_or_records, _shape
 from mloop.serving.validation import Columns, ContractValidator
 
 if TYPE_CHECKING:
@@ -65,13 +64,20 @@ _INTS = {
     "UINT64": (0, 2**64 - 1),
 }
 _FLOATS = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": math.inf}
-_NUMPY = {
-    "BOOL": "?",
-    **{f"INT{b}": f"<i{b // 8}" for b in (8, 16, 32, 64)},
-    **{f"UINT{b}": f"<u{b // 8}" for b in (8, 16, 32, 64)},
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
+# Little-endian layouts for the struct module (a few values cost far less through it than numpy).
+_STRUCT = {
+    "BOOL": ("?", 1),
+    "INT8": ("b", 1),
+    "INT16": ("h", 2),
+    "INT32": ("i", 4),
+    "INT64": ("q", 8),
+    "UINT8": ("B", 1),
+    "UINT16": ("H", 2),
+    "UINT32": ("I", 4),
+    "UINT64": ("Q", 8),
+    "FP16": ("e", 2),
+    "FP32": ("f", 4),
+    "FP64": ("d", 8),
 }
 V2_DATATYPES = ("BOOL", *_INTS, *_FLOATS, "BYTES")
 _TRITON_TYPES = {"BYTES": "TYPE_STRING", **{t: f"TYPE_{t}" for t in V2_DATATYPES if t != "BYTES"}}
@@ -93,6 +99,7 @@ def _element_check(datatype: str) -> Callable[[Any], bool]:
 
 
 _CHECKS = {t: _element_check(t) for t in V2_DATATYPES}
+_NO_PARAMS: dict[str, Any] = {}
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -120,8 +127,10 @@ def read_request(raw: bytes, header_length: str | None) -> Any:
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is None:
             continue
-        where = f"tensor {tensor.get('name')!r}" if isinstance(tensor.get("name"), str) else f"inputs[{i}]"
-        if type(size) is not int or size < 0 or offset + size > len(raw):
+        if type(size) is not int or size < 0 or offset + size > len(raw) or "data" in tensor:
+            where = _where(tensor, i)
+            if "data" in tensor:
+                raise _shape(f"{where} has both data and binary_data_size; send one.", "both", "one", where)
             raise _shape(
                 f"{where} declares binary_data_size {size!r}, but {len(raw) - offset} bytes of binary data "
                 "are left in the body.",
@@ -129,9 +138,7 @@ def read_request(raw: bytes, header_length: str | None) -> Any:
                 f"0..{len(raw) - offset}",
                 where,
             )
-        if "data" in tensor:
-            raise _shape(f"{where} has both data and binary_data_size; send one.", "both", "one", where)
-        tensor["data"] = _from_binary(tensor.get("datatype"), raw[offset : offset + size], where)
+        tensor["data"] = _from_binary(tensor.get("datatype"), raw[offset : offset + size], tensor, i)
         offset += size
     if offset != len(raw):
         raise _shape(
@@ -153,52 +160,66 @@ def _json(raw: bytes, what: str) -> Any:
         ) from None
 
 
-def _from_binary(datatype: Any, chunk: bytes, where: str) -> list[Any]:
-    if datatype == "BYTES":
-        return _bytes_elements(chunk, where)
-    code = _NUMPY.get(datatype) if isinstance(datatype, str) else None
-    if code is None:
-        raise _shape(
-            f"{where} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}.",
-            datatype if isinstance(datatype, str) else _kind(datatype),
-            " | ".join(V2_DATATYPES),
-            where,
-        )
-    dtype = np.dtype(code)
-    if len(chunk) % dtype.itemsize:
-        raise _shape(
-            f"{where} is {datatype} ({dtype.itemsize} bytes per value) but has {len(chunk)} bytes of data.",
-            len(chunk),
-            f"a multiple of {dtype.itemsize} bytes",
-            where,
-        )
-    array = np.frombuffer(chunk, dtype=dtype)
-    if dtype.kind == "f":
-        values: list[Any] = array.astype("float64").tolist()
+def _where(tensor: Mapping[str, Any], i: int) -> str:
+    """How an error names a tensor."""
+    return f"tensor {tensor.get('name')!r}" if isinstance(tensor.get("name"), str) else f"inputs[{i}]"
+
+
+_UNPACKERS: dict[tuple[str, int], Callable[[bytes], tuple[Any, ...]]] = {}
+"""Compiled ``struct`` layouts by (datatype, byte length): most requests repeat a few shapes."""
+
+
+def _from_binary(datatype: Any, chunk: bytes, tensor: Mapping[str, Any], i: int) -> list[Any]:
+    unpack = _UNPACKERS.get((datatype, len(chunk))) if type(datatype) is str else None
+    if unpack is None:
+        if datatype == "BYTES":
+            return _bytes_elements(chunk, tensor, i)
+        layout = _STRUCT.get(datatype) if type(datatype) is str else None
+        if layout is None:
+            where = _where(tensor, i)
+            raise _shape(
+                f"{where} has datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}.",
+                datatype if isinstance(datatype, str) else _kind(datatype),
+                " | ".join(V2_DATATYPES),
+                where,
+            )
+        code, size = layout
+        if len(chunk) % size:
+            where = _where(tensor, i)
+            raise _shape(
+                f"{where} is {datatype} ({size} bytes per value) but has {len(chunk)} bytes of data.",
+                len(chunk),
+                f"a multiple of {size} bytes",
+                where,
+            )
+        unpack = struct.Struct(f"<{len(chunk) // size}{code}").unpack
+        if len(_UNPACKERS) < 4096:
+            _UNPACKERS[datatype, len(chunk)] = unpack
+    values = unpack(chunk)
+    if datatype[0] == "F":
         return [None if x != x else x for x in values]  # NaN: a missing value
-    return array.tolist()  # type: ignore[no-any-return]
+    return list(values)
 
 
-def _bytes_elements(chunk: bytes, where: str) -> list[Any]:
+def _bytes_elements(chunk: bytes, tensor: Mapping[str, Any], i: int) -> list[Any]:
     out: list[Any] = []
     offset, end = 0, len(chunk)
     while offset < end:
-        if offset + 4 > end:
-            raise _shape(
-                f"{where}: a BYTES element's 4-byte length is cut off.", end, "length + bytes", where
-            )
-        (size,) = struct.unpack_from("<I", chunk, offset)
+        size = struct.unpack_from("<I", chunk, offset)[0] if offset + 4 <= end else -1
         offset += 4
-        if offset + size > end:
+        if size < 0 or offset + size > end:
+            where = _where(tensor, i)
             raise _shape(
-                f"{where}: a BYTES element of {size} bytes runs past the tensor's data.",
-                size,
-                f"at most {end - offset} bytes",
+                f"{where}: a BYTES element (a 4-byte length, then that many bytes) runs past the "
+                "tensor's data.",
+                end,
+                "length + bytes",
                 where,
             )
         try:
             out.append(chunk[offset : offset + size].decode("utf-8"))
         except UnicodeDecodeError:
+            where = _where(tensor, i)
             raise _shape(
                 f"{where}: BYTES element {len(out)} is not UTF-8 text; fields take text.",
                 "bytes",
@@ -232,6 +253,26 @@ def _flat(data: list[Any], where: str) -> list[Any]:
 
 def _check_tensor(tensor: Mapping[str, Any], i: int) -> list[Any]:
     """The flat values of a tensor whose name, shape, datatype and data agree with one another."""
+    # The common case first, in a few operations: flat data of shape [N], every value of its type
+    # (a value check refuses lists and objects too). Anything else takes the full checks, which
+    # accept the same tensors and say what is wrong with the others.
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if type(shape) is list and len(shape) == 1 and type(data) is list and shape[0] == len(data):
+        check = _CHECKS.get(tensor.get("datatype"))  # type: ignore[arg-type]
+        name, params = tensor.get("name"), tensor.get("parameters")
+        if (
+            check is not None
+            and type(name) is str
+            and name
+            and type(shape[0]) is int
+            and (params is None or type(params) is dict)
+            and all(map(check, data))
+        ):
+            return data
+    return _checked_tensor(tensor, i)
+
+
+def _checked_tensor(tensor: Mapping[str, Any], i: int) -> list[Any]:
     name = tensor.get("name")
     where = f"inputs[{i}]"
     if type(name) is not str or not name:
@@ -302,31 +343,62 @@ def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
     params = body.get("parameters")
     if params is not None and not isinstance(params, Mapping):
         raise _shape("V2 parameters must be an object.", _kind(params), "object", "parameters")
-    flats = [_check_tensor(tensor, i) for i, tensor in enumerate(inputs)]
-    names = [t["name"] for t in inputs]
-    if len(set(names)) != len(names):
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise _shape(
-            f"V2 tensor names must be distinct; {', '.join(map(repr, duplicates))} appear more than once.",
-            duplicates,
-            "one tensor per name",
-            "inputs",
-        )
-    if len(inputs) == 1 and names[0] not in v.fields:
-        return _row_tensor(inputs[0], flats[0], v, max_rows)
-    columns: dict[str, Any] = {}
-    for tensor, name, flat in zip(inputs, names, flats, strict=True):
+    columns: dict[str, list[Any]] = {}
+    lengths: set[int] = set()
+    checks = _CHECKS
+    others: list[Mapping[str, Any]] = []  # tensors off the common case, whose shape is checked below
+    for i, tensor in enumerate(inputs):
+        # _check_tensor's common case, inlined: this loop runs once per field of every request.
+        shape, flat, name = tensor.get("shape"), tensor.get("data"), tensor.get("name")
+        if not (
+            type(shape) is list
+            and len(shape) == 1
+            and type(flat) is list
+            and shape[0] == len(flat)
+            and type(name) is str
+            and name
+            and type(shape[0]) is int
+            and (check := checks.get(tensor.get("datatype"))) is not None
+            and type(tensor.get("parameters", _NO_PARAMS)) is dict
+            and all(map(check, flat))
+        ):
+            flat = _check_tensor(tensor, i)
+            name = tensor["name"]
+            others.append(tensor)
+        if name in columns:
+            names = [t["name"] for t in inputs]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            raise _shape(
+                f"V2 tensor names must be distinct; {', '.join(map(repr, duplicates))} appear more "
+                "than once.",
+                duplicates,
+                "one tensor per name",
+                "inputs",
+            )
+        columns[name] = flat
+        lengths.add(len(flat))
+    if len(inputs) == 1 and name not in v.fields:
+        return _row_tensor(inputs[0], columns[name], v, max_rows)
+    for tensor in others:
         shape = tensor["shape"]
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise _shape(
-                f"Tensor {name!r} holds one field, so its shape is [N] or [N, 1]; got {shape}. "
+                f"Tensor {tensor['name']!r} holds one field, so its shape is [N] or [N, 1]; got {shape}. "
                 f"Send one [N, {len(v.fields)}] tensor of rows, or one tensor per field.",
                 shape,
                 "[N] or [N, 1]",
-                name,
+                tensor["name"],
             )
-        columns[name] = flat
-    return _columnar(columns, v, max_rows, "inputs")
+    if len(lengths) > 1:
+        raise _shape(
+            f"Every tensor of inputs must have the same length; got lengths {sorted(lengths)}.",
+            sorted(lengths),
+            "tensors of equal length",
+            "inputs",
+        )
+    n = lengths.pop()
+    _limit(n, max_rows)
+    return v.from_columns(columns, n)
 
 
 def _row_tensor(tensor: Mapping[str, Any], flat: list[Any], v: ContractValidator, max_rows: int) -> Columns:
@@ -419,7 +491,7 @@ def _binary(datatype: str, values: list[Any]) -> bytes:
     if datatype == "BYTES":
         parts = [str(v).encode("utf-8") for v in values]
         return b"".join(struct.pack("<I", len(b)) + b for b in parts)
-    return np.asarray(values, dtype=_NUMPY[datatype]).tobytes()
+    return struct.pack(f"<{len(values)}{_STRUCT[datatype][0]}", *values)
 
 
 def encode_response(p: Prediction, body: Any, plan: OutputPlan) -> tuple[bytes, int | None]:
