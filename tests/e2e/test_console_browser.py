@@ -300,6 +300,12 @@ def test_every_page_renders_without_console_errors(served: Served, tab: Tab) -> 
     page.goto(served.url + "/ui/models/1")
     expect(page.locator("#gate")).to_contain_text("passed")
     expect(page.locator("#contract")).to_contain_text("amount")
+    plot = page.locator("#plots img").first  # the run's evaluation plots, from MLflow
+    expect(plot).to_be_visible()
+    assert plot.evaluate("img => img.complete && img.naturalWidth > 100")
+    with page.expect_download() as card:
+        page.locator("#export-html").click()
+    assert "data:image/png;base64," in Path(card.value.path()).read_text()
     with page.expect_download() as download:
         page.locator("#export-md").click()
     assert "# Model card: fraud-detector v1" in Path(download.value.path()).read_text()

@@ -10,6 +10,7 @@ MLflow never blocks the server's event loop (and with it predictions, in ``mloop
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -282,7 +290,19 @@ def create_console(
         found = await card(request, version)
         if isinstance(found, Response):
             return found
-        return page(request, "model.html", {"title": f"{found['model']} v{version}", "c": found})
+        srcs = {name: f"{base(request)}/models/{version}/plots/{name}" for name in found["plots"]}
+        return page(
+            request, "model.html", {"title": f"{found['model']} v{version}", "c": found, "plot_srcs": srcs}
+        )
+
+    @app.get("/models/{version}/plots/{name}")
+    async def model_plot(request: Request, version: int, name: str) -> Response:
+        if (refused := refuse_read(request, api=True)) is not None:
+            return refused
+        path = await run(data().plot, version, name)
+        if path is None:
+            return JSONResponse({"error": f"v{version} has no evaluation plot {name!r}."}, status_code=404)
+        return FileResponse(path, media_type="image/png")
 
     @app.get("/models/{version}/card.html", response_class=HTMLResponse)
     async def model_card_html(request: Request, version: int) -> Response:
@@ -290,7 +310,17 @@ def create_console(
         if isinstance(found, Response):
             return found
         css = (HERE / "static" / "console.css").read_text(encoding="utf-8")
-        html = templates.get_template("card_standalone.html").render(c=found, css=css)
+
+        def inline() -> dict[str, str]:  # the plots as data: URIs, so the file stands alone
+            out = {}
+            for name in found["plots"]:
+                path = data().plot(version, name)
+                if path is not None:
+                    out[name] = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+            return out
+
+        srcs = await run(inline)
+        html = templates.get_template("card_standalone.html").render(c=found, css=css, plot_srcs=srcs)
         name = f"{found['model']}-v{version}-model-card.html"
         return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -39,6 +40,7 @@ CYCLE_FLOW = [
     CycleState.ROLLING_OUT,
 ]
 """The cycle's states in their usual order, drawn as the state machine's path on the overview."""
+_PLOT = re.compile(r"[A-Za-z0-9_-]{1,100}\.png")
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -94,6 +96,7 @@ class ConsoleData:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _tmp: Path | None = None
     _predlog: Any = None
+    _plots: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -248,8 +251,58 @@ class ConsoleData:
             "profile": _profile_view(files.get("profile")),
             "evaluation": files.get("evaluation"),
             "rollouts": rollouts,
+            "plots": self.plots(info.version),
             "run_url": self.run_url(info.run_id),
         }
+
+    def plots(self, version: int) -> list[str]:
+        """Names of the evaluation plots the version's run logged in MLflow (``plots/*.png``)."""
+        with self._lock:
+            if version in self._plots:
+                return self._plots[version]
+        info = self._registry().get(version)
+        names: list[str] = []
+        if info.run_id:
+            try:
+                found = self._registry().client.list_artifacts(info.run_id, "plots")
+            except Exception:  # no run, or an artifact store this process cannot reach
+                found = []
+            names = sorted(
+                Path(a.path).name for a in found if _PLOT.fullmatch(Path(a.path).name) and not a.is_dir
+            )
+        with self._lock:
+            self._plots[version] = names
+        return names
+
+    def plot(self, version: int, name: str) -> Path | None:
+        """The local copy of one of :meth:`plots` (downloaded once); None if it is not one of them."""
+        if name not in self.plots(version):
+            return None
+        target = self._scratch() / f"plots-v{version}" / name
+        if not target.is_file():
+            import mlflow
+
+            info = self._registry().get(version)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                got = mlflow.artifacts.download_artifacts(
+                    run_id=info.run_id,
+                    artifact_path=f"plots/{name}",
+                    dst_path=str(target.parent),
+                    tracking_uri=str(self.settings.tracking_uri),
+                )
+            except Exception:
+                return None
+            if Path(got) != target and Path(got).is_file():
+                Path(got).replace(target)
+        return target if target.is_file() else None
+
+    def _scratch(self) -> Path:
+        with self._lock:
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="mloop-console-"))
+                atexit.register(self.close)
+            return self._tmp
 
     def run_url(self, run_id: str | None) -> str | None:
         """A link to the run in the MLflow UI when the tracking server speaks HTTP, else None."""
