@@ -6,7 +6,8 @@ One ``mloop serve`` (the same trained random forest as ``bench_serving.py``), on
 
 * ``invocations``: ``{"dataframe_records": [record]}`` (what bench_serving.py sends);
 * ``v2 json``: one tensor per field, shape ``[1]`` (what ``tritonclient`` sends with ``binary_data=False``);
-* ``v2 binary``: the same tensors with the binary tensor data extension (``tritonclient``'s default).
+* ``v2 binary``: the same tensors with the binary tensor data extension, outputs in binary too
+  (``tritonclient``'s default).
 
     .venv/bin/python benchmarks/serving/bench_v2.py --project DIR   # a trained project (else trains one)
 
@@ -60,7 +61,8 @@ def v2_bodies(record: dict[str, object], dtypes: dict[str, str]) -> tuple[bytes,
         }
         for t, (_, b) in zip(tensors, blobs, strict=True)
     ]
-    head = json.dumps({"inputs": binary_tensors}).encode()
+    # tritonclient's default: binary inputs, and binary outputs when none are named.
+    head = json.dumps({"inputs": binary_tensors, "parameters": {"binary_data_output": True}}).encode()
     return as_json, head + b"".join(b for _, b in blobs), len(head)
 
 

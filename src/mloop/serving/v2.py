@@ -121,30 +121,40 @@ def read_request(raw: bytes, header_length: str | None) -> Any:
         )
     body = _json(raw[:n], "The JSON part of the request (Inference-Header-Content-Length bytes)")
     inputs = body.get("inputs") if isinstance(body, dict) else None
-    offset = n
-    for i, tensor in enumerate(inputs if isinstance(inputs, list) else ()):
-        params = tensor.get("parameters") if isinstance(tensor, dict) else None
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+    offset, total = n, len(raw)
+    for i, tensor in enumerate(inputs if type(inputs) is list else ()):
+        params = tensor.get("parameters") if type(tensor) is dict else None
+        size = params.get("binary_data_size") if type(params) is dict else None
         if size is None:
             continue
-        if type(size) is not int or size < 0 or offset + size > len(raw) or "data" in tensor:
+        end = offset + size if type(size) is int and size >= 0 else -1
+        if not offset <= end <= total or "data" in tensor:
             where = _where(tensor, i)
             if "data" in tensor:
                 raise _shape(f"{where} has both data and binary_data_size; send one.", "both", "one", where)
             raise _shape(
-                f"{where} declares binary_data_size {size!r}, but {len(raw) - offset} bytes of binary data "
+                f"{where} declares binary_data_size {size!r}, but {total - offset} bytes of binary data "
                 "are left in the body.",
                 size if type(size) is int else _kind(size),
-                f"0..{len(raw) - offset}",
+                f"0..{total - offset}",
                 where,
             )
-        tensor["data"] = _from_binary(tensor.get("datatype"), raw[offset : offset + size], tensor, i)
-        offset += size
-    if offset != len(raw):
+        datatype = tensor.get("datatype")
+        unpack = _UNPACKERS.get((datatype, size)) if type(datatype) is str else None
+        if unpack is not None:  # a layout seen before (the common case), inlined
+            values = unpack(raw[offset:end])
+            data = list(values)
+            if datatype[0] == "F" and any(map(math.isnan, data)):
+                data = [None if x != x else x for x in data]  # NaN: a missing value
+            tensor["data"] = data
+        else:
+            tensor["data"] = _from_binary(datatype, raw[offset:end], tensor, i)
+        offset = end
+    if offset != total:
         raise _shape(
-            f"The body has {len(raw) - offset} bytes after the JSON part and the binary inputs it declares; "
+            f"The body has {total - offset} bytes after the JSON part and the binary inputs it declares; "
             "each binary input needs its binary_data_size parameter.",
-            len(raw) - offset,
+            total - offset,
             "no trailing bytes",
             "body",
         )
