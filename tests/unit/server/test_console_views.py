@@ -9,7 +9,8 @@ import pytest
 
 from mloop.config import Settings
 from mloop.monitoring.history import record_window
-from mloop.server.console.views import ConsoleData, compare_to_reference
+from mloop.server.console.charts import compare_to_reference
+from mloop.server.console.views import ConsoleData
 from mloop.store import open_store
 
 PROFILE = {

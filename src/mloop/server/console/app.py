@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +34,8 @@ from mloop.config import Settings
 from mloop.errors import MloopError
 from mloop.server.auth import KeyRing
 from mloop.server.console import session
+from mloop.server.console.actions import ACTIONS, ENABLE_ACTIONS, actor_of, apply_action
+from mloop.server.console.render import fmt_duration, fmt_num, fmt_time, subject_link
 from mloop.server.console.views import ConsoleData
 from mloop.store import Store
 from mloop.store.timeline import event_kinds, event_page
@@ -43,7 +44,6 @@ __all__ = ["ACTIONS", "create_console", "standalone_app"]
 
 log = logging.getLogger("mloop.server.console")
 HERE = Path(__file__).parent
-ACTIONS = ("approve", "start", "promote", "rollback", "abort", "pause", "resume")
 _FORM_MAX = 10_000
 _HEADERS = {
     # Scripts only from the console itself (no CDN, no inline script); uPlot sizes its canvas
@@ -57,58 +57,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-ENABLE_ACTIONS = (
-    "Actions are disabled: no admin key is configured. Set MLOOP_SERVING__KEYS__ADMIN (or serving.keys.admin "
-    "in mloop.yaml, or MLOOP_ADMIN_TOKEN) and restart the server, then log in with that key."
-)
-
-
-def _fmt_time(value: Any) -> str:
-    if not value:
-        return "—"
-    if isinstance(value, int | float):
-        value = datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return str(value)
-    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
-
-
-def _fmt_num(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _fmt_duration(seconds: Any) -> str:
-    s = int(seconds or 0)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
-    return " ".join([*parts, f"{s}s"]) if not days else " ".join(parts)
-
-
-def _link(subject: str, model: str) -> str | None:
-    """The console page of an event's subject (a model version, a rollout, a cycle)."""
-    prefix = f"model:{model}/v"
-    if subject.startswith(prefix) and subject[len(prefix) :].isdigit():
-        return f"models/{subject[len(prefix) :]}"
-    if subject.startswith(("rollout:", f"model:{model}/cycle-")):
-        return "timeline?" + urlencode({"subject": subject})
-    return None
-
-
-def _actor(key: str | None) -> str:
-    """Who acted: the console and a fingerprint of the admin key (never the key itself)."""
-    digest = hashlib.sha256((key or "").encode("utf-8")).hexdigest()[:8]
-    return f"console:admin:{digest}"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -137,8 +85,8 @@ def create_console(
     keys = keys if keys is not None else KeyRing.from_settings(settings)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters.update(time=_fmt_time, num=_fmt_num, duration=_fmt_duration)
-    env.globals["link"] = lambda subject: _link(subject, settings.model.name)
+    env.filters.update(time=fmt_time, num=fmt_num, duration=fmt_duration)
+    env.globals["link"] = lambda subject: subject_link(subject, settings.model.name)
     holder: dict[str, ConsoleData] = {}
 
     def data() -> ConsoleData:
@@ -426,7 +374,7 @@ def create_console(
         if not reason or len(reason) > 1000:
             return _back(back, error=f"{action}: give a reason (1 to 1000 characters); nothing was done.")
         try:
-            done = await run(_apply, data(), action, fields, _actor(who.key), reason)
+            done = await run(apply_action, data(), action, fields, actor_of(who.key), reason)
         except MloopError as exc:
             return _back(back, error=f"{action} failed: {exc}")
         if service is not None and action in {"start", "promote", "rollback", "abort"}:
@@ -442,51 +390,6 @@ _CSRF = "The form's CSRF token is missing or invalid: reload the page and submit
 def _back(target: str, **message: str) -> Response:
     sep = "&" if "?" in target else "?"
     return RedirectResponse(f"{target}{sep}{urlencode(message)}", status_code=303)
-
-
-def _opt_int(value: str | None) -> int | None:
-    return int(value) if value and value.strip().isdigit() else None
-
-
-def _apply(d: ConsoleData, action: str, fields: dict[str, str], actor: str, reason: str) -> str:
-    """Carry out ``action`` through the library (the same calls as the CLI and the admin API)."""
-    from mloop.control.controller import approve
-    from mloop.control.states import CYCLE_MACHINE
-    from mloop.store.loop import LoopRepository
-
-    if action in {"pause", "resume"}:
-        LoopRepository(d.store, CYCLE_MACHINE).set_paused(
-            d.model, action == "pause", actor=actor, reason=reason
-        )
-        return f"loop {'paused' if action == 'pause' else 'resumed'}"
-    if action == "approve":
-        version = fields.get("version", "")
-        approve(d.store, d.model, version, actor=actor, reason=reason)
-        return f"v{version} approved; the loop starts its rollout on its next tick"
-    ctl = d.rollouts()
-    try:
-        rollout_id = _opt_int(fields.get("rollout"))
-        if action == "start":
-            r = ctl.start(
-                fields.get("version") or None, fields.get("strategy") or None, actor=actor, reason=reason
-            )
-            return f"rollout #{r.id} ({r.strategy} of v{r.candidate_version}) {r.state}"
-        if action == "promote":
-            if rollout_id is None and fields.get("version"):
-                dep = ctl.promote_version(fields["version"], actor=actor, reason=reason)
-                return f"v{dep.champion_version} is champion"
-            r = ctl.promote(rollout_id, actor=actor, reason=reason)
-            return f"rollout #{r.id} {r.state}"
-        if action == "rollback":
-            if rollout_id is None and ctl.current() is None:
-                dep = ctl.rollback_deployment(actor=actor, reason=reason)
-                return f"rolled back: v{dep.champion_version} is champion again"
-            r = ctl.rollback(rollout_id, actor=actor, reason=reason, check="manual")
-            return f"rollout #{r.id} {r.state}"
-        r = ctl.abort(rollout_id, actor=actor, reason=reason)
-        return f"rollout #{r.id} {r.state}"
-    finally:
-        ctl.close()
 
 
 def standalone_app(settings: Settings) -> FastAPI:
