@@ -99,7 +99,7 @@ class Arm:
         self.score.append(1 / (1 + np.exp(-(s - 2.5))))
         self.label_at.append(arrive)
 
-    def stats(self, name: str, now: float) -> ArmStats:
+    def stats(self, name: str, now: float, step_tick: int) -> ArmStats:
         cat = np.concatenate
         pred = cat(self.pred) if self.pred else np.empty(0, int)
         seen = cat(self.label_at) <= now if self.label_at else np.empty(0, bool)
@@ -117,6 +117,7 @@ class Arm:
             labels=y.tolist(),
             labelled_predictions=p.tolist(),
             scores=cat(self.score)[seen] if self.score else np.empty(0),
+            step_latency_ms=cat(self.latency[step_tick:]) if self.latency[step_tick:] else np.empty(0),
         )
 
 
@@ -124,7 +125,7 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
     """One rollout: (outcome, step at decision, canary requests at decision)."""
     rng = np.random.default_rng(seed)
     base, can = Arm(Model("baseline")), Arm(canary)
-    step, step_base, step_started = 0, 0, 0.0
+    step, step_base, step_started, step_tick = 0, 0, 0.0, 0
     analysis: dict[str, Any] = {}
     state = "running"
     for tick in range(1, MAX_TICKS + 1):
@@ -135,7 +136,7 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
         n_can = int(rng.binomial(n, share))
         can.serve(n_can, now, spike, rng)
         base.serve(n - n_can, now, spike, rng)
-        b, c = base.stats("champion", now), can.stats("canary", now)
+        b, c = base.stats("champion", now, step_tick), can.stats("canary", now, step_tick)
         if legacy:
             a = legacy_analysis.analyze_step(
                 b,
@@ -150,7 +151,7 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
             if a.verdict == "pass":
                 if step + 1 >= len(STEPS):
                     return "promoted", step, c.requests
-                step, step_base, step_started = step + 1, c.requests, now
+                step, step_base, step_started, step_tick = step + 1, c.requests, now, tick
             continue
         # The controller's canary advance, without the store (mloop.rollout.controller._advance_canary).
         label_look, waited = 0, None
@@ -188,7 +189,7 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
             analysis.update(label_wait_started=now, label_look=0, label_look_n=labelled)
         if move.action == "step":
             state = "running"
-            step, step_base, step_started = step + 1, c.requests, now
+            step, step_base, step_started, step_tick = step + 1, c.requests, now, tick
     return ("held" if state == "awaiting_labels" else "undecided"), step, can.requests
 
 
@@ -259,7 +260,8 @@ def main() -> None:
         cfg = legacy_cfg if legacy else new_cfg
         print(f"\n## Canary — {title}\n")
         print(
-            "| scenario | measure | rate [95 % CI] | target | promoted | unverified/held | canary requests to decision (median) | s |"
+            "| scenario | measure | rate [95 % CI] | target | promoted | unverified/held "
+            "| canary requests to decision (median) | s |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for name, model, measure, target in CANARIES:

@@ -1,4 +1,5 @@
-"""Today's A/B significance test (fixed-horizon z-test re-run at every look), kept verbatim from git (6ab1b2e:src/mloop/rollout/abtest.py) for the decision benchmark.
+"""Today's A/B significance test (a fixed-sample z-test re-run at every look), kept verbatim from git
+(6ab1b2e:src/mloop/rollout/abtest.py) for the decision benchmark.
 
 A/B significance: compare each challenger arm with the champion arm on labelled traffic.
 

@@ -1,4 +1,5 @@
-"""Today's (before the statistical checks) canary analysis, kept verbatim from git (fe97aae^:src/mloop/rollout/analysis.py) for the decision benchmark.
+"""Today's canary analysis (before the statistical checks), kept verbatim from git
+(fe97aae^:src/mloop/rollout/analysis.py) for the decision benchmark.
 
 One canary step's analysis: canary against baseline on errors, latency, prediction drift, quality.
 

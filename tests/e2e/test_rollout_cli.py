@@ -46,6 +46,10 @@ rollout:
   max_wait_s: 90
   max_latency_ratio: 1000
   max_prediction_drift: 0.9
+  # The traffic here is one repeated record without labels: quality cannot be verified, so the
+  # canary is promoted only as promoted_unverified (the label wait itself is unit-tested).
+  label_wait_s: 0
+  unlabelled_policy: promote_unverified
 serving:
   poll_interval_s: 1
 prediction_log:
@@ -225,7 +229,7 @@ def test_canary_under_traffic_is_promoted_and_v2_serves(served: Served) -> None:
 
         def state() -> str | None:
             r = c.get("/admin/rollout").json()["rollout"]
-            return r["state"] if r["id"] == rid and r["state"] == "promoted" else None
+            return r["state"] if r["id"] == rid and r["state"] == "promoted_unverified" else None
 
         # The server drives the steps itself (rollout.auto_advance): keep sending traffic until it
         # has judged both steps and promoted.
@@ -239,7 +243,7 @@ def test_canary_under_traffic_is_promoted_and_v2_serves(served: Served) -> None:
 
     assert served.aliases() == {"champion": 2, "previous": 1}
     final = _mloop_json(served.project, "rollout", "status", "--id", str(rid))
-    assert final["state"] == "promoted"
+    assert final["state"] == "promoted_unverified" and "UNVERIFIED" in final["reason"]
     assert {a["arm"]: a["weight"] for a in final["arms"]} == {"champion": 0.0, "canary": 1.0}
     checks = {ch["name"]: ch["passed"] for ch in final["analysis"]["checks"]}
     assert checks["error_rate"] is True and checks["latency"] is True
@@ -248,8 +252,13 @@ def test_canary_under_traffic_is_promoted_and_v2_serves(served: Served) -> None:
     assert "promoted" in text and "error_rate" in text and "pass" in text
 
     kinds = [e.kind for e in reversed(served.events()) if e.subject == f"rollout:{rid}"]
-    assert kinds == ["rollout.started", "rollout.step", "rollout.promoting", "rollout.promoted"], kinds
-    promoted = next(e for e in served.events() if e.kind == "rollout.promoted")
+    assert kinds == [
+        "rollout.started",
+        "rollout.awaiting_labels",
+        "rollout.promoting",
+        "rollout.promoted_unverified",
+    ], kinds
+    promoted = next(e for e in served.events() if e.kind == "rollout.promoted_unverified")
     assert promoted.data["version"] == "2" and promoted.data["previous"] == "1"
     assert promoted.actor == "rollout:auto"
 
@@ -313,7 +322,8 @@ def test_promote_while_the_server_advances_is_applied_once_and_succeeds(served: 
     assert wrong.returncode != 0
     message = " ".join((wrong.stdout + wrong.stderr).split())
     assert "--deployment" not in message and "`mloop rollout rollback` without --id" in message, message
-    assert len([e for e in served.events() if e.kind == "rollout.promoted"]) == 2  # nothing more
+    promotions = [e for e in served.events() if e.kind in ("rollout.promoted", "rollout.promoted_unverified")]
+    assert len(promotions) == 2  # nothing more
 
 
 def test_rollback_after_models_promote_returns_to_the_champion_it_replaced(served: Served) -> None:

@@ -100,7 +100,7 @@ def analyze_step(
     alpha = look_alpha(cfg, step, label_look)
     checks = [
         error_check(baseline.errors, baseline.requests, canary.errors, canary.requests, cfg, alpha),
-        latency_check(baseline.latency_ms, canary.latency_ms, cfg, alpha)
+        latency_check(*_latencies(baseline, canary), cfg, alpha)
         if concurrent
         else Check(
             "latency",
@@ -121,6 +121,13 @@ def analyze_step(
         return StepAnalysis("fail", reason, checks, first.name, arms, metric=metric)
     unverified = [c.name for c in checks if c.status != "passed"]
     return StepAnalysis("pass", summarize(checks), checks, None, arms, unverified, metric)
+
+
+def _latencies(baseline: ArmStats, canary: ArmStats) -> tuple[np.ndarray, np.ndarray]:
+    """The current step's latencies when both arms have them (served side by side), else all."""
+    if baseline.step_latency_ms is not None and canary.step_latency_ms is not None:
+        return baseline.step_latency_ms, canary.step_latency_ms
+    return baseline.latency_ms, canary.latency_ms
 
 
 def summarize(checks: list[Check]) -> str:

@@ -181,7 +181,7 @@ class RolloutController:
             return self._verify(r, actor)
         if r.strategy == "direct":
             return self.promote(r.id, actor=actor, wait=False)
-        stats = self.stats(r)
+        stats = self.stats(r, step_since=r.step_started_at if r.strategy == "canary" else None)
         if r.strategy == "canary":
             return self._advance_canary(r, stats, actor)
         guard = self._error_guard(r, stats)
@@ -194,12 +194,20 @@ class RolloutController:
         report["arms"] = {a: s.summary(self.classification) for a, s in stats.items()}
         return self._save(r, report)
 
-    def stats(self, r: Rollout) -> dict[str, ArmStats]:
-        """Per-arm stats of ``r`` from the store's counters, the prediction log and feedback."""
+    def stats(self, r: Rollout, *, step_since: datetime | None = None) -> dict[str, ArmStats]:
+        """Per-arm stats of ``r`` from the store's counters, the prediction log and feedback
+        (``step_since``: also the latencies since then, see :attr:`ArmStats.step_latency_ms`)."""
         frame = self.predlog.read(model_name=r.model_name, since=r.created_at)
         ids = frame["prediction_id"].astype(str).tolist() if not frame.empty else []
         labels = self.store.feedback(ids) if ids else {}
-        return collect_stats(r, self.repo.counters(r.id), frame, labels, classification=self.classification)
+        return collect_stats(
+            r,
+            self.repo.counters(r.id),
+            frame,
+            labels,
+            classification=self.classification,
+            step_since=step_since,
+        )
 
     def _advance_canary(self, r: Rollout, stats: dict[str, ArmStats], actor: str) -> Rollout:
         canary, baseline = stats["canary"], stats[plan.BASELINE]

@@ -39,6 +39,10 @@ class ArmStats:
     prediction_ids: list[str] = field(default_factory=list)
     outcomes: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Per labelled prediction: 1/0 correct (classifiers) or the absolute error (regressors)."""
+    step_latency_ms: np.ndarray | None = None
+    """Latencies since the current canary step started (None: not split by step). Latency is compared
+    on this window, where both arms served side by side under the same load; over the whole rollout
+    the arms' shares changed step by step, so a load spike would weigh more on one arm."""
     labels: list[Any] = field(default_factory=list)
     """Per labelled prediction (classifiers): the label sent to /feedback."""
     labelled_predictions: list[Any] = field(default_factory=list)
@@ -118,6 +122,7 @@ def collect_stats(
     *,
     classification: bool,
     since: datetime | None = None,
+    step_since: datetime | None = None,
 ) -> dict[str, ArmStats]:
     """Stats per arm of ``rollout`` from its counters, its prediction-log rows and their labels.
 
@@ -135,6 +140,10 @@ def collect_stats(
             rows = frame[(frame["arm"] == arm.arm) & (frame["model_version"].astype(str) == arm.version)]
             stats.logged = len(rows)
             stats.latency_ms = pd.to_numeric(rows["latency_ms"], errors="coerce").dropna().to_numpy(float)
+            if step_since is not None:
+                recent = rows[pd.to_datetime(rows["ts"], utc=True) >= pd.Timestamp(step_since)]
+                latency = pd.to_numeric(recent["latency_ms"], errors="coerce").dropna()
+                stats.step_latency_ms = latency.to_numpy(float)
             stats.predictions = rows["prediction"].tolist()
             stats.prediction_ids = rows["prediction_id"].astype(str).tolist()
             keep = [k for k, i in enumerate(stats.prediction_ids) if i in labels]
