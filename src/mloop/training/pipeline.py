@@ -281,9 +281,8 @@ def same_as_champion(run: TrainRun) -> bool:
 
 
 def set_alias(run: TrainRun) -> None:
-    """Give a version that passed its alias: champion if it is the first one, else challenger.
-
-    A retrain identical to the champion (:func:`same_as_champion`) gets no alias, and says so."""
+    """Give a passing version its alias (champion if first, else challenger); a twin of the champion none."""
+    # A retrain identical to the champion (same_as_champion, decided in register_version) says so.
     if run.unchanged and run.champion is not None:
         champion = run.champion.info.version
         run.say(f"v{run.version} is the same as champion v{champion}; the challenger alias stays")
