@@ -270,9 +270,10 @@ def report(args: argparse.Namespace, sides: dict, truth: list[dict[str, float]])
         "reference: 10,000 holdout rows"
     )
     names = list(sides)
+    print(f"{'':<39}" + " ".join(f"{n:>23}" for n in names))
     print(
         f"{'scenario':<20} {'metric':<9} {'realized':>8} "
-        + " ".join(f"{n + ' MAE/cover':>24}" for n in names)
+        + " ".join(f"{'MAE cover width':>23}" for _ in names)
     )
     verdicts: dict[str, bool] = {}
     for s, scenario in enumerate(SCENARIOS):
@@ -284,7 +285,8 @@ def report(args: argparse.Namespace, sides: dict, truth: list[dict[str, float]])
                 est = np.array([side["windows"][w][m] for w in span], dtype=float)
                 maes[name] = float(np.nanmean(np.abs(est[:, 0] - real)))
                 cover = float(np.mean((est[:, 1] <= real) & (real <= est[:, 2])))
-                cells.append(f"{maes[name]:>16.4f} {cover:>6.0%} ")
+                width = float(np.nanmean(est[:, 2] - est[:, 1]))
+                cells.append(f"{maes[name]:>9.4f} {cover:>5.0%} {width:>7.3f} ")
             print(f"{scenario:<20} {m:<9} {real.mean():>8.3f} " + " ".join(cells))
             if "nannyml-batch" in maes:
                 theirs = maes["nannyml-batch"]
