@@ -20,6 +20,7 @@ def test_demo_promotes_v2_after_drift_and_rolls_back_the_slow_v3(tmp_path: Path)
     out = " ".join(proc.stdout.split())  # the console wraps long lines at 80 columns
     assert "drift injected" in out
     assert "v2 promoted after a drift alert" in out
+    assert "quality verified" in out and "UNVERIFIED" not in out  # its traffic sends labels
     assert "v3 rolled back:" in out, out[-4000:]
     assert "timeline" in out and "loop.promoted" in out and "rollout.rolled_back" in out
 
