@@ -268,7 +268,8 @@ def _check_tensor(tensor: Mapping[str, Any], i: int) -> list[Any]:
     # accept the same tensors and say what is wrong with the others.
     shape, data = tensor.get("shape"), tensor.get("data")
     if type(shape) is list and len(shape) == 1 and type(data) is list and shape[0] == len(data):
-        check = _CHECKS.get(tensor.get("datatype"))  # type: ignore[arg-type]
+        datatype = tensor.get("datatype")
+        check = _CHECKS.get(datatype) if type(datatype) is str else None
         name, params = tensor.get("name"), tensor.get("parameters")
         if (
             check is not None
@@ -368,7 +369,8 @@ def decode_v2(body: Any, v: ContractValidator, max_rows: int) -> Columns:
             and type(name) is str
             and name
             and type(shape[0]) is int
-            and (check := checks.get(tensor.get("datatype"))) is not None
+            and type(datatype := tensor.get("datatype")) is str
+            and (check := checks.get(datatype)) is not None
             and type(tensor.get("parameters", _NO_PARAMS)) is dict
             and all(map(check, flat))
         ):

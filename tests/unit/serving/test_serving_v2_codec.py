@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import serialize_byte_tensor
 
 from mloop.data.schema import DataContract
-from mloop.errors import RequestValidationError
+from mloop.errors import PayloadTooLarge, RequestValidationError
 from mloop.serving.codecs import Table, decode_mlflow, parse_csv, parse_parquet
 from mloop.serving.stats import InferenceStats
 from mloop.serving.v2 import decode_v2, encode_response, output_plan, read_request
@@ -237,3 +239,53 @@ def test_inference_statistics_in_tritons_form() -> None:
             "compute_output": {"count": 0, "ns": 0},
         }
     ]
+
+
+@pytest.mark.parametrize("datatype", [{}, [], None, 3])
+def test_a_datatype_that_is_not_a_name_is_refused(v: ContractValidator, datatype: Any) -> None:
+    tensor = {"name": "amount", "shape": [1], "datatype": datatype, "data": [1.0]}
+    with pytest.raises(RequestValidationError, match="expected one of BOOL"):
+        decode_v2({"inputs": [tensor]}, v, 100)
+    with pytest.raises(RequestValidationError, match="expected one of BOOL"):
+        decode_v2({"inputs": [tensor, {**tensor, "name": "hour"}]}, v, 100)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+_tensors = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["amount", "hour", "x"]) | _json_values,
+        "shape": st.lists(st.integers(-1, 3), max_size=3) | _json_values,
+        "datatype": st.sampled_from(["FP64", "INT8", "BYTES", "BOOL", "FP16"]) | _json_values,
+        "data": st.lists(_json_values, max_size=4) | _json_values,
+        "parameters": _json_values,
+    },
+)
+
+
+def _refusal(call: Any) -> str | None:
+    """None when ``call`` succeeds; the message of a client refusal otherwise (anything else fails)."""
+    try:
+        call()
+    except (RequestValidationError, PayloadTooLarge) as exc:
+        return exc.message
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs=st.lists(_tensors, max_size=3) | _json_values, outputs=_json_values)
+def test_any_json_request_is_answered_or_refused_as_the_clients(inputs: Any, outputs: Any) -> None:
+    v = ContractValidator(CONTRACT)
+    body = {"inputs": inputs, "outputs": outputs}
+    raw = json.dumps(body).encode()
+    for call in (
+        lambda: decode_v2(body, v, 100),
+        lambda: output_plan(body, True),
+        lambda: read_request(raw + b"\x00" * 8, str(len(raw))),
+    ):
+        message = _refusal(call)
+        assert message is None or len(message) > 20  # a refusal says what was wrong
