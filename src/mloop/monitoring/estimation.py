@@ -248,7 +248,7 @@ Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _ranked(score: np.ndarray) -> Ranked:
-    order = np.argsort(score, kind="mergesort")
+    order = np.argsort(score)  # ties are grouped below, so the sort need not be stable
     s = score[order]
     starts = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1])
     counts = np.diff(np.append(starts, len(s)))
@@ -519,6 +519,8 @@ def estimate_quality(
             note=f"{int(ok.sum())} predictions with class probabilities; an estimate needs at least "
             f"{max(min_rows, 1)} (monitoring.estimate_min_rows)"
         )
+    if not ok.all():
+        proba, predicted = proba[ok], predicted[ok]
     return estimate_classification(
-        proba[ok], predicted[ok], estimator, confidence=confidence, samples=samples, seed=seed
+        proba, predicted, estimator, confidence=confidence, samples=samples, seed=seed
     )
