@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 BASE_IMAGE = os.environ.get("MLOOP_DOCKER_BASE_IMAGE", "mloop-base:bookworm")
 IMAGE = "mloop-e2e:test"
 MLOOP = str(Path(sys.executable).parent / "mloop")
+_ARTIFACTS: dict[str, Path] = {}
+"""Tracking server URL -> the directory only that server reads its artifacts from."""
 
 
 def _docker_or_skip() -> None:
@@ -134,6 +136,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         _wait(f"http://127.0.0.1:{port}/health", timeout=120)
+        _ARTIFACTS[f"http://127.0.0.1:{port}"] = work / "artifacts"
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -224,8 +227,8 @@ def test_image_serves_the_model_from_the_tracking_server(image: str, tracking_se
     try:
         _wait(f"http://127.0.0.1:{port}/ready", timeout=240)
         assert _health_check(container, port) == 0
-        contract = httpx.get(f"http://127.0.0.1:{port}/contract", timeout=10)
-        assert contract.status_code == 200, contract.text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert metrics.status_code == 200 and "mloop_model_info{" in metrics.text
         # The image carries the project's code but none of its data.
         listing = subprocess.run(
             ["docker", "exec", container, "ls", "/app"], capture_output=True, text=True, check=True
@@ -235,16 +238,23 @@ def test_image_serves_the_model_from_the_tracking_server(image: str, tracking_se
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
 
-def test_health_check_fails_while_the_model_cannot_load(image: str) -> None:
+def test_health_check_fails_while_the_model_cannot_load(image: str, tracking_server: str) -> None:
     port = _free_port()
-    # A tracking server that has no model: the server starts, /health answers, /ready does not.
-    container = _run_container(image, f"http://127.0.0.1:{_free_port()}", port)
+    # The registered version's files are gone from the server: the server process runs and /health
+    # answers, but the model cannot load, so /ready and the image's health check must fail.
+    artifacts = _ARTIFACTS[tracking_server]
+    hidden = artifacts.with_name("artifacts-hidden")
+    artifacts.rename(hidden)
+    artifacts.mkdir()
+    container = _run_container(image, tracking_server, port)
     try:
         _wait(f"http://127.0.0.1:{port}/health", timeout=120)
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code != 200
         assert _health_check(container, port) != 0
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        artifacts.rmdir()
+        hidden.rename(artifacts)
 
 
 def test_report_image_size(image: str) -> None:
