@@ -181,3 +181,34 @@ def test_election_status_names_the_holder(store: Store) -> None:
     assert b.status()["holder"]["owner"] == "a:1" and b.status()["fence"] is None
     a.release()
     assert b.step() and b.status()["fence"] == 2
+
+
+def test_the_leader_deletes_predictions_and_labels_past_retention(tmp_path: Path, store: Store) -> None:
+    from datetime import timedelta
+
+    from mloop.predlog import PredictionRecord, open_prediction_log
+
+    url = (tmp_path / "predictions").as_uri()
+    with open_prediction_log(url) as log:
+        log.write_batch([PredictionRecord(f"p{i}", "fraud", "1", {"x": float(i)}, 0) for i in range(5)])
+    store.add_feedback([(f"p{i}", 1) for i in range(5)], model_name="fraud")
+    settings = Settings.model_validate(
+        {"model": {"name": "fraud"}, "prediction_log": {"url": url, "retention_days": 2}}
+    ).model_copy(update={"root": tmp_path})
+    later = datetime.now(UTC) + timedelta(days=5)  # everything logged now is past retention then
+    ctrl = Controller(
+        settings,
+        store=store,
+        trainer=Trainer(),
+        registry=Registry(),
+        rollouts=Rollouts(),
+        clock=lambda: later,
+    )
+    ctrl.lead_tick()
+    with open_prediction_log(url) as log:
+        assert log.count() == 0
+    assert store.feedback(ids=[f"p{i}" for i in range(5)]) == {}
+    event = store.events(kind="loop.retention", limit=1)[0]
+    assert event.data == {"predictions": 5, "labels": 5, "cutoff": (later - timedelta(days=2)).isoformat()}
+    ctrl.lead_tick()  # at most once per control.monitor_interval_s
+    assert len(store.events(kind="loop.retention", limit=None)) == 1
