@@ -376,7 +376,8 @@ class RolloutSettings(Section):
     latency_quantile: float = Field(default=0.95, gt=0.5, lt=1.0)
     """Upper quantile whose confidence bounds are compared (the tail test of the latency check)."""
     min_latency_samples: int = Field(default=20, ge=5)
-    """Latencies each arm needs before the latency check is evaluated (else: not evaluated)."""
+    """Latencies (and outputs, for ``prediction_drift``) each arm needs before those checks are
+    evaluated; with fewer they are "not evaluated", never passed."""
     max_prediction_drift: float = 0.2
     """Jensen-Shannon distance between the arms' outputs above which it is rolled back (when a
     chi-square test also says the difference is not noise)."""
