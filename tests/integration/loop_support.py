@@ -33,7 +33,11 @@ def make_project(
     (root / "mloop.yaml").write_text(yaml.safe_dump(cfg))
     settings = load_settings(root / "mloop.yaml")
     train(settings)
-    return settings
+    # The loop's retrains read the same source: with the same model they would be twins of v1, which
+    # `mloop train` registers without an alias (nothing to roll out). Two more trees make them differ.
+    cfg["model"]["params"] = {"n_estimators": 12}
+    (root / "mloop.yaml").write_text(yaml.safe_dump(cfg))
+    return load_settings(root / "mloop.yaml")
 
 
 class ScriptedRollouts:
