@@ -155,6 +155,13 @@ def print_status(report: dict[str, Any]) -> None:
         f"[bold]{report['model']}[/]  "
         + ("  ".join(f"{a}: v{v}" for a, v in sorted(aliases.items())) or "no versions")
     )
+    leader = (report.get("loop") or {}).get("leader")
+    console.print(
+        f"loop leader: {leader} (fence {report['loop']['fence']})"
+        if leader
+        else "loop leader: none (no `mloop run`)",
+        highlight=False,
+    )
     arms = report["serving"].get("arms") or []
     if arms:
         t = Table(title="traffic")

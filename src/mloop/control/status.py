@@ -57,6 +57,12 @@ def status_report(settings: Settings, *, events: int = 25, store: Any | None = N
             }
             for c in repo.cycles(settings.model.name, limit=10)
         ]
+        held = store.leases.holder(f"loop:{settings.model.name}")
+        loop = {
+            "leader": held.owner if held is not None else None,
+            "fence": held.fence if held is not None else None,
+            "lease_expires_at": held.expires_at.isoformat() if held is not None else None,
+        }
         windows = store.events(kind="monitor.window", limit=1)
         last_window = windows[0].data if windows else None
         timeline = [
@@ -78,6 +84,7 @@ def status_report(settings: Settings, *, events: int = 25, store: Any | None = N
             ],
             "serving": serving,
             "cycles": cycles,
+            "loop": loop,
             "monitoring": last_window,
             "timeline": list(reversed(timeline)),
             "generated_at": datetime.now().astimezone().isoformat(),
