@@ -290,8 +290,10 @@ class PredictionLogSettings(Section):
     """Where predictions are logged for monitoring."""
 
     url: str | None = None
-    """``file://<dir>`` for Parquet segments (default ``<home>/predictions``) or a SQLAlchemy
-    Postgres URL for a shared table."""
+    """``file://<dir>`` for Parquet segments (default ``<home>/predictions``); for a log shared by
+    replicas, ``s3://bucket/prefix`` for the same segments on S3-compatible object storage (options in
+    the query, e.g. ``?endpoint_override=minio:9000&scheme=http``; credentials from the AWS variables)
+    or a SQLAlchemy Postgres URL for one table."""
     buffer_size: int = 100_000
     """Records held in memory before new ones are dropped (and counted)."""
     flush_interval_s: float = 1.0
