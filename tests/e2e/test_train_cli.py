@@ -68,9 +68,11 @@ def test_first_train_makes_a_champion_with_everything_in_mlflow(project: Path) -
 
 
 def test_second_train_on_shifted_data_is_gated_against_champion(project: Path) -> None:
-    out = mloop(project, "train", "--data", "data/transactions_shifted.csv", "--json")
+    out = mloop(project, "train", "--data", "data/transactions_shifted.csv", "--json", check=False)
     result = json.loads(out.stdout)
     assert result["version"] == 2
+    # Exit code 4 exactly when the gates rejected the version (docs/cli.md).
+    assert out.returncode == (0 if result["gate"]["passed"] else 4), out.stderr
     checks = {c["name"]: c for c in result["gate"]["checks"]}
     assert "beats_champion" in checks
     assert "champion v1" in checks["beats_champion"]["detail"]
