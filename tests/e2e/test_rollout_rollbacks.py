@@ -114,7 +114,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         "[bad_models.ErrorForest, bad_models.SlowForest, bad_models.InvertedForest]\n",
         1,
     )
-    text = text.replace("min_improvement: 0.0", "min_improvement: -1.0")  # let every version through
+    # Let every version through the gates (the inverted model's ROC AUC is far below the threshold;
+    # a version the gates reject is not a challenger and `mloop train` says so with its exit code).
+    text = text.replace("min_improvement: 0.0", "min_improvement: -1.0").replace(
+        "roc_auc: 0.75", "roc_auc: 0.0"
+    )
     config.write_text(text + CONFIG)
     _mloop(project, "train")  # v1: champion
     for builder in ("error_forest", "slow_forest", "inverted_forest"):  # v2, v3, v4
