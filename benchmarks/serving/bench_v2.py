@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--duration", type=int, default=8, help="Seconds measured per turn.")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--no-binary", action="store_true", help="Skip the binary case (servers without the extension)."
+    )
     args = ap.parse_args()
 
     project = (args.project or train_project(Path(tempfile.mkdtemp(prefix="mloop-bench-")) / "p")).resolve()
@@ -113,6 +116,8 @@ def main() -> None:
         ("v2 json", f"{base}/v2/models/{model}/infer", tmp / "v2.json", None),
         ("v2 binary", f"{base}/v2/models/{model}/infer", tmp / "v2.bin", head),
     ]
+    if args.no_binary:
+        cases = cases[:2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
     log = open(Path(tempfile.gettempdir()) / "bench-v2.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
