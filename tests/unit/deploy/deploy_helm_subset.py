@@ -1,6 +1,7 @@
 """A renderer for the small subset of Helm's Go templates that ``mloop deploy helm`` emits.
 
-helm is not installable here (no Debian package, and no PyPI package carries the binary), so tests render the chart's templates with this
+helm is not installable here (no Debian package, and no PyPI package carries the binary), so tests
+render the chart's templates with this
 subset instead: ``.Values`` paths, ``.Release.Name``/``.Release.Namespace``,
 ``quote``, ``toYaml | nindent``, ``if``/``if not``/``with``/``end``,
 ``include`` of the chart's helpers, and ``sha256sum`` of an included template. Anything else raises,
