@@ -185,3 +185,12 @@ def _commands() -> list[tuple[str, ...]]:
 def test_every_mloop_command_in_the_workflow_exists(command: tuple[str, ...]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_rejected_or_unchanged_version_is_a_decision_not_a_failure(workflow: dict[str, Any]) -> None:
+    train = workflow["jobs"]["train"]
+    steps = {s.get("name"): s for s in train["steps"]}
+    assert steps["Train"]["run"].strip() == "mloop train --json > train.json || test $? -eq 4"
+    assert "GITHUB_OUTPUT" in steps["Gates"]["run"] and "unchanged" in steps["Gates"]["run"]
+    assert steps["Registered version"]["if"] == "steps.gates.outputs.version != ''"
+    assert workflow["jobs"]["build"]["if"] == "needs.train.outputs.version != ''"
