@@ -22,7 +22,15 @@ from typing import Any, Literal
 import numpy as np
 
 from mloop.config.settings import RolloutSettings
-from mloop.rollout.checks import Check, drift_check, error_check, latency_check, look_alpha, output_drift
+from mloop.rollout.checks import (
+    Check,
+    drift_check,
+    error_check,
+    latency_check,
+    look_alpha,
+    output_drift,
+    verify_level,
+)
 from mloop.rollout.quality import quality_check
 from mloop.rollout.stats import ArmStats
 
@@ -110,7 +118,7 @@ def analyze_step(
             "the baseline serves no traffic at this step: no concurrent latencies to compare",
         ),
         drift_check(baseline.predictions, canary.predictions, cfg, alpha, classification=classification),
-        quality_check(baseline, canary, cfg, metric, alpha),
+        quality_check(baseline, canary, cfg, metric, alpha, verify_level(cfg, label_look)),
         *(extra or []),
     ]
     failed = [c for c in checks if c.status == "failed"]

@@ -49,6 +49,7 @@ __all__ = [
     "look_alpha",
     "non_inferiority",
     "quantile_bounds",
+    "verify_level",
 ]
 
 Status = Literal["passed", "failed", "not_evaluated", "inconclusive"]
@@ -218,21 +219,34 @@ def drift_check(
     )  # fmt: skip
 
 
+def verify_level(cfg: RolloutSettings, label_look: int = 0) -> float:
+    """Confidence of the lower bound that verifies quality at label-wait look ``label_look`` (0: the
+    planned look): ``1 - confidence`` is spent over the looks as ``6 / (pi^2 (m + 1)^2)``, so a canary
+    worse than the margin is verified with at most that chance however long it waits for labels."""
+    return 1 - (1 - cfg.confidence) * 6 / (math.pi**2 * (label_look + 1) ** 2)
+
+
 def non_inferiority(
-    name: str, delta: float, se: float, cfg: RolloutSettings, alpha: float, what: str
+    name: str,
+    delta: float,
+    se: float,
+    cfg: RolloutSettings,
+    alpha: float,
+    what: str,
+    level: float | None = None,
 ) -> Check:
     """Judge ``delta`` = canary - baseline (higher is better) with standard error ``se``: failed when
     significantly below zero at one-sided ``alpha`` and worse than half the margin, passed when the
-    one-sided ``1 - confidence`` lower bound is above ``-max_quality_drop``, else inconclusive."""
+    one-sided ``level`` (default ``confidence``) lower bound is above ``-max_quality_drop``, else
+    inconclusive."""
     from scipy.stats import norm
 
+    level = cfg.confidence if level is None else level
     margin = cfg.max_quality_drop
     upper = delta + float(norm.ppf(1 - alpha)) * se
-    lower = delta - float(norm.ppf(cfg.confidence)) * se
+    lower = delta - float(norm.ppf(level)) * se
     p = float(norm.cdf(delta / se)) if se > 0 else (0.0 if delta < 0 else 1.0)
-    detail = (
-        f"{what}; change {delta:+.4f}, {cfg.confidence:.0%} lower bound {lower:+.4f} (margin -{margin:g})"
-    )
+    detail = f"{what}; change {delta:+.4f}, {level:.1%} lower bound {lower:+.4f} (margin -{margin:g})"
     if upper < 0 and delta < -margin / 2:
         status: Status = "failed"
     elif lower >= -margin:

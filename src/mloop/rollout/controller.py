@@ -23,7 +23,7 @@ from mloop.errors import ConflictError, RolloutError
 from mloop.rollout import plan
 from mloop.rollout.abtest import compare_arms
 from mloop.rollout.analysis import analyze_step, next_move, shadow_report
-from mloop.rollout.checks import look_alpha
+from mloop.rollout.checks import look_alpha, verify_level
 from mloop.rollout.deployment import Aliases, DeploymentMoves, deployment_lease
 from mloop.rollout.promotion import Promotions, promoted_version, require_running
 from mloop.rollout.quality import quality_check, quality_metric
@@ -325,7 +325,12 @@ class RolloutController:
             return r
         look = int(prev.get("label_look", 0)) + 1
         check = quality_check(
-            stats[plan.BASELINE], stats["canary"], self.cfg, self.metric, look_alpha(self.cfg, 0, look)
+            stats[plan.BASELINE],
+            stats["canary"],
+            self.cfg,
+            self.metric,
+            look_alpha(self.cfg, 0, look),
+            verify_level(self.cfg, look),
         )
         report = {**prev, "label_look": look, "label_look_n": labelled, "verification": asdict(check)}
         if check.status == "failed":

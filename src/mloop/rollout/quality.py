@@ -130,7 +130,12 @@ def _arm_metric(
 
 
 def quality_check(
-    baseline: ArmStats, canary: ArmStats, cfg: RolloutSettings, metric: str, alpha: float
+    baseline: ArmStats,
+    canary: ArmStats,
+    cfg: RolloutSettings,
+    metric: str,
+    alpha: float,
+    level: float | None = None,
 ) -> Check:
     """Canary against baseline on ``metric`` (see the module docstring and :func:`non_inferiority`)."""
     detail = f"{canary.labelled} canary and {baseline.labelled} baseline labelled predictions"
@@ -160,4 +165,4 @@ def quality_check(
             delta = (vb - vc) / vb
             se = float(np.sqrt(var_c / vb**2 + var_b * vc**2 / vb**4))
     what = f"{metric} {vc:.4f} vs baseline {vb:.4f}; {detail}"
-    return non_inferiority("quality", delta, se, cfg, alpha, what)
+    return non_inferiority("quality", delta, se, cfg, alpha, what, level)

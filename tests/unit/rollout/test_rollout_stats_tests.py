@@ -72,7 +72,7 @@ def test_ab_declares_no_winner_without_a_difference_nor_before_the_minimum_sampl
     assert early["comparisons"][0]["p_value"] is None
 
 
-def test_ab_regression_uses_welch_on_absolute_errors_lower_is_better() -> None:
+def test_ab_regression_compares_absolute_errors_lower_is_better() -> None:
     rng = np.random.default_rng(3)
     cfg = RolloutSettings(ab_min_effect=0.3, min_labelled=30)
     arms = {
@@ -80,8 +80,26 @@ def test_ab_regression_uses_welch_on_absolute_errors_lower_is_better() -> None:
         "b": _arm("b", np.abs(rng.normal(0, 1, 400))),
     }
     report = compare_arms(arms, "champion", cfg, classification=False)
-    assert report["comparisons"][0]["test"] == "Welch t-test"
+    assert report["comparisons"][0]["test"] == "mSPRT (always valid), difference of means"
     assert report["winner"] == "b"
+
+
+def test_ab_always_valid_test_stays_quiet_when_looked_at_after_every_label() -> None:
+    """Equal arms looked at after every new pair of labels: the always-valid p-value is meant for this
+    (a fixed-sample z-test re-run the same way declares a winner far more often than its level)."""
+    from mloop.rollout.abtest import always_valid
+
+    rng = np.random.default_rng(11)
+    false_winners = 0
+    for _ in range(100):
+        a, b = rng.random(1500) < 0.8, rng.random(1500) < 0.8
+        n = np.arange(200, 1501, 10)
+        ca, cb = np.cumsum(a)[n - 1] / n, np.cumsum(b)[n - 1] / n
+        var = ca * (1 - ca) / n + cb * (1 - cb) / n
+        false_winners += any(
+            always_valid(float(d), float(v), 0.05, 0.05)[0] < 0.05 for d, v in zip(cb - ca, var, strict=True)
+        )
+    assert false_winners <= 8
 
 
 def _stats(
