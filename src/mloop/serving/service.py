@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mloop.config import Settings
-from mloop.errors import MloopError, RequestValidationError, ServingError, StoreError
+from mloop.errors import MloopError, ModelNotFound, RequestValidationError, ServingError, StoreError
 from mloop.periodic import every_async
 from mloop.predlog import (
     DurablePredictionLogger,
@@ -32,13 +32,14 @@ from mloop.predlog import (
     open_prediction_logger,
 )
 from mloop.predlog.record import new_prediction_ids
-from mloop.serving.codecs import decode_mlflow, decode_native, decode_v2
+from mloop.serving.codecs import decode_mlflow, decode_native
 from mloop.serving.feedback import FeedbackDesk
 from mloop.serving.metrics import ServingMetrics
 from mloop.serving.responses import Prediction
 from mloop.serving.router import Route, Router
 from mloop.serving.runtime import ModelRuntime
 from mloop.serving.source import ModelSource, RegistrySource
+from mloop.serving.v2 import decode_v2
 from mloop.serving.validation import Columns, ContractValidator
 
 __all__ = ["LOAD_FAILED_EVENT", "PredictionService", "WireProtocol"]
@@ -311,13 +312,26 @@ class PredictionService:
 
     # -- predictions -----------------------------------------------------------------------------
     async def predict(
-        self, body: Any, protocol: WireProtocol = "native", *, key: str | None = None
+        self,
+        body: Any,
+        protocol: WireProtocol = "native",
+        *,
+        key: str | None = None,
+        version: str | None = None,
     ) -> Prediction:
-        """Validate, batch and predict one request's rows; log each prediction."""
+        """Validate, batch and predict one request's rows; log each prediction.
+
+        ``version`` pins the loaded version that answers (the V2 version-scoped routes): its arm
+        answers and no shadow gets a copy; 404 when it is not loaded."""
         started = time.perf_counter()
-        route, shadows = self.router.choose(key)
+        if version is None:
+            route, shadows = self.router.choose(key)
+        else:
+            route, shadows = self.route_of(version), ()
         runtime = route.runtime
         runtime.inflight += 1
+        decoded = model_s = 0.0
+        ok = False
         try:
             single = False
             try:
@@ -328,6 +342,7 @@ class PredictionService:
             except RequestValidationError as exc:
                 self._count_invalid(runtime.name, exc)
                 raise
+            decoded = time.perf_counter()
             try:
                 output = await runtime.predict(columns)
             except MloopError as exc:
@@ -336,10 +351,16 @@ class PredictionService:
                     for hook in self.on_result:
                         hook(route.arm, False)
                 raise
+            model_s = output.model_seconds
+            ok = True
             for hook in self.on_result:
                 hook(route.arm, True)
         finally:
             runtime.inflight -= 1
+            now = time.perf_counter()
+            runtime.stats.request(
+                ok, now - started, (decoded or now) - started, now - decoded if decoded else 0.0, model_s
+            )
         ids = new_prediction_ids(columns.n)
         prediction = Prediction(runtime, route.arm, ids, columns, output, single)
         self._log(prediction, (time.perf_counter() - started) * 1000.0)
@@ -415,6 +436,22 @@ class PredictionService:
         ``{"feedback": [...]}``; each must name a logged prediction of this model and fit its version
         (see :mod:`mloop.serving.feedback`)."""
         return await self.feedback_desk.receive(body)
+
+    def route_of(self, version: str) -> Route:
+        """The route of loaded ``version`` (an arm, the champion, or an idle arm); 404 otherwise."""
+        routes = self.router.routes
+        if not routes:
+            raise ServingError("No model is loaded yet; wait for /ready.")
+        for route in routes:
+            if route.runtime.version == version and not route.shadow:
+                return route
+        for route in routes:  # a shadow's version answers only when asked for by name
+            if route.runtime.version == version:
+                return route
+        loaded = ", ".join(sorted({r.runtime.version for r in routes}))
+        raise ModelNotFound(
+            f"Version {version!r} of {self.model_name!r} is not loaded here; loaded: {loaded}."
+        )
 
     def runtime_of(self, version: str) -> ModelRuntime | None:
         """The loaded runtime of ``version``, else the champion (None before the first load)."""
