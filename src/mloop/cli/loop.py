@@ -148,16 +148,22 @@ def status(
 
 
 def print_status(report: dict[str, Any]) -> None:
+    """The text of ``mloop status``: never a raw ``None`` or a 16-digit float (:mod:`mloop.cli.fmt`)."""
+    from mloop.cli.fmt import metrics, num, pct, text
     from mloop.cli.main import console
+
+    def version(value: Any) -> str:
+        return "-" if value is None or value == "" else f"v{value}"
 
     aliases = report["serving"]["aliases"]
     console.print(
         f"[bold]{report['model']}[/]  "
-        + ("  ".join(f"{a}: v{v}" for a, v in sorted(aliases.items())) or "no versions")
+        + ("  ".join(f"{a}: {version(v)}" for a, v in sorted(aliases.items())) or "no versions")
     )
-    leader = (report.get("loop") or {}).get("leader")
+    loop = report.get("loop") or {}
+    leader = loop.get("leader")
     console.print(
-        f"loop leader: {leader} (fence {report['loop']['fence']})"
+        f"loop leader: {leader} (fence {text(loop.get('fence'))})"
         if leader
         else "loop leader: none (no `mloop run`)",
         highlight=False,
@@ -169,9 +175,9 @@ def print_status(report: dict[str, Any]) -> None:
             t.add_column(col)
         for arm in arms:
             t.add_row(
-                str(arm.get("arm")),
-                str(arm.get("version")),
-                f"{float(arm.get('weight', 0)):.0%}",
+                text(arm.get("arm")),
+                version(arm.get("version")),
+                pct(arm.get("weight"), 0),
                 "yes" if arm.get("shadow") else "",
             )
         console.print(t)
@@ -180,23 +186,43 @@ def print_status(report: dict[str, Any]) -> None:
         for col in ("cycle", "state", "trigger", "version", "reason"):
             t.add_column(col)
         for c in report["cycles"]:
-            t.add_row(str(c["id"]), c["state"], c["trigger"], str(c["version"] or ""), c["reason"][:90])
+            t.add_row(
+                text(c.get("id")),
+                text(c.get("state")),
+                text(c.get("trigger")),
+                version(c.get("version")),
+                text(c.get("reason"))[:90],
+            )
         console.print(t)
     mon = report.get("monitoring")
     if mon:
         drift = mon.get("drift") or {}
         quality = mon.get("quality") or {}
+        scores = quality.get("metrics") if isinstance(quality.get("metrics"), dict) else {}
+        labelled = quality.get("labelled_rows")
         console.print(
-            f"last monitoring window: {mon.get('rows', '?')} rows of v{mon.get('version')}, "
-            f"drift share {drift.get('share_drifted', 0):.0%} "
+            f"last monitoring window: {num(mon.get('rows'))} rows of {version(mon.get('version'))}, "
+            f"drift share {pct(drift.get('share_drifted'), 0)} "
             f"({', '.join(drift.get('drifted_columns') or []) or 'none'})"
-            + (f", quality {json.dumps(quality.get('metrics', quality))[:120]}" if quality else "")
+            + (
+                f", quality {metrics(scores)}"
+                + (f" on {num(labelled)} labelled rows" if labelled is not None else "")
+                if scores
+                else ""
+            ),
+            highlight=False,
         )
     t = Table(title="timeline")
     for col in ("time (UTC)", "event", "subject", "by", "why"):
         t.add_column(col)
     for e in report["timeline"]:
-        t.add_row(e["ts"][11:19], e["kind"], e["subject"], e["actor"], e["reason"][:100])
+        t.add_row(
+            text(e.get("ts"))[11:19],
+            text(e.get("kind")),
+            text(e.get("subject")),
+            text(e.get("actor")),
+            text(e.get("reason"))[:100],
+        )
     console.print(t)
 
 
