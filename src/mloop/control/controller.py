@@ -375,7 +375,17 @@ class Controller:
 
     def _on_trained(self, cycle: Cycle) -> Cycle:
         info = self.registry.get(cycle.version)
-        if info.tags.get("mloop.gate") != "passed":
+        gate = info.tags.get("mloop.gate")
+        if gate == "unchanged":  # training found the same data hash and metrics as the champion
+            same_as = info.tags.get("mloop.same_as")
+            champion = f"the champion (v{same_as})" if same_as else "the champion"
+            return self._move(
+                cycle,
+                CycleState.REJECTED,
+                f"v{info.version} is the same as {champion}: same data and holdout metrics; "
+                "nothing to roll out",
+            )
+        if gate != "passed":
             return self._move(
                 cycle, CycleState.REJECTED, f"v{info.version} did not pass the gates; the champion stays"
             )

@@ -160,6 +160,23 @@ def test_the_gate_decides_what_follows_training(
     assert ctrl.tick().state == expected
 
 
+def test_a_retrain_identical_to_the_champion_says_so(tmp_path: Path, store: Store) -> None:
+    rollouts = Rollouts()
+    ctrl, trainer, registry = _controller(tmp_path, store, rollouts=rollouts)
+    cycle = ctrl.start_cycle(Trigger("manual", "manual:u", "test"))
+    assert cycle is not None
+    ctrl.tick()
+    trainer.running.clear()
+    registry.register(cycle.id, 5, "unchanged")
+    registry.found[-1].tags["mloop.same_as"] = "4"  # what training tags on a twin of the champion
+    ctrl.tick()
+    done = ctrl.tick()
+    assert done is not None and done.state == CycleState.REJECTED and done.terminal
+    assert "v5 is the same as the champion (v4)" in done.reason
+    assert "did not pass the gates" not in done.reason
+    assert rollouts.started == []
+
+
 def test_manual_approval_waits_for_approve_then_rolls_out(tmp_path: Path, store: Store) -> None:
     from mloop.control import approve
 
