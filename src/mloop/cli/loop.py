@@ -63,7 +63,9 @@ def build_loop(
     app = create_app(settings)
     service = app.state.service
     controller = Controller(settings, store=store, monitor=monitor, metrics_registry=service.metrics.registry)
-    service.status_parts["loop"] = controller.status
+    from mloop.server.loop_app import attach_loop
+
+    attach_loop(service, controller)
     return app, controller, store
 
 

@@ -18,7 +18,19 @@ from fastapi.responses import JSONResponse, Response
 
 from mloop import __version__
 
-__all__ = ["create_loop_app"]
+__all__ = ["attach_loop", "create_loop_app"]
+
+
+def attach_loop(service: Any, controller: Any) -> None:
+    """Let the serving app of ``mloop run`` say the loop's part: ``/ready`` its full status (lease
+    holder, read from the store), ``/health`` its role only (no store read in a liveness probe)."""
+    election = controller.election
+    service.status_parts["loop"] = controller.status
+    service.health_parts["loop"] = lambda: {
+        "role": election.role,
+        "owner": election.owner,
+        "fence": election.fence.token if election.fence is not None else None,
+    }
 
 
 def create_loop_app(controller: Any, *, running: Callable[[], bool], metrics_registry: Any) -> FastAPI:

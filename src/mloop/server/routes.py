@@ -187,8 +187,10 @@ def prediction_routes(
 
     @router.get("/health", tags=["health"], responses=ok(_OBJECT))
     async def health() -> Response:
-        """Liveness: the process answers."""
-        return json_response({"status": "ok"})
+        """Liveness: the process answers (under ``mloop run``, with the loop's role: leader or standby)."""
+        return json_response(
+            {"status": "ok", **{name: part() for name, part in service.health_parts.items()}}
+        )
 
     @router.get("/ping", tags=["health"], include_in_schema=False)
     async def ping() -> Response:  # MLflow's scoring server health path

@@ -93,6 +93,9 @@ class PredictionService:
         self.status_parts: dict[str, Callable[[], Any]] = {}
         """More of this process's status for ``/ready`` by key (``mloop run`` adds ``loop``: leader or
         standby)."""
+        self.health_parts: dict[str, Callable[[], Any]] = {}
+        """More of ``/health`` by key: cheap facts, no I/O (a liveness probe must not wait on the store;
+        ``mloop run`` adds ``loop``: its role)."""
         self.feedback_desk = FeedbackDesk(self)
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -61,3 +61,21 @@ def test_probes_report_leader_and_standby(tmp_path: Path, store: Store) -> None:
     assert leader_http.get("/health").status_code == 503
     assert leader_http.get("/ready").status_code == 503
     assert leader_http.get("/metrics").status_code == 200
+
+
+def test_health_of_mloop_run_reports_the_loop_role_like_ready(tmp_path: Path, store: Store) -> None:
+    from mloop.server import create_app
+    from mloop.server.loop_app import attach_loop
+    from mloop.serving import PredictionService, StaticSource
+
+    ctrl, _ = _app(tmp_path, store, "a:loop", [True])
+    settings = ctrl.settings
+    service = PredictionService(settings, source=StaticSource("fraud", {}, {}), store=store)
+    http = Http(create_app(settings, service=service))  # not started: no model, /health answers anyway
+    attach_loop(service, ctrl)
+    assert http.get("/health").json()["loop"]["role"] == "starting"
+    assert ctrl.election.step()
+    health = http.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["loop"] == {"role": "leader", "owner": "a:loop", "fence": 1}
+    assert http.get("/ready").json()["loop"]["role"] == health.json()["loop"]["role"]
