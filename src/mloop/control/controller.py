@@ -29,7 +29,7 @@ from mloop.control.driver import RolloutDriver
 from mloop.control.leader import LeaderElection
 from mloop.control.retrain import find_cycle_version, recent_labelled, retrain_dataset
 from mloop.control.states import CYCLE_MACHINE, CycleState
-from mloop.control.trainer import SubprocessTrainer, Trainer
+from mloop.control.trainer import Trainer, default_trainer
 from mloop.control.triggers import Trigger
 from mloop.control.watch import TriggerWatch
 from mloop.errors import ConflictError, ControlError
@@ -76,7 +76,7 @@ class Controller:
             registry = Registry(settings, events=self.store)
         self.registry: Any = registry
         self.rollouts: Rollouts = rollouts or RolloutDriver(settings, self.store)
-        self.trainer: Trainer = trainer or SubprocessTrainer(settings)
+        self.trainer: Trainer = trainer or default_trainer(settings)
         self.clock = clock
         self.watch = TriggerWatch(settings, self.repo, clock=clock, monitor=monitor)
         c = settings.control
@@ -340,9 +340,13 @@ class Controller:
         # the number of versions. The registry is read once the child has exited, which also means
         # the child has finished setting its aliases. A training this process did not start (its
         # leader stopped) is followed by its in-flight lease, which its wrapper holds until it ends
-        # and which enforces the timeout itself.
+        # and which enforces the timeout itself — or by the trainer, which finds a training of the
+        # cycle that has not taken the lease yet (a Job whose pod is still being scheduled).
         if cycle.data.get("trainer", self.owner) != self.owner:
-            if inflight.in_flight(self.store, self.name, cycle.id) is not None:
+            if (
+                inflight.in_flight(self.store, self.name, cycle.id) is not None
+                or self.trainer.find(cycle.id) is not None
+            ):
                 return cycle
             return self._trained_or_failed(cycle)
         running = self.trainer.poll(cycle.pid)

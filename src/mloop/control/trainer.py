@@ -4,6 +4,8 @@
 (:func:`~mloop.control.retrain.spawn_training`); tests pass a scripted trainer, so the controller's
 state machine is exercised without training a model. A trainer only starts, finds, polls and stops
 trainings; the version a training registered is found in the registry by its ``mloop.cycle_id`` tag.
+:func:`default_trainer` picks the loop's: :class:`~mloop.control.job_trainer.JobTrainer` (a Kubernetes
+Job per cycle) when ``$MLOOP_TRAINING_JOB_TEMPLATE`` is set, else :class:`SubprocessTrainer`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mloop.config import Settings
 from mloop.control import retrain
 from mloop.store.leases import pid_alive
 
-__all__ = ["SubprocessTrainer", "Trainer"]
+__all__ = ["SubprocessTrainer", "Trainer", "default_trainer"]
 
 
 class Trainer(Protocol):
@@ -77,3 +79,15 @@ class SubprocessTrainer:
         child = self._children.pop(pid or -1, None)
         if child is not None:
             child.wait(timeout=30)
+
+
+def default_trainer(settings: Settings) -> Trainer:
+    """Kubernetes Jobs when ``$MLOOP_TRAINING_JOB_TEMPLATE`` is set (the loop pods of
+    ``mloop deploy k8s|helm --training-jobs``), else child processes."""
+    from mloop.deploy.job import JOB_TEMPLATE_ENV
+
+    if os.environ.get(JOB_TEMPLATE_ENV):
+        from mloop.control.job_trainer import JobTrainer
+
+        return JobTrainer(settings)
+    return SubprocessTrainer(settings)
