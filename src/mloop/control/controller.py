@@ -423,6 +423,10 @@ class Controller:
         state, reason = self.rollouts.advance(int(cycle.rollout_id or 0))
         if state == "promoted":
             return self._move(cycle, CycleState.PROMOTED, f"v{cycle.version} promoted to champion: {reason}")
+        if state == "promoted_unverified":  # champion now; its quality is verified as labels arrive
+            return self._move(
+                cycle, CycleState.PROMOTED, f"v{cycle.version} promoted to champion UNVERIFIED: {reason}"
+            )
         if state in ("rolled_back", "aborted", "failed"):
             return self._move(
                 cycle, CycleState.ROLLED_BACK, f"v{cycle.version} {state.replace('_', ' ')}: {reason}"
