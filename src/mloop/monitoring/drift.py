@@ -12,7 +12,8 @@ the reference is an error (:class:`~mloop.errors.MonitoringError`).
 
 Beside the columns, a domain classifier looks at whole rows (:mod:`mloop.monitoring.multivariate`):
 a broken relation between columns shows there even when every marginal is unchanged; its p-value
-joins the columns' in the Benjamini-Hochberg dataset verdict when asked (``multivariate_in_verdict``).
+joins the columns' in the Benjamini-Hochberg dataset verdict (``multivariate_in_verdict``), with an
+effect floor (``multivariate_min_auc``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ import pandas as pd
 
 from mloop.errors import MonitoringError, did_you_mean
 from mloop.monitoring.calibration import calibrate as calibrate_threshold
-from mloop.monitoring.multivariate import DEFAULT_ALPHA, MultivariateDrift, detect_multivariate
+from mloop.monitoring.multivariate import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_AUC,
+    MultivariateDrift,
+    detect_multivariate,
+)
 from mloop.monitoring.profile import (
     ColumnProfile,
     ReferenceProfile,
@@ -224,15 +230,17 @@ def detect_drift(
     seed: int = 0,
     multivariate: bool = True,
     multivariate_alpha: float = DEFAULT_ALPHA,
-    multivariate_in_verdict: bool = False,
+    multivariate_in_verdict: bool = True,
+    multivariate_min_auc: float = DEFAULT_MIN_AUC,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` (see the module docstring).
 
     ``multivariate`` adds the domain-classifier check on the compared columns; ``multivariate_alpha``
-    is its own significance (its ``drifted``). With ``multivariate_in_verdict`` the dataset verdict
-    takes its p-value into the Benjamini-Hochberg procedure at ``fdr`` with the columns'. Off by
-    default: on real traffic whose rows cluster (the same customers' features in every window) the
-    classifier can tell a window from the reference without any drift that matters.
+    is its own significance and ``multivariate_min_auc`` its effect floor (its ``drifted`` needs both).
+    With ``multivariate_in_verdict`` (the default) the dataset verdict takes its p-value into the
+    Benjamini-Hochberg procedure at ``fdr`` with the columns', and counts it as drifted only at the
+    floor: on traffic whose rows cluster (the same customers in a window) the classifier tells a
+    window from the reference by who is in it, with a small AUC, without any drift that matters.
     """
     if not isinstance(current, pd.DataFrame):
         raise MonitoringError(f"The current window must be a pandas DataFrame; got {type(current).__name__}.")
@@ -265,7 +273,11 @@ def detect_drift(
     workers = max(1, min(len(wanted), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, wanted))
-    multi = _multivariate(profile, current, wanted, multivariate_alpha, seed) if multivariate else None
+    multi = (
+        _multivariate(profile, current, wanted, multivariate_alpha, multivariate_min_auc, seed)
+        if multivariate
+        else None
+    )
     tested = [r for r in results if r.status == "ok"]
     p_values = [1.0 if r.fdr_p_value is None else r.fdr_p_value for r in tested]
     multi_ran = (
@@ -276,7 +288,11 @@ def detect_drift(
     rejections = benjamini_hochberg(p_values, fdr)
     for res, rejected in zip(tested, rejections[: len(tested)], strict=True):
         res.fdr_rejected = rejected
-    multi_rejected = multi_ran and bool(rejections[-1])
+    # The classifier's p-value counts in the multiple-testing correction whenever it ran; it turns the
+    # verdict only with an effect at the floor (see mloop.monitoring.multivariate).
+    multi_rejected = (
+        multi_ran and bool(rejections[-1]) and multi is not None and (multi.auc or 0.0) >= multi.min_auc
+    )
     n_drifted = sum(r.drifted for r in tested)
     share = n_drifted / len(tested) if tested else 0.0
     return DriftReport(
@@ -298,7 +314,12 @@ def detect_drift(
 
 
 def _multivariate(
-    profile: ReferenceProfile, current: pd.DataFrame, wanted: Sequence[str], alpha: float, seed: int
+    profile: ReferenceProfile,
+    current: pd.DataFrame,
+    wanted: Sequence[str],
+    alpha: float,
+    min_auc: float,
+    seed: int,
 ) -> MultivariateDrift:
     """The domain classifier on the compared columns (never fails the per-column report)."""
     joint = profile.joint
@@ -311,6 +332,8 @@ def _multivariate(
             rows=joint.rows,
         )
     try:
-        return detect_multivariate(joint, current, alpha=alpha, seed=seed)
+        return detect_multivariate(joint, current, alpha=alpha, min_auc=min_auc, seed=seed)
     except (ValueError, TypeError, MemoryError) as exc:  # bad rows: say so, keep the column verdicts
-        return MultivariateDrift(status="failed", alpha=alpha, notes=[f"{type(exc).__name__}: {exc}"])
+        return MultivariateDrift(
+            status="failed", alpha=alpha, min_auc=min_auc, notes=[f"{type(exc).__name__}: {exc}"]
+        )

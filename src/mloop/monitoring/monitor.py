@@ -194,6 +194,7 @@ def run_monitor(
             multivariate=mon.multivariate,
             multivariate_alpha=mon.multivariate_alpha,
             multivariate_in_verdict=mon.multivariate_in_verdict,
+            multivariate_min_auc=mon.multivariate_min_auc,
         )
         pred_drift = None
         if ref.prediction_profile is not None:
