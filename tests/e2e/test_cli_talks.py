@@ -73,7 +73,7 @@ def test_train_progress_rejection_exit_code_and_unchanged_retrain(
     tags = {v.version: v.tags.get("mloop.gate") for v in registry.versions()}
     assert tags == {1: "passed", 2: "unchanged", 3: "rejected"}
     assert registry.by_alias("challenger") is None
-    assert registry.by_alias("champion").version == 1  # type: ignore[union-attr]
+    assert registry.by_alias("champion").version == 1
     monkeypatch.delenv("MLOOP_GATES__THRESHOLDS")
 
     code, out, _ = run(capsys, "models", "list")

@@ -155,11 +155,11 @@ def image(tracking_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
     env["MLOOP_TRACKING__URI"] = tracking_server
     run = {"env": env, "capture_output": True, "text": True, "timeout": 900, "check": False}
-    done = subprocess.run([MLOOP, "init", str(project), "--rows", "2000"], **run)  # type: ignore[call-overload]
+    done = subprocess.run([MLOOP, "init", str(project), "--rows", "2000"], **run)
     assert done.returncode == 0, done.stdout + done.stderr
-    done = subprocess.run([MLOOP, "train", "--config", str(project / "mloop.yaml")], **run)  # type: ignore[call-overload]
+    done = subprocess.run([MLOOP, "train", "--config", str(project / "mloop.yaml")], **run)
     assert done.returncode == 0, done.stdout + done.stderr
-    done = subprocess.run(  # type: ignore[call-overload]
+    done = subprocess.run(
         [MLOOP, "deploy", "docker", "--image", IMAGE, "--config", str(project / "mloop.yaml")], **run
     )
     assert done.returncode == 0, done.stdout + done.stderr

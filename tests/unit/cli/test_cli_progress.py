@@ -22,7 +22,7 @@ class Clock:
 def plain(command: str = "job", **kwargs: object) -> tuple[Progress, io.StringIO, Clock]:
     out, clock = io.StringIO(), Clock()
     console = Console(file=out, width=200, force_terminal=False)
-    return Progress(command, console=console, plain=True, clock=clock, **kwargs), out, clock  # type: ignore[arg-type]
+    return Progress(command, console=console, plain=True, clock=clock, **kwargs), out, clock
 
 
 def test_format_duration() -> None:

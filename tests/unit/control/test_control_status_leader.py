@@ -21,4 +21,4 @@ def test_status_names_the_leader(tmp_path: Path, capsys: object) -> None:
         report = status_report(settings, store=store)
     assert report["loop"]["leader"] == "pod-a:loop" and report["loop"]["fence"] == 1
     print_status(report)
-    assert "loop leader: pod-a:loop (fence 1)" in capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "loop leader: pod-a:loop (fence 1)" in capsys.readouterr().out

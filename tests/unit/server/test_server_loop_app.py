@@ -41,7 +41,7 @@ class Http:
 def _app(tmp_path: Path, store: Store, owner: str, running: list[bool]) -> tuple[Controller, Http]:
     settings = Settings.model_validate({"model": {"name": "fraud"}}).model_copy(update={"root": tmp_path})
     registry = CollectorRegistry()
-    ctrl = Controller(settings, store=store, registry=object(), rollouts=object(), metrics_registry=registry)  # type: ignore[arg-type]
+    ctrl = Controller(settings, store=store, registry=object(), rollouts=object(), metrics_registry=registry)
     ctrl.election.owner = ctrl.owner = owner
     return ctrl, Http(create_loop_app(ctrl, running=lambda: running[0], metrics_registry=registry))
 
