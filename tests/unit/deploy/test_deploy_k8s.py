@@ -316,6 +316,7 @@ def test_service_accounts_allow_the_loop_only_to_create_get_and_watch_jobs(setti
     assert [s["name"] for s in binding["subjects"]] == ["fraud-scoring-loop"]
     env = {e["name"]: e for e in loop["containers"][0]["env"]}
     assert env["MLOOP_TRAINING_JOB_TEMPLATE"]["value"] == "/etc/mloop/job/job.yaml"
+    assert env["MLOOP_CONTROL__RETRAIN_DATA"]["value"] == "source"  # what a Job's pod can read
     assert env["MLOOP_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     # Without training Jobs the loop has no token and no Role exists.
     docs = _docs(render_manifests(build_values(settings, DeployOptions())))
