@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from mloop.monitoring.alerts import Alert
     from mloop.monitoring.reference import ModelReference
 
-__all__ = ["MonitorResult", "drift_summary", "estimated_summary"]
+__all__ = ["MonitorResult", "drift_summary", "estimated_summary", "prediction_summary"]
+
+MAX_CLASS_SHARES = 20
+"""Most frequent classes whose share a window keeps; the rest are summed under ``"(other)"``."""
 
 
 def drift_summary(report: DriftReport | None) -> dict[str, Any] | None:
@@ -63,6 +66,32 @@ def estimated_summary(est: EstimatedQuality) -> dict[str, Any]:
         "upper": dict(est.upper),
         "rows": est.rows,
         "confidence": est.confidence,
+    }
+
+
+def prediction_summary(outputs: pd.DataFrame | None, task: str | None) -> dict[str, Any] | None:
+    """The window's predictions in a few numbers, kept per window to chart their distribution over
+    time: the share of each predicted class for classifiers, the 10th/50th/90th percentiles for
+    regressors. None when the window has no predictions."""
+    if outputs is None or "prediction" not in outputs.columns:
+        return None
+    values = outputs["prediction"].dropna()
+    if values.empty:
+        return None
+    if task == "classification":
+        shares = values.astype(str).value_counts(normalize=True)
+        kept = {str(k): float(v) for k, v in shares.iloc[:MAX_CLASS_SHARES].items()}
+        if len(shares) > MAX_CLASS_SHARES:
+            kept["(other)"] = float(shares.iloc[MAX_CLASS_SHARES:].sum())
+        return {"kind": "classes", "rows": len(values), "shares": kept}
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if numbers.empty:
+        return None
+    q = numbers.quantile([0.1, 0.5, 0.9])
+    return {
+        "kind": "quantiles",
+        "rows": len(numbers),
+        "quantiles": {"p10": float(q.iloc[0]), "p50": float(q.iloc[1]), "p90": float(q.iloc[2])},
     }
 
 
@@ -127,6 +156,9 @@ class MonitorResult:
             "last_ts": self.last_ts,
             "drift": drift_summary(self.drift),
             "prediction_drift": pred,
+            "predictions": prediction_summary(
+                self.outputs_frame, self.reference.task if self.reference is not None else None
+            ),
             "quality": {
                 "metrics": dict(self.quality.metrics),
                 "labelled_rows": self.quality.labelled_rows,

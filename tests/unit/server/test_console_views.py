@@ -74,3 +74,24 @@ def test_no_page_loads_anything_from_another_host() -> None:
     scripts = {p.name for p in (root / "static").iterdir()}
     for name in re.findall(r'static/([\w.-]+)"', "".join(t.read_text(encoding="utf-8") for t in templates)):
         assert name in scripts, f"{name} is referenced but not shipped"
+
+
+def test_prediction_distribution_series_leave_older_windows_empty(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"model": {"name": "fraud"}}).model_copy(update={"root": tmp_path})
+    windows = [
+        None,  # stored before windows kept the prediction summary
+        {"kind": "classes", "rows": 10, "shares": {"0": 0.9, "1": 0.1}},
+        {"kind": "classes", "rows": 10, "shares": {"0": 0.6, "1": 0.3, "2": 0.1}},
+    ]
+    with open_store(f"sqlite:///{tmp_path / 'mloop.db'}") as store:
+        for n, predictions in enumerate(windows):
+            summary = {"model": "fraud", "version": "3", "ts": f"2026-01-01T00:0{n}:00+00:00", "rows": 10}
+            if predictions is not None:
+                summary["predictions"] = predictions
+            record_window(store, summary)
+        view = ConsoleData(settings, store).monitoring("3")
+    assert view["predictions"] == {
+        "kind": "classes",
+        "windows": 2,
+        "series": {"0": [None, 0.9, 0.6], "1": [None, 0.1, 0.3], "2": [None, None, 0.1]},
+    }

@@ -144,13 +144,16 @@ def profile_view(profile: dict[str, Any] | None, max_bars: int = 20) -> list[dic
 def monitoring_series(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Monitoring windows (oldest first) as aligned series for the charts: per column the drift score
     and its threshold (None where a window did not test the column), quality per metric, rows,
-    labelled rows and prediction drift."""
+    labelled rows, prediction drift, and the prediction distribution (class shares or quantiles)."""
     ts: list[float] = []
     columns: dict[str, dict[str, list[float | None]]] = {}
     quality: dict[str, list[float | None]] = {}
     rows: list[int] = []
     labelled: list[int] = []
     pred_drift: list[float | None] = []
+    pred_kind: str | None = None
+    pred_series: dict[str, list[float | None]] = {}
+    pred_windows = 0
     for n, w in enumerate(history):
         ts.append(epoch(w.get("ts")))
         drift = w.get("drift") or {}
@@ -170,6 +173,15 @@ def monitoring_series(history: list[dict[str, Any]]) -> dict[str, Any]:
         labelled.append(int(q.get("labelled_rows") or 0))
         share = (w.get("prediction_drift") or {}).get("scores") or {}
         pred_drift.append(next(iter(share.values()), None) if share else None)
+        summary = w.get("predictions") or {}
+        values = summary.get("shares") or summary.get("quantiles") or {}
+        if values:
+            pred_windows += 1
+            pred_kind = pred_kind or summary.get("kind")
+        for key, value in values.items():
+            pred_series.setdefault(str(key), [None] * n).append(float(value))
+        for series in pred_series.values():
+            series.extend([None] * (n + 1 - len(series)))
     return {
         "windows": len(history),
         "ts": ts,
@@ -178,5 +190,7 @@ def monitoring_series(history: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": rows,
         "labelled": labelled,
         "prediction_drift": pred_drift,
+        # windows stored before the summary was kept have None here; ``windows`` counts those with it
+        "predictions": {"kind": pred_kind, "windows": pred_windows, "series": pred_series},
         "last": window_view(history[-1]) if history else None,
     }

@@ -1,5 +1,6 @@
 // Monitoring charts: one uPlot chart per column (drift score and its threshold), live quality,
-// prediction drift and labelled rows, from the console's JSON endpoint. No inline script (CSP).
+// prediction drift, the prediction distribution (class shares or quantiles) and labelled rows,
+// from the console's JSON endpoint. No inline script (CSP).
 (function () {
   "use strict";
   var root = document.getElementById("charts");
@@ -38,6 +39,12 @@
       });
       plots.push(chart("Rows and labelled rows per window", m.ts, [
         { label: "rows", values: m.rows }, { label: "labelled", values: m.labelled }]));
+      var pd = m.predictions || {};
+      var pdKeys = Object.keys(pd.series || {});
+      if (pd.windows && pdKeys.length) {
+        plots.push(chart(pd.kind === "classes" ? "Predicted class shares" : "Prediction quantiles", m.ts,
+          pdKeys.map(function (k) { return { label: k, values: pd.series[k] }; })));
+      }
       if ((m.prediction_drift || []).some(function (v) { return v !== null; })) {
         plots.push(chart("Prediction drift", m.ts, [{ label: "score", values: m.prediction_drift }]));
       }
