@@ -93,6 +93,22 @@ class RolloutStore:
         with self.store.read(f"read counters of rollout {rollout_id}") as conn:
             return {arm: (int(req or 0), int(err or 0)) for arm, req, err in conn.execute(query)}
 
+    def replicas(self, model_name: str, since: datetime) -> builtins.list[tuple[str, datetime, int]]:
+        """Serving processes (``host:pid:nonce``) that wrote counters of any of the model's rollouts
+        at or after ``since``: (process, last report, requests counted), latest report first. A
+        process writes them every ``rollout.refresh_s`` once it has counted a request of a rollout."""
+        last = sa.func.max(counters_t.c.updated_at)  # typed as the column: aware UTC on every dialect
+        query = (
+            sa.select(counters_t.c.process, last, sa.func.sum(counters_t.c.requests))
+            .join(rollouts_t, rollouts_t.c.id == counters_t.c.rollout_id)
+            .where(rollouts_t.c.model_name == model_name, counters_t.c.updated_at >= since)
+            .group_by(counters_t.c.process)
+            .order_by(last.desc(), counters_t.c.process)
+        )
+        with self.store.read(f"read the serving replicas of {model_name!r}") as conn:
+            rows = conn.execute(query).all()
+        return [(str(p), ts, int(req or 0)) for p, ts, req in rows]
+
     def _active(self) -> builtins.list[str]:
         return sorted(s.value for s in self.machine.active)
 

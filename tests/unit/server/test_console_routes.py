@@ -330,3 +330,41 @@ def test_monitoring_page_without_predictions_says_so(tmp_path: Path, store: Stor
     assert 'src="/static/uPlot.iife.min.js"' in page.text
     assert c.get("/api/monitoring").json()["version"] == "1"
     assert c.get("/static/htmx.min.js").status_code == 200
+
+
+def test_overview_lists_the_replicas_that_reported_counters(tmp_path: Path, store: Store) -> None:
+    c = _client(tmp_path, store, None)
+    assert c.get("/api/overview").json()["serving"]["replicas"] == []
+    assert "none in the last 15 minutes" in c.get("/").text
+    repo = RolloutStore(store, ROLLOUT_MACHINE)
+    r = repo.create(
+        model_name="fraud",
+        strategy="canary",
+        baseline_version="1",
+        candidate_version="2",
+        arms=[Arm("champion", "1", 0.9), Arm("canary", "2", 0.1)],
+        config={},
+        actor="t",
+        reason="go",
+    )
+    repo.write_counters(r.id, "pod-a:7:abc123", {"champion": (40, 0), "canary": (4, 1)})
+    seen = c.get("/api/overview").json()["serving"]["replicas"]
+    assert [(s["process"], s["requests"]) for s in seen] == [("pod-a:7:abc123", 44)]
+    assert seen[0]["last_report"].endswith("+00:00")
+    assert "pod-a:7:abc123, last report" in c.get("/partials/overview").text
+
+
+def test_monitoring_page_says_which_windows_carry_the_prediction_distribution(
+    tmp_path: Path, store: Store
+) -> None:
+    from mloop.monitoring.history import record_window
+
+    c = _client(tmp_path, store, None)
+    base = {"model": "fraud", "version": "1", "rows": 10}
+    record_window(store, {**base, "ts": "2026-01-01T00:00:00+00:00"})
+    assert "none of these 1 windows carries it" in c.get("/monitoring").text
+    shares = {"kind": "classes", "rows": 10, "shares": {"0": 0.8, "1": 0.2}}
+    record_window(store, {**base, "ts": "2026-01-01T00:05:00+00:00", "predictions": shares})
+    assert "1 of 2 windows carry it" in c.get("/monitoring").text
+    series = c.get("/api/monitoring").json()["predictions"]
+    assert series == {"kind": "classes", "windows": 1, "series": {"0": [None, 0.8], "1": [None, 0.2]}}

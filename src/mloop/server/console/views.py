@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ CYCLE_FLOW = [
     CycleState.ROLLING_OUT,
 ]
 """The cycle's states in their usual order, drawn as the state machine's path on the overview."""
+REPLICAS_SEEN_S = 900
+"""How far back the overview looks for serving replicas that reported rollout counters (15 minutes)."""
 _PLOT = re.compile(r"[A-Za-z0-9_-]{1,100}\.png")
 
 
@@ -139,6 +141,8 @@ class ConsoleData:
             active = ctl.current()
             latest = active or ctl.latest()
             dep = ctl.deployment()
+            since = datetime.now(UTC) - timedelta(seconds=REPLICAS_SEEN_S)
+            replicas = ctl.repo.replicas(self.model, since)
         finally:
             ctl.close()
         loop = LoopRepository(self.store, CYCLE_MACHINE)
@@ -154,6 +158,10 @@ class ConsoleData:
             "champion_since": _iso(dep.updated_at) if dep else None,
             "uptime_s": round(time.time() - self.started_at),
             "process": None,
+            # Replicas report through the counters of a rollout (from their first request in it, every
+            # rollout.refresh_s), so a replica started since the last rollout is not seen here.
+            "replicas": [{"process": p, "last_report": _iso(ts), "requests": n} for p, ts, n in replicas],
+            "replicas_window_s": REPLICAS_SEEN_S,
         }
         if service is not None:
             serving["uptime_s"] = round(time.time() - service.started_at)
@@ -370,6 +378,7 @@ class ConsoleData:
                 "ts": [],
                 "columns": {},
                 "quality": {},
+                "predictions": {"kind": None, "windows": 0, "series": {}},
             }
         history = window_history(self.store, self.model, version, limit=limit)
         return {"model": self.model, "version": str(version), **monitoring_series(history)}
