@@ -2,11 +2,11 @@
 
 Each cycle records one ``monitor.window`` event whose subject is ``model:<name>/v<version>`` and whose
 data is the window's summary: when, how many rows, drift share, per-feature scores and verdicts,
-prediction drift, live quality with the number of labelled rows, the alerts that fired, and the
-alert engine's state after the window. Reports plot "drift over time" and "quality over time" from
-these events, server gauges are refreshed from the newest one, and the next cycle — in the server, in
-a cron-driven ``mloop monitor`` or in the controller — resumes the alert state from it, so cooldowns
-and N-of-M rules hold across processes.
+prediction drift, the predictions' distribution (class shares or quantiles), live quality with the
+number of labelled rows, the alerts that fired, and the alert engine's state after the window.
+Reports plot "drift over time" and "quality over time" from these events, server gauges are refreshed
+from the newest one, and the next cycle — in the server, in a cron-driven ``mloop monitor`` or in the
+controller — resumes the alert state from it, so cooldowns and N-of-M rules hold across processes.
 """
 
 from __future__ import annotations
