@@ -71,7 +71,7 @@ def main() -> None:
         counts = {"champion": (served[0], 0), "canary": (served[0], 0)}
         RolloutStore(self.store, ROLLOUT_MACHINE).write_counters(rollout_id, "loop-kill-test", counts)
         state, reason = advance(self, rollout_id)
-        if state == "promoted":
+        if state in ("promoted", "promoted_unverified"):
             pause("rollout_promoted")
         return state, reason
 
