@@ -8,6 +8,7 @@ One small model is trained and both servers start once for the module (about a m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -59,11 +60,36 @@ def _start(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[b
     )
 
 
+def _listens(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """True when a process of ``proc``'s session holds the listening socket on ``port``.
+
+    With two pytest workers, a port picked free here can be taken by another test's server before
+    ours binds it; a ping would then be answered by that server (seen once: MLflow's answers came
+    from another model). Linux only: /proc/net/tcp and the session's file descriptors."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != proc.pid:  # session id
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return True
+    return False
+
+
 def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 150) -> bool:
     deadline = time.monotonic() + timeout
+    port = int(url.split(":")[2].split("/")[0])
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200 and _listens(proc, port):
                 return True
         except httpx.TransportError:
             pass
