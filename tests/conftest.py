@@ -122,6 +122,21 @@ def s3_url(s3_server: str) -> str:
     return f"s3://test:test@{bucket}/predictions?endpoint_override={s3_server}&scheme=http&region=us-east-1"
 
 
+def _restore(before: dict[str, str]) -> None:
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _environment_restored_per_module() -> Iterator[None]:
+    """Module-scoped fixtures run outside any one test: what they export (mlflow.set_tracking_uri and
+    set_registry_uri write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI) ends with their module."""
+    before = dict(os.environ)
+    yield
+    _restore(before)
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:
     """Every test leaves os.environ as it found it.
@@ -132,6 +147,4 @@ def _environment_restored() -> Iterator[None]:
     """
     before = dict(os.environ)
     yield
-    if dict(os.environ) != before:
-        os.environ.clear()
-        os.environ.update(before)
+    _restore(before)

@@ -119,7 +119,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     example = json.loads(next((project / ".mloop").rglob("input_example.json")).read_text())
     records = [dict(zip(example["columns"], row, strict=True)) for row in example["data"]]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
+    # No MLOOP_* and no MLFLOW_* from this process: mlflow.set_tracking_uri/set_registry_uri export
+    # MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, and an earlier module's registry once answered here.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOOP_", "MLFLOW_"))}
     mloop_port, mlflow_port = _port(), _port()
     mloop = _start(
         [sys.executable, "-m", "mloop", "serve", "--port", str(mloop_port), "--log-level", "warning"],
@@ -129,6 +131,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     mlflow_env = {
         **env,
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / '.mloop' / 'mlflow.db'}",
+        "MLFLOW_REGISTRY_URI": f"sqlite:///{project / '.mloop' / 'mlflow.db'}",
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # it runs `uvicorn` from PATH
     }
