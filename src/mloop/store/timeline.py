@@ -62,7 +62,8 @@ def event_page(
     exclude_kinds: tuple[str, ...] = (),
 ) -> EventPage:
     """One page of events, newest first. ``kind="rollout"`` matches ``rollout`` and ``rollout.*``;
-    ``subject`` is exact; ``before`` is the cursor a previous page returned; ``exclude_kinds`` drops exact kinds."""
+    ``subject`` is exact; ``before`` is the cursor a previous page returned; ``exclude_kinds`` drops
+    exact kinds."""
     if not 1 <= limit <= MAX_PAGE:
         raise StoreError(f"A page holds 1 to {MAX_PAGE} events; got limit={limit}.")
     query = sa.select(events_t)
