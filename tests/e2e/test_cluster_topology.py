@@ -47,7 +47,9 @@ CONFIG: dict[str, Any] = {
         "estimator": "train:build_model",
         "drop_columns": ["transaction_id", "customer_id", "timestamp"],
     },
-    "gates": {"thresholds": {"roc_auc": 0.55}, "min_improvement": -0.05},
+    # Gates that let the retrain through: this test is about the topology and the failover; a model
+    # retrained on a few hundred drifted rows landed under the champion by more than 0.05 once.
+    "gates": {"thresholds": {"roc_auc": 0.0}, "min_improvement": -1.0},
     "serving": {"host": "127.0.0.1", "poll_interval_s": 0.5, "max_wait_ms": 2.0},
     "prediction_log": {"flush_interval_s": 0.3},
     "monitoring": {
