@@ -1,20 +1,14 @@
 """The loop retraining in Kubernetes Jobs: the controller on a real SQLite store with a JobTrainer that
-drives the real Kubernetes client against a fake API server (create and get on Jobs, and a log of the
-calls, as in tests/unit/deploy/test_deploy_job.py), so one cycle makes exactly one Job, whichever
-leader follows it."""
+drives the real Kubernetes client against a fake API server (tests/testkit/kube_api.py: create and
+get on Jobs, and a log of the calls), so one cycle makes exactly one Job, whichever leader follows it."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import kubernetes
 import pytest
 import yaml
 
@@ -27,75 +21,7 @@ from mloop.control.trainer import default_trainer
 from mloop.deploy import DeployOptions, build_values, render_manifests
 from mloop.errors import ControlError
 from mloop.store import Store, open_store
-
-COMPLETE = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
-FAILED = {
-    "conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "exit 1"}
-    ],
-    "failed": 1,
-}
-
-
-class FakeApiServer:
-    """The Jobs API's create and get (a trimmed copy of test_deploy_job.py's, which also watches),
-    with a log of the calls."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.verbs: list[tuple[str, int]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _status(self, code: int, reason: str) -> None:
-                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason}
-                self._send(code, {**body, "code": code})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                name = body["metadata"]["name"]
-                if name in server.jobs:
-                    server.verbs.append(("create", 409))
-                    return self._status(409, "AlreadyExists")
-                server.verbs.append(("create", 201))
-                body["status"] = {"active": 1}
-                server.jobs[name] = body
-                self._send(201, body)
-
-            def do_GET(self) -> None:
-                parts = urlparse(self.path).path.rstrip("/").split("/")
-                if parts[-2] != "jobs" or parts[-3] != "ml":
-                    server.verbs.append(("other", 403))
-                    return self._status(403, "Forbidden")
-                job = server.jobs.get(parts[-1])
-                server.verbs.append(("get", 404 if job is None else 200))
-                if job is None:
-                    return self._status(404, "NotFound")
-                self._send(200, job)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def api(self) -> Any:
-        config = kubernetes.client.Configuration()
-        config.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(config))
-
-    def created(self) -> int:
-        return self.verbs.count(("create", 201))
+from testkit.kube_api import COMPLETE, FAILED, FakeJobsApi, running_jobs_api
 
 
 @dataclass
@@ -125,12 +51,9 @@ class Rollouts:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    fake = FakeApiServer()
-    fake.thread.start()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+def server() -> Iterator[FakeJobsApi]:
+    with running_jobs_api(namespace="ml", created_status={"active": 1}) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -157,7 +80,7 @@ def _settings(tmp_path: Path, retrain_data: str = "source") -> Settings:
 
 
 def _controller(
-    tmp_path: Path, store: Store, server: FakeApiServer, template: dict[str, Any], registry: Registry
+    tmp_path: Path, store: Store, server: FakeJobsApi, template: dict[str, Any], registry: Registry
 ) -> Controller:
     """A loop process: its own JobTrainer (and Kubernetes client) on the shared store and cluster."""
     settings = _settings(tmp_path)
@@ -166,7 +89,7 @@ def _controller(
 
 
 def test_a_cycle_trains_in_one_job_through_the_wrapper_and_its_completion_is_seen(
-    tmp_path: Path, store: Store, server: FakeApiServer, template: dict[str, Any]
+    tmp_path: Path, store: Store, server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     registry = Registry()
     ctrl = _controller(tmp_path, store, server, template, registry)
@@ -208,11 +131,11 @@ def test_a_cycle_trains_in_one_job_through_the_wrapper_and_its_completion_is_see
     assert inflight.in_flight(store, "fraud", cycle.id) is None
     assert server.created() == 1 and len(server.jobs) == 1
     # Only what the generated Role grants the loop (create, get), in its namespace.
-    assert {verb for verb, _ in server.verbs} == {"create", "get"}
+    assert set(server.verbs()) == {"create", "get"}
 
 
 def test_a_new_leader_follows_the_job_of_the_old_one_and_creates_none(
-    tmp_path: Path, store: Store, server: FakeApiServer, template: dict[str, Any]
+    tmp_path: Path, store: Store, server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     registry = Registry()
     old = _controller(tmp_path, store, server, template, registry)
@@ -234,7 +157,7 @@ def test_a_new_leader_follows_the_job_of_the_old_one_and_creates_none(
 
 
 def test_a_leader_that_died_before_recording_its_job_is_not_followed_by_a_second_one(
-    tmp_path: Path, store: Store, server: FakeApiServer, template: dict[str, Any]
+    tmp_path: Path, store: Store, server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     registry = Registry()
     old = _controller(tmp_path, store, server, template, registry)
@@ -248,7 +171,11 @@ def test_a_leader_that_died_before_recording_its_job_is_not_followed_by_a_second
     assert "already running" in found.reason
     # A create for the cycle (a leader that did not look first) adopts the Job that is there.
     assert new.trainer.spawn(cycle.id, data=None, reason="again", log_path=tmp_path / "again.log") == cycle.id
-    assert ("create", 409) in server.verbs and server.created() == 1 and len(server.jobs) == 1
+    assert (
+        any(c.verb == "create" and c.code == 409 for c in server.calls)
+        and server.created() == 1
+        and len(server.jobs) == 1
+    )
     args = server.jobs[f"fraud-train-{cycle.id}"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "old leader" in args
     server.jobs[f"fraud-train-{cycle.id}"]["status"] = FAILED
@@ -258,7 +185,7 @@ def test_a_leader_that_died_before_recording_its_job_is_not_followed_by_a_second
 
 
 def test_data_that_cannot_reach_the_pod_is_refused(
-    tmp_path: Path, server: FakeApiServer, template: dict[str, Any]
+    tmp_path: Path, server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     with pytest.raises(ControlError, match=r"control\.retrain_data: source"):
         JobTrainer(_settings(tmp_path, "auto"), template=template, api=server.api())

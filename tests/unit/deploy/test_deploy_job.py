@@ -4,14 +4,9 @@ the verbs used are exactly the generated Role's."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-import kubernetes
 import kubernetes_validate
 import pytest
 import yaml
@@ -29,109 +24,13 @@ from mloop.deploy.job import (
     training_job,
 )
 from mloop.errors import DeployError
-
-COMPLETE = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
-FAILED = {
-    "conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "exit 1"}
-    ],
-    "failed": 1,
-}
-RUNNING = {"active": 1}
-
-
-class FakeApiServer:
-    """Jobs, the statuses each watch delivers (one list per watch, then the server ends that watch),
-    and a log of the verbs."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.watches: list[list[dict[str, Any]]] = []
-        self.verbs: list[tuple[str, str]] = []
-        self.forbid: set[str] = set()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _status(self, code: int, reason: str) -> None:
-                self._send(
-                    code,
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "reason": reason,
-                        "code": code,
-                    },
-                )
-
-            def do_POST(self) -> None:
-                server.verbs.append(("create", self.path))
-                if "create" in server.forbid:
-                    return self._status(403, "Forbidden")
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                name = body["metadata"]["name"]
-                if name in server.jobs:
-                    return self._status(409, "AlreadyExists")
-                body["status"] = {}
-                server.jobs[name] = body
-                self._send(201, body)
-
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                query = parse_qs(url.query)
-                if query.get("watch") in (["True"], ["true"], ["1"]):
-                    server.verbs.append(("watch", self.path))
-                    name = query["fieldSelector"][0].removeprefix("metadata.name=")
-                    return self._watch(name)
-                parts = url.path.rstrip("/").split("/")
-                if parts[-2] != "jobs":
-                    server.verbs.append(("list", self.path))
-                    return self._status(403, "Forbidden")
-                server.verbs.append(("get", self.path))
-                job = server.jobs.get(parts[-1])
-                if job is None:
-                    return self._status(404, "NotFound")
-                self._send(200, job)
-
-            def _watch(self, name: str) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                for status in server.watches.pop(0) if server.watches else []:
-                    server.jobs[name]["status"] = status
-                    event = {"type": "MODIFIED", "object": server.jobs[name]}
-                    self.wfile.write(json.dumps(event).encode() + b"\n")
-                    self.wfile.flush()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def api(self) -> Any:
-        config = kubernetes.client.Configuration()
-        config.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(config))
+from testkit.kube_api import COMPLETE, FAILED, RUNNING, FakeJobsApi, running_jobs_api
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    fake = FakeApiServer()
-    fake.thread.start()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+def server() -> Iterator[FakeJobsApi]:
+    with running_jobs_api() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +66,7 @@ def test_the_job_of_a_cycle_is_named_after_it_and_carries_its_args(template: dic
     assert len(training_job(long, cycle_id=123456, args=[])["metadata"]["name"]) <= 63
 
 
-def test_run_creates_the_job_and_follows_it_to_success(
-    server: FakeApiServer, template: dict[str, Any]
-) -> None:
+def test_run_creates_the_job_and_follows_it_to_success(server: FakeJobsApi, template: dict[str, Any]) -> None:
     server.watches = [[RUNNING, RUNNING, COMPLETE]]
     outcome = run_training_job(cycle_id=7, args=["--reason", "schedule"], template=template, api=server.api())
     assert (outcome.name, outcome.state) == ("fraud-train-7", JobState.SUCCEEDED)
@@ -177,11 +74,11 @@ def test_run_creates_the_job_and_follows_it_to_success(
     assert created["metadata"]["namespace"] == "ml"  # the template's, when $MLOOP_NAMESPACE is unset
     assert created["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--reason", "schedule"]
     # Only what the generated Role grants: create, get and watch on jobs.
-    assert {verb for verb, _ in server.verbs} <= {"create", "get", "watch"}
-    assert all("/apis/batch/v1/namespaces/ml/jobs" in path for _, path in server.verbs)
+    assert set(server.verbs()) <= {"create", "get", "watch"}
+    assert all("/apis/batch/v1/namespaces/ml/jobs" in path for path in (call.path for call in server.calls))
 
 
-def test_a_failed_job_reports_why(server: FakeApiServer, template: dict[str, Any]) -> None:
+def test_a_failed_job_reports_why(server: FakeJobsApi, template: dict[str, Any]) -> None:
     server.watches = [[RUNNING, FAILED]]
     outcome = run_training_job(cycle_id=8, template=template, namespace="team-a", api=server.api())
     assert outcome.state is JobState.FAILED
@@ -189,26 +86,26 @@ def test_a_failed_job_reports_why(server: FakeApiServer, template: dict[str, Any
     assert server.jobs["fraud-train-8"]["metadata"]["namespace"] == "team-a"
 
 
-def test_a_watch_that_ends_early_is_resumed(server: FakeApiServer, template: dict[str, Any]) -> None:
+def test_a_watch_that_ends_early_is_resumed(server: FakeJobsApi, template: dict[str, Any]) -> None:
     api = server.api()
     name = submit_job(training_job(template, cycle_id=9), namespace="ml", api=api)
     # The first watch ends with the Job still running (as API servers end watches after a while).
     server.watches = [[RUNNING], [RUNNING, COMPLETE]]
     assert follow_job(name, namespace="ml", api=api).state is JobState.SUCCEEDED
-    assert [v for v, _ in server.verbs].count("watch") == 2
+    assert server.verbs().count("watch") == 2
 
 
-def test_following_gives_up_after_its_timeout(server: FakeApiServer, template: dict[str, Any]) -> None:
+def test_following_gives_up_after_its_timeout(server: FakeJobsApi, template: dict[str, Any]) -> None:
     api = server.api()
     name = submit_job(training_job(template, cycle_id=10), namespace="ml", api=api)
     ticks = iter([0.0, 5.0])  # a clock that has passed the 1-second timeout at its second reading
     outcome = follow_job(name, namespace="ml", api=api, timeout_s=1.0, clock=lambda: next(ticks))
     assert outcome.state is JobState.RUNNING  # the last state seen, not a verdict
-    assert "watch" not in {v for v, _ in server.verbs}
+    assert "watch" not in server.verbs()
 
 
 def test_a_new_leader_adopts_the_running_job_of_its_cycle(
-    server: FakeApiServer, template: dict[str, Any]
+    server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     api = server.api()
     job = training_job(template, cycle_id=11, args=["--reason", "first leader"])
@@ -225,14 +122,14 @@ def test_a_new_leader_adopts_the_running_job_of_its_cycle(
 
 
 def test_a_refused_create_says_which_permission_is_missing(
-    server: FakeApiServer, template: dict[str, Any]
+    server: FakeJobsApi, template: dict[str, Any]
 ) -> None:
     server.forbid.add("create")
     with pytest.raises(DeployError, match="create, get and watch on jobs"):
         submit_job(training_job(template, cycle_id=1), namespace="ml", api=server.api())
 
 
-def test_a_deleted_job_is_an_error_not_a_hang(server: FakeApiServer) -> None:
+def test_a_deleted_job_is_an_error_not_a_hang(server: FakeJobsApi) -> None:
     with pytest.raises(DeployError, match="disappeared"):
         follow_job("fraud-train-99", namespace="ml", api=server.api())
 
