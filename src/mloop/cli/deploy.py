@@ -112,24 +112,76 @@ def deploy_cmd(
 @pipeline_app.command("compile")
 def compile_cmd(
     target: Annotated[
-        str, typer.Option("--target", help="Orchestrator; only kfp (Kubeflow Pipelines v2).")
+        str,
+        typer.Option(
+            "--target", help="kfp (Kubeflow Pipelines v2 YAML) | airflow (DAG file) | prefect (flow file)."
+        ),
     ] = "kfp",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path("pipeline.yaml"),
-    image: Annotated[str | None, typer.Option(help="Image the steps run in.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File to write (default pipeline.yaml, airflow_dag.py or prefect_flow.py)."
+        ),
+    ] = None,
+    image: Annotated[str | None, typer.Option(help="Image the steps run in (kfp, airflow).")] = None,
+    runner: Annotated[
+        str,
+        typer.Option(help="airflow: kubernetes (a pod of the image per step) | local (mloop on the worker)."),
+    ] = "kubernetes",
+    namespace: Annotated[
+        str | None, typer.Option(help="airflow --runner kubernetes: namespace of the pods.")
+    ] = None,
+    workspace_claim: Annotated[
+        str | None,
+        typer.Option(
+            help="airflow --runner kubernetes: PersistentVolumeClaim the steps pass files on "
+            "(default <name>-pipeline)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compile the training pipeline (load → validate → train → evaluate → register)."""
+    from pydantic import ValidationError
+
     from mloop.cli.main import console
     from mloop.deploy.options import DeployOptions
     from mloop.errors import DeployError, did_you_mean
 
-    if target != "kfp":
-        raise DeployError(f"Unknown pipeline target {target!r}.{did_you_mean(target, ['kfp'])} Known: kfp.")
-    from mloop.deploy.kubeflow import compile_pipeline
-
+    targets = ["kfp", "airflow", "prefect"]
+    if target not in targets:
+        raise DeployError(
+            f"Unknown pipeline target {target!r}.{did_you_mean(target, targets)} Known: {', '.join(targets)}."
+        )
+    given = {"image": image, "namespace": namespace}
+    try:
+        options = DeployOptions.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise DeployError(f"Invalid pipeline option: {problems}.") from exc
     settings = settings_from_cli(config)
-    path = compile_pipeline(settings, out, DeployOptions(image=image) if image else None)
-    console.print(f"[green]Compiled[/] the Kubeflow pipeline to {path}")
+    config_file = None if config is None else (config / "mloop.yaml" if config.is_dir() else config)
+    if target == "kfp":
+        from mloop.deploy.kubeflow import compile_pipeline
+
+        path = compile_pipeline(settings, out or Path("pipeline.yaml"), options)
+        console.print(f"[green]Compiled[/] the Kubeflow pipeline to {path}")
+    elif target == "airflow":
+        from mloop.deploy.airflow import write_dag
+
+        path = write_dag(
+            settings,
+            out or Path("airflow_dag.py"),
+            options,
+            runner=runner,
+            config_path=config_file,
+            workspace_claim=workspace_claim,
+        )
+        console.print(f"[green]Wrote[/] the Airflow DAG ({runner} runner) to {path}")
+    else:
+        from mloop.deploy.prefect import write_flow
+
+        path = write_flow(settings, out or Path("prefect_flow.py"), config_path=config_file)
+        console.print(f"[green]Wrote[/] the Prefect flow to {path}")
 
 
 @pipeline_app.command("step")

@@ -67,8 +67,9 @@ def test_bad_option_is_a_clear_error(project: Path, capsys: pytest.CaptureFixtur
 
 def test_pipeline_compile_rejects_unknown_targets(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["pipeline", "compile", "--target", "airflow"])
-    assert "Unknown pipeline target 'airflow'" in capsys.readouterr().err
+        main(["pipeline", "compile", "--target", "airflfow"])
+    err = capsys.readouterr().err
+    assert "Unknown pipeline target 'airflfow'" in err and "Did you mean 'airflow'?" in err
 
 
 def test_pipeline_step_needs_its_inputs(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
