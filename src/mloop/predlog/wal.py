@@ -283,6 +283,8 @@ class DurablePredictionLogger:
                 self._inflight = group.future
             if group.records:
                 self._append(group)
+            else:  # nothing to write is durable at once (commit() may hand this future out)
+                group.future.set_result(None)
             if self._segment_records and (
                 stopping
                 or len(self._segment_records) >= self.flush_rows

@@ -1,0 +1,130 @@
+"""AWS Lambda entry point: the app of ``mloop serve``, answering API Gateway events through Mangum.
+
+The image of ``mloop deploy lambda`` runs ``python -m awslambdaric mloop.server.lambda_handler.handler``.
+The first event of an execution environment (a cold start) builds the app exactly as ``mloop serve``
+does (:func:`mloop.server.app.app_from_env`: ``MLOOP_CONFIG``, ``MLOOP_*`` variables, cluster checks),
+runs its start-up once and waits until the model is loaded; later events reuse it. Mangum turns each
+event into one ASGI request; its own lifespan handling is off because it would start and stop the
+app around every event (loading the model each time).
+
+Lambda freezes the process as soon as the handler returns, so nothing may be left for a background
+thread: after every event the prediction log is flushed to its backend (``prediction_log.url``, which
+must be shared storage) before the handler returns. With ``prediction_log.durability: sync`` (what
+``mloop deploy lambda`` configures) a prediction is also only answered once its record is committed.
+
+Mangum is in the ``lambda`` extra (``pip install 'mloop[lambda]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI
+
+from mloop.errors import ConfigError
+
+__all__ = ["ENV_READY_TIMEOUT", "LambdaApp", "handler"]
+
+log = logging.getLogger("mloop.server.lambda")
+
+ENV_READY_TIMEOUT = "MLOOP_LAMBDA_READY_TIMEOUT_S"
+"""Longest a cold start waits for the model before answering (default 60 s; the app then answers
+503 on ``/predict`` and ``/ready`` until it is loaded, as ``mloop serve`` does)."""
+_DEFAULT_READY_TIMEOUT_S = 60.0
+
+
+def _mangum() -> Callable[..., Any]:
+    try:
+        from mangum import Mangum
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ConfigError(
+            "The Lambda handler needs Mangum, the ASGI adapter for API Gateway events; "
+            "install it with pip install 'mloop[lambda]'."
+        ) from exc
+    return Mangum
+
+
+class LambdaApp:
+    """One serving app per execution environment: started once, called once per event.
+
+    ``app`` is a FastAPI app such as :func:`~mloop.server.app.create_app` builds; its lifespan (model
+    load, prediction log, background tasks) runs on an event loop owned by this object, which Mangum
+    also runs each request on, so the micro-batcher and the log's tasks live on between events.
+    """
+
+    def __init__(self, app: FastAPI, *, ready_timeout_s: float = _DEFAULT_READY_TIMEOUT_S) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._lifespan: AbstractAsyncContextManager[Any] = app.router.lifespan_context(app)
+        self.loop.run_until_complete(self._lifespan.__aenter__())
+        self.closed = False
+        self._wait_ready(ready_timeout_s)
+        self.adapter = _mangum()(app, lifespan="off")
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Run the loop until the model is loaded (or failed to, or ``timeout_s`` passed)."""
+        service = getattr(self.app.state, "service", None)
+        if service is None:
+            return
+
+        async def wait() -> None:
+            deadline = time.monotonic() + timeout_s
+            while not service.ready and service.state != "failed" and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+        self.loop.run_until_complete(wait())
+        if not service.ready:
+            log.warning(
+                "Cold start: the model is not loaded (%s); /predict answers 503 until it is",
+                service.last_error or "still loading",
+            )
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Answer one API Gateway (or ALB) event; the prediction log is in its backend on return."""
+        # Anything that ran asyncio.run() in this process since has unset the current loop.
+        asyncio.set_event_loop(self.loop)
+        try:
+            response: dict[str, Any] = self.adapter(event, context)
+        finally:
+            self.flush()
+        return response
+
+    def flush(self) -> None:
+        """Write every logged prediction to the prediction log's backend before Lambda freezes us."""
+        service = getattr(self.app.state, "service", None)
+        logger = getattr(service, "logger", None)
+        if logger is not None and not logger.flush():
+            log.error("The prediction log could not be flushed; records stay queued for the next event")
+
+    def close(self) -> None:
+        """Stop the app (flushes the prediction log) and close the loop (tests; Lambda never calls it)."""
+        if self.closed:
+            return
+        self.closed = True
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._lifespan.__aexit__(None, None, None))
+        finally:
+            self.loop.close()
+            asyncio.set_event_loop(None)
+
+
+_current: LambdaApp | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda function's handler: ``mloop.server.lambda_handler.handler``."""
+    global _current
+    if _current is None:
+        from mloop.server.app import app_from_env
+
+        timeout = float(os.environ.get(ENV_READY_TIMEOUT) or _DEFAULT_READY_TIMEOUT_S)
+        _current = LambdaApp(app_from_env(), ready_timeout_s=timeout)
+    return _current(event, context)
