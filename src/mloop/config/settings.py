@@ -35,6 +35,23 @@ def _check_trusted_type(value: str) -> str:
 
 
 TrustedType = Annotated[str, AfterValidator(_check_trusted_type)]
+_VERSION_REF = re.compile(r"(?:models:/)?([A-Za-z0-9][A-Za-z0-9._-]{0,61}[A-Za-z0-9]|[A-Za-z0-9])/([0-9]+)")
+
+
+def _check_code_trust(value: str) -> str:
+    # One registered version per entry, never an alias or a whole model: an alias moves, a model
+    # gains versions, and trusting either would trust code nobody has looked at yet.
+    match = _VERSION_REF.fullmatch(value.strip())
+    if match:
+        return f"{match.group(1)}/{int(match.group(2))}"
+    raise ValueError(
+        "model.trust_code_of entries name one registered version as '<model name>/<version number>' "
+        f"(e.g. 'churn/3', or 'models:/churn/3'); got {value!r}. Aliases and whole models are not "
+        "accepted: an alias moves, a model gains versions."
+    )
+
+
+CodeTrust = Annotated[str, AfterValidator(_check_code_trust)]
 
 
 class Section(BaseModel):
@@ -59,6 +76,9 @@ class SourceSettings(Section):
     "scenario": "covariate_shift"}`` for ``synthetic://fraud``)."""
     timeout_s: float = 30.0
     """Timeout for HTTP sources, in seconds."""
+    event_timestamp_column: str = "event_timestamp"
+    """When ``serving.features`` names a Feast feature service, training joins its features as of each
+    row's time in this column (Feast's point-in-time join), keyed by the service's entity columns."""
 
 
 ContractPolicy = Literal["fail", "drop", "warn"]
@@ -88,6 +108,21 @@ class ContractSettings(Section):
     rule)."""
 
 
+class OnnxExportSettings(Section):
+    """The ONNX copy of each trained version (``model.onnx``; needs ``pip install 'mloop[onnx]'``)."""
+
+    export: bool = True
+    """Convert the fitted pipeline to ONNX after training and verify it on the holdout; a model the
+    converters cannot handle is recorded as ``not available`` and training goes on (docs/onnx.md)."""
+    max_abs_diff: float = Field(default=0.05, ge=0)
+    """Largest absolute difference of a class probability between the copy and the pipeline on the
+    holdout; beyond it the copy is refused (float32 arithmetic can move a row across a split)."""
+    min_label_agreement: float = Field(default=0.999, ge=0, le=1)
+    """Smallest share of holdout rows whose predicted class the copy must reproduce."""
+    max_rel_diff: float = Field(default=0.05, ge=0)
+    """Regression: largest difference of a prediction, in standard deviations of the predictions."""
+
+
 class ModelSettings(Section):
     """What model to train."""
 
@@ -114,6 +149,14 @@ class ModelSettings(Section):
     hold. scikit-learn, XGBoost and LightGBM estimators and numpy/scipy data types are trusted
     already; any other type or function in a model file refuses the load until it is listed here
     (code-running builtins such as ``builtins.eval`` never load). See docs/security.md."""
+    trust_code_of: list[CodeTrust] = Field(default_factory=list)
+    """Registered versions (``<model name>/<version>``) whose model files may run code when loaded:
+    custom ``mlflow.pyfunc`` models (cloudpickle), PyTorch pickles, pickled scikit-learn models.
+    Every other format that is not skops or ONNX is refused until its version is listed here; each
+    load under this opt-in is recorded (a ``model.code_trusted`` event and a version tag). See
+    docs/security.md and docs/models.md."""
+    onnx: OnnxExportSettings = Field(default_factory=OnnxExportSettings)
+    """The ONNX copy exported and verified at training (see docs/onnx.md)."""
 
 
 class SplitSettings(Section):
@@ -146,6 +189,21 @@ class TuningSettings(Section):
     space: dict[str, Any] = Field(default_factory=dict)
     """Search space overrides: ``{param: [low, high]}`` (int/float ranges, ``log: true`` via
     ``{low, high, log}``) or ``{param: [choice, …]}`` for categorical choices."""
+
+
+class TrainingSettings(Section):
+    """What ``mloop train`` records of the data each run trained on (docs/data-versions.md)."""
+
+    snapshot: Literal["always", "auto", "never"] = "auto"
+    """Keep the training frame as Parquet among the run's MLflow artifacts (``data/<hash>.parquet``,
+    once per data hash), so ``mloop train --data-version HASH`` can train on it again: ``always``,
+    ``auto`` (up to ``snapshot_max_mb``) or ``never``. Without a snapshot the hash, rows, source and
+    file time are still recorded (and the DVC revision, for a DVC-tracked file)."""
+    snapshot_max_mb: float = Field(default=200.0, gt=0)
+    """With ``snapshot: auto``, frames larger than this in memory (MB) are not snapshotted."""
+    dvc_command: str = "dvc"
+    """The DVC command (found on PATH, or a path, e.g. ``.venv-dvc/bin/dvc``) that fetches a DVC-tracked
+    source at another git revision for ``--data-version REV``; mloop never imports DVC."""
 
 
 class GateSettings(Section):
@@ -284,6 +342,28 @@ class ServingSettings(Section):
     """Threads one model call may use (sets every ``n_jobs`` parameter of the loaded pipeline); None keeps
     the model's own setting. Micro-batching already amortises a call over many rows, and parallel tree
     evaluation on a handful of rows costs more in thread hand-offs than it saves."""
+    onnx: Literal["auto", "off", "require"] = "auto"
+    """Serve through ONNX Runtime: ``auto`` when the version carries a verified ONNX copy and it answers
+    the warm-up batch faster than the compiled tree path or scikit-learn (measured at load, on this
+    host); ``off`` never; ``require`` always, refusing to load a version without a verified copy.
+    See docs/onnx.md."""
+    features: str | None = None
+    """A Feast feature service (docs/features.md): a request carries its entity keys (e.g.
+    ``customer_id``) and the request-time columns, and the service's features are read from the Feast
+    online store, one lookup per micro-batch, and joined before the row is validated and predicted.
+    Training joins the same features point-in-time from the offline store
+    (``source.event_timestamp_column``). None (default): requests carry every feature."""
+    feature_repo: str = "feature_repo"
+    """The Feast feature repo (the folder with ``feature_store.yaml``), relative to the project."""
+    feast_python: str | None = None
+    """The Python that runs Feast (Feast cannot be installed beside mloop's pandas 3): by default this
+    one when it imports ``feast``, else ``.venv-feast/bin/python`` (``make .venv-feast``)."""
+    missing_entity: Literal["reject", "default"] = "reject"
+    """A request whose entity the online store does not hold: ``reject`` (422 naming the entity), or
+    ``default``: take ``feature_defaults`` (features without a default stay missing values)."""
+    feature_defaults: dict[str, Any] = Field(default_factory=dict)
+    """Values of served features for an entity the online store does not hold (``missing_entity:
+    default``), e.g. ``{"txn_count_24h": 0}``."""
 
 
 class PredictionLogSettings(Section):
@@ -409,6 +489,10 @@ class RolloutSettings(Section):
     """What to do when ``label_wait_s`` passed without enough labels: ``hold`` keeps the canary at its
     weight until labels arrive or an operator decides; ``rollback``; ``promote_unverified`` promotes
     and records the rollout as ``promoted_unverified`` (verified later, as labels arrive)."""
+    verify_interval_s: float = Field(default=60.0, gt=0)
+    """How often a ``promoted_unverified`` rollout is looked at again for its labels (by the serving
+    process holding the rollout lease, and by the loop's leader): once enough have arrived, the
+    promotion is verified (``promoted``) or rolled back on the quality check."""
     bootstrap_resamples: int = Field(default=400, ge=50)
     """Bootstrap resamples for quality intervals of metrics without a closed-form variance."""
     shadow_share: float = 1.0
@@ -565,6 +649,7 @@ class Settings(Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

@@ -85,6 +85,7 @@ class Controller:
         self.election = LeaderElection(self.store, self.name, ttl_s=max(c.lease_ttl_s, 2 * c.interval_s))
         self.owner = self.election.owner
         self._last_retention = 0.0
+        self._last_verify = -float("inf")
         self._handlers: dict[CycleState, Callable[[Cycle], Cycle]] = {
             CycleState.TRIGGERED: self._on_triggered,
             CycleState.TRAINING: self._on_training,
@@ -164,11 +165,21 @@ class Controller:
             return None
         self.repo.fence = self.election.fence
         self._retention()
+        self._verify_promotions()
         return self.tick()
 
     def status(self) -> dict[str, Any]:
         """This process's part in the loop: leader or standby, and who holds the lease."""
         return self.election.status()
+
+    def _verify_promotions(self) -> None:
+        """Every ``rollout.verify_interval_s``: promotions recorded unverified are judged once their
+        labels are in (the rollout records its own verdict; a failed one rolls the champion back)."""
+        verify = getattr(self.rollouts, "verify_promotions", None)  # scripted drivers in tests have none
+        if verify is None or time.monotonic() - self._last_verify < self.settings.rollout.verify_interval_s:
+            return
+        self._last_verify = time.monotonic()
+        verify()
 
     def _retention(self) -> None:
         """Delete predictions and labels older than ``prediction_log.retention_days`` (at most once per

@@ -48,6 +48,10 @@ class RolloutDriver:
         rollout = self.controller.advance(rollout_id, actor="loop")
         return str(rollout.state), str(rollout.reason or "")
 
+    def verify_promotions(self) -> list[tuple[int, str]]:
+        """Look again at promotions recorded unverified; (rollout id, new state) of those that moved."""
+        return [(int(r.id), str(r.state)) for r in self.controller.verify_promotions(actor="loop")]
+
     def close(self) -> None:
         """Close the prediction log the controller opened (the store belongs to the loop)."""
         if self._controller is not None:

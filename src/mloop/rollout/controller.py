@@ -316,6 +316,22 @@ class RolloutController:
             },
         )
 
+    def verify_promotions(self, *, actor: str = "rollout") -> list[Rollout]:
+        """Look again at the model's ``promoted_unverified`` rollouts (newest 20): each is verified
+        (``promoted``), rolled back on the quality check, or left as it is until more labels arrive.
+        Returns the rollouts whose state changed."""
+        changed = []
+        for r in self.repo.list(self.model_name, limit=20):
+            if r.state != RolloutState.PROMOTED_UNVERIFIED:
+                continue
+            try:
+                after = self._verify(r, actor)
+            except ConflictError:
+                continue  # another process (the loop's leader or a replica) moved it first
+            if after.state != r.state:
+                changed.append(after)
+        return changed
+
     def _verify(self, r: Rollout, actor: str) -> Rollout:
         """A promotion recorded unverified: judge the canary's quality once its labels have arrived."""
         stats = self.stats(r)

@@ -11,7 +11,9 @@
    :meth:`~mloop.rollout.RolloutController.advance` — so exactly one process of a fleet drives the
    canary steps, and another takes over when it dies. A promotion another process started (e.g.
    ``mloop rollout promote``) is left to it: ``advance`` finishes a ``promoting`` rollout only once
-   its promoter is gone, so the aliases move once, by whoever promoted.
+   its promoter is gone, so the aliases move once, by whoever promoted;
+4. with no active rollout, every ``rollout.verify_interval_s`` the lease holder looks again at
+   promotions recorded ``promoted_unverified``: verified once their labels are in, or rolled back.
 
 A restarted server therefore resumes mid-rollout from the store with its first refresh.
 """
@@ -23,6 +25,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -59,6 +62,7 @@ class RolloutSync:
         self.rollout: Rollout | None = None
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._verified_at = -float("inf")
         self.weight = Gauge(
             "mloop_rollout_weight",
             "Traffic share 0..1 of each rollout arm.",
@@ -138,8 +142,18 @@ class RolloutSync:
         if previous is not None:
             ended = await asyncio.to_thread(self.controller.get, previous.id)
         self.rollout = None
+        await self._verify_promotions()
         await self._apply_settled(ended)
         return None
+
+    async def _verify_promotions(self) -> None:
+        """Every ``rollout.verify_interval_s``, the process holding the rollout lease looks again at
+        promotions recorded unverified (their labels may have arrived since)."""
+        if not self.cfg.auto_advance or time.monotonic() - self._verified_at < self.cfg.verify_interval_s:
+            return
+        self._verified_at = time.monotonic()
+        if await asyncio.to_thread(self._lead, self.controller.model_name):
+            await asyncio.to_thread(self.controller.verify_promotions, actor="rollout:auto")
 
     def _lead(self, model: str) -> bool:
         ttl = max(3 * self.cfg.refresh_s, 10.0)

@@ -272,3 +272,25 @@ def test_only_the_lease_holder_of_several_loops_ticks(tmp_path: Path, store: Sto
     assert second.lead_tick() is not None  # takes the lease and spawns
     assert first.lead_tick() is None  # the other holds the lease
     assert len(second_trainer.spawned) == 1 and first_trainer.spawned == []
+
+
+class VerifyingRollouts(Rollouts):
+    """Also counts the leader's looks at unverified promotions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified = 0
+
+    def verify_promotions(self) -> list[tuple[int, str]]:
+        self.verified += 1
+        return []
+
+
+def test_the_leader_looks_at_unverified_promotions_once_per_interval(tmp_path: Path, store: Store) -> None:
+    leader_rollouts, standby_rollouts = VerifyingRollouts(), VerifyingRollouts()
+    leader, _, _ = _controller(tmp_path, store, rollouts=leader_rollouts)
+    standby, _, _ = _controller(tmp_path, store, rollouts=standby_rollouts)
+    leader.lead_tick()
+    leader.lead_tick()  # within rollout.verify_interval_s (60 s): no second look
+    standby.lead_tick()  # not the leader: never looks
+    assert leader_rollouts.verified == 1 and standby_rollouts.verified == 0

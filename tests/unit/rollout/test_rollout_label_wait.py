@@ -171,3 +171,20 @@ def test_an_unverified_promotion_is_verified_once_labels_arrive(store, registry,
     store.add_feedback([(i, n % 2) for arm in ids.values() for n, i in enumerate(arm)])
     r = ctl.advance(r.id)
     assert r.state == "promoted" and "verified" in r.reason
+
+
+def test_verify_promotions_judges_unverified_promotions_once_their_labels_are_in(
+    store, registry, predlog
+) -> None:
+    ctl = _ctl(store, registry, predlog, label_wait_s=0, unlabelled_policy="promote_unverified")
+    r = ctl.start(strategy="canary")
+    ids = _serve(ctl, predlog, r.id, 30)
+    ctl.advance(r.id)
+    assert ctl.advance(r.id).state == "promoted_unverified"
+    assert ctl.verify_promotions() == []  # no labels yet: left as it is
+    # The canary got every label wrong, the champion every one right: the promotion is rolled back.
+    store.add_feedback([(i, n % 2) for n, i in enumerate(ids["champion"])])
+    store.add_feedback([(i, 1 - n % 2) for n, i in enumerate(ids["canary"])])
+    [after] = ctl.verify_promotions(actor="loop")
+    assert after.id == r.id and after.state == "rolled_back" and "unverified promotion" in after.reason
+    assert ctl.verify_promotions() == []  # terminal now

@@ -222,6 +222,31 @@ async def test_good_canary_walks_the_steps_and_is_promoted_unverified_without_la
     assert "UNVERIFIED" in ctl.get().reason
 
 
+async def test_the_serving_lease_holder_verifies_an_unverified_promotion_once_labels_arrive(
+    make_client,
+) -> None:
+    client, ctl = await make_client(
+        label_wait_s=0,
+        unlabelled_policy="promote_unverified",
+        min_labelled=10,
+        min_requests_per_step=40,  # at 50 % the champion answers about as many: 10 labels each
+        quality_metric="accuracy",  # one fixed record: one predicted class, no ROC AUC
+        verify_interval_s=0.05,
+    )
+    started = await client.post(
+        "/admin/rollout/start", json={"strategy": "canary", "version": 2}, headers=AUTH
+    )
+    rid = started.json()["id"]
+    await _until(lambda: ctl.get(rid).state == "promoted_unverified", client)
+    # Labels for what each arm answered during the rollout (the toy model is right on these rows).
+    frame = ctl.predlog.read(model_name="toy", since=ctl.get(rid).created_at)
+    ctl.store.add_feedback(
+        [(str(p), y) for p, y in zip(frame["prediction_id"], frame["prediction"], strict=True)]
+    )
+    await _until(lambda: ctl.get(rid).state == "promoted", client)
+    assert "promotion verified" in ctl.get(rid).reason
+
+
 @pytest.mark.parametrize(("version", "check"), [(3, "error_rate"), (4, "latency"), (5, "load"), (6, "load")])
 async def test_bad_challengers_are_rolled_back_naming_the_check(
     make_client, version: int, check: str
