@@ -23,6 +23,7 @@ from mloop.config import Settings
 from mloop.data.schema import DataContract
 from mloop.errors import DataError, MloopError, ModelNotFound, ModelRefused, TrackingError, did_you_mean
 from mloop.store.events import EventSink
+from mloop.tracking import pyfunc
 from mloop.tracking.client import configure_mlflow
 from mloop.tracking.model_io import load_sklearn_model
 
@@ -109,6 +110,7 @@ class Registry:
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         self._events = events
         self._refused: set[int] = set()
+        self._code_trusted: set[int] = set()
 
     # ---- reading -------------------------------------------------------------------------------
     def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
@@ -274,9 +276,27 @@ class Registry:
         :class:`~mloop.errors.ModelRefused` and nothing of it is built.
         """
         info, path = self.download(ref, dst)
+        extra: dict[str, Any] = {}
         try:
             contract = _read_contract(info.ref, path)
-            model = load_sklearn_model(path, extra_trusted=self.settings.model.trusted_types, ref=info.ref)
+            meta = pyfunc.read_mlmodel(path, info.ref)
+            if contract is None:  # a version mloop did not train: its MLflow signature is the contract
+                contract = pyfunc.contract_from_signature(meta, info.ref).to_dict()
+                extra["contract_source"] = "signature"
+            if pyfunc.is_skops_sklearn(meta):
+                model = load_sklearn_model(
+                    path, extra_trusted=self.settings.model.trusted_types, ref=info.ref
+                )
+            else:
+                key = f"{info.name}/{info.version}"
+                trusted_by = pyfunc.check_code_trust(
+                    meta, path, ref=info.ref, key=key, trusted=self.settings.model.trust_code_of
+                )
+                if trusted_by is not None:
+                    self._record_code_trust(info, meta)
+                model = pyfunc.load_pyfunc_model(path, meta, ref=info.ref)
+                extra["flavor"] = "python_function"
+                extra["code_trusted"] = trusted_by is not None
         except ModelRefused as exc:
             self._record_refusal(info, exc)
             raise
@@ -287,7 +307,33 @@ class Registry:
             profile=_read_json(_artifact(path, PROFILE_FILE)),
             evaluation=_read_json(_artifact(path, EVALUATION_FILE)),
             path=path,
+            extra=extra,
         )
+
+    def _record_code_trust(self, info: VersionInfo, meta: dict[str, Any]) -> None:
+        """A version that runs code on load is loading under ``model.trust_code_of``: say so, as an
+        event (once per version and process) and as a version tag, before its code runs."""
+        loader = str(meta["flavors"]["python_function"].get("loader_module"))
+        key = f"{info.name}/{info.version}"
+        _log.warning("Loading %s, which runs code on load (%s), under model.trust_code_of", info.ref, loader)
+        if info.version in self._code_trusted:
+            return
+        self._code_trusted.add(info.version)
+        try:
+            self._record(
+                pyfunc.CODE_TRUST_EVENT,
+                f"model:{self.name}/v{info.version}",
+                f"{info.ref} loaded with code execution allowed by model.trust_code_of: [{key}] ({loader})",
+                actor="mloop",
+                data={"version": info.version, "loader": loader, "trusted_by": f"model.trust_code_of: {key}"},
+            )
+        except MloopError as err:
+            _log.warning("Could not record the code trust of %s: %s", info.ref, err.message)
+        if info.tags.get(pyfunc.CODE_TRUST_TAG) != key:
+            try:
+                self.client.set_model_version_tag(info.name, str(info.version), pyfunc.CODE_TRUST_TAG, key)
+            except Exception as exc:  # a read-only registry still serves; the event and the log stand
+                _log.warning("Could not tag %s as code-trusted: %s", info.ref, exc)
 
 
 def _artifact(model_dir: Path, name: str) -> Path:
@@ -296,14 +342,13 @@ def _artifact(model_dir: Path, name: str) -> Path:
     return nested if nested.is_file() else model_dir / name
 
 
-def _read_contract(ref: str, model_dir: Path) -> dict[str, Any]:
-    """The version's contract, refused unless it is a valid :class:`DataContract` (names of
-    printable characters within a length limit, dtypes from the closed set)."""
+def _read_contract(ref: str, model_dir: Path) -> dict[str, Any] | None:
+    """The version's contract (None when it has none), refused unless it is a valid
+    :class:`DataContract` (names of printable characters within a length limit, dtypes from the
+    closed set)."""
     path = _artifact(model_dir, CONTRACT_FILE)
     if not path.is_file():
-        raise TrackingError(
-            f"{ref} carries no {CONTRACT_FILE}; it was not registered by mloop. Retrain with `mloop train`."
-        )
+        return None
     try:
         text = path.read_text(encoding="utf-8")
         DataContract.from_json(text)

@@ -1,0 +1,256 @@
+"""Serving MLflow models mloop did not train: custom python_function models and ONNX, from a real registry.
+
+A custom ``PythonModel`` is cloudpickled, so it is refused until ``model.trust_code_of`` lists the
+version; once listed it serves, its requests are checked against its MLflow signature (422 on a
+wrong type or a missing column), its predictions are logged, and a canary rollout between two such
+versions splits traffic and promotes. An ONNX model loads without the opt-in.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+
+from mloop.config import Settings, load_settings
+from mloop.errors import ModelRefused
+from mloop.server import create_app
+from mloop.store import open_store
+from mloop.tracking import Registry
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*Add type hints to the .predict. method:UserWarning")
+TOKEN = "pyfunc-token"
+FRAME = pd.DataFrame(
+    {
+        "amount": [10.0, 250.0, 990.0, 35.5],
+        "country": ["FR", "DE", "FR", "US"],
+        "items": np.array([1, 3, 7, 2], dtype="int64"),
+    }
+)
+
+
+class Risk(mlflow.pyfunc.PythonModel):
+    """A hand-written scorer: one probability column per class (``0``, ``1``)."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    # No type hints: MLflow 3 would infer the signature from them instead of the example frame.
+    def predict(self, context, model_input, params=None):
+        z = self.weight * (model_input["amount"] / 100.0 + model_input["items"]) - 3.0
+        z = z + (model_input["country"] == "FR") * 0.5
+        p = 1.0 / (1.0 + np.exp(-z.to_numpy(dtype="float64")))
+        return pd.DataFrame({"0": 1.0 - p, "1": p})
+
+
+def _log_risk(settings: Settings, weight: float) -> int:
+    """Log and register a Risk model; return its version number."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    model = Risk(weight)
+    signature = mlflow.models.infer_signature(FRAME, model.predict(None, FRAME))
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=signature,
+            input_example=FRAME.head(2),
+            registered_model_name=settings.model.name,
+        )
+    assert info.registered_model_version is not None
+    return int(info.registered_model_version)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _settings(root: Path, name: str, **model: Any) -> Settings:
+    return load_settings(
+        root / "mloop.yaml",
+        overrides={
+            "model": {"name": name, **model},
+            "serving": {"admin_token": TOKEN, "poll_interval_s": 0.2},
+            "prediction_log": {"flush_interval_s": 0.1},
+            "rollout": {"steps": [50.0, 100.0], "refresh_s": 0.2, "auto_advance": False},
+        },
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "mloop.yaml").write_text("project: pyfunc-test\nmodel:\n  name: risk\n", encoding="utf-8")
+    return tmp_path
+
+
+@contextmanager
+def _serve(settings: Settings) -> Iterator[httpx.Client]:
+    """The serving app on a real port in a thread, once its first load attempt is over."""
+    port = _port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/ready").json().get("state") in ("ready", "failed"):
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the server never finished its first load")
+        yield client
+    finally:
+        client.close()
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
+def _records(n: int = 4) -> list[dict[str, Any]]:
+    return [
+        {"amount": float(r.amount), "country": str(r.country), "items": int(r.items)}
+        for r in FRAME.head(n).itertuples()
+    ]
+
+
+def test_a_custom_pyfunc_is_refused_until_its_version_is_trusted(project: Path) -> None:
+    settings = _settings(project, "risk")
+    version = _log_risk(settings, 1.0)
+    Registry(settings).set_alias("champion", version, reason="test")
+    with _serve(settings) as c:
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        error = ready.json()["error"]
+        assert f"model.trust_code_of: [risk/{version}]" in error
+        assert "cloudpickle" in error
+        assert c.post("/predict", json={"features": _records(1)}).status_code != 200
+
+    trusted = _settings(project, "risk", trust_code_of=[f"risk/{version}"])
+    store = open_store(trusted.store_url)
+    try:
+        loaded = Registry(trusted, events=store).load(version)
+        assert loaded.extra["contract_source"] == "signature"
+        assert loaded.extra["code_trusted"] is True
+        events = store.events(kind="model.code_trusted")
+        assert [e.subject for e in events] == [f"model:risk/v{version}"]
+        assert "model.trust_code_of" in events[0].reason
+    finally:
+        store.close()
+    tags = Registry(trusted).get(version).tags
+    assert tags["mloop.code_trusted"] == f"risk/{version}"
+
+
+def test_a_trusted_pyfunc_serves_validates_logs_and_rolls_out(project: Path) -> None:
+    base = _settings(project, "risk")
+    v1 = _log_risk(base, 1.0)
+    v2 = _log_risk(base, 0.5)
+    Registry(base).set_alias("champion", v1, reason="test")
+    settings = _settings(project, "risk", trust_code_of=[f"risk/{v1}", f"models:/risk/{v2}"])
+    expected = Risk(1.0).predict(None, FRAME)["1"].to_numpy()
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    with _serve(settings) as c:
+        assert c.get("/ready").status_code == 200, c.get("/ready").text
+        r = c.post("/predict", json={"features": _records()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["version"] == str(v1)
+        got = [p["probabilities"]["1"] for p in body["predictions"]]
+        assert got == pytest.approx(expected)
+        assert [p["prediction"] for p in body["predictions"]] == [int(x > 0.5) for x in expected]
+
+        # The MLflow signature is the contract: wrong type, missing column, unknown field.
+        bad = c.post("/predict", json={"features": {"amount": "lots", "country": "FR", "items": 1}})
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"].endswith("amount")
+        missing = c.post("/predict", json={"features": {"amount": 1.0, "country": "FR"}})
+        assert missing.status_code == 422
+        assert "items" in missing.text
+
+        # A canary between the two pyfunc versions: half the traffic, then promoted.
+        started = c.post("/admin/rollout/start", headers=admin, json={"version": v2, "strategy": "canary"})
+        assert started.status_code == 200, started.text
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while seen != {str(v1), str(v2)} and time.monotonic() < deadline:
+            seen.add(c.post("/predict", json={"features": _records(1)}).json()["version"])
+        assert seen == {str(v1), str(v2)}
+        promoted = c.post("/admin/rollout/promote", headers=admin, json={})
+        assert promoted.status_code == 200, promoted.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            one = {"features": _records(1)}
+            versions = {c.post("/predict", json=one).json()["version"] for _ in range(10)}
+            if versions == {str(v2)}:
+                break
+            time.sleep(0.2)
+        assert versions == {str(v2)}
+        assert Registry(settings).get("@champion").version == v2
+        time.sleep(0.5)  # the prediction log flushes every 0.1 s
+
+    from mloop.predlog import open_prediction_log
+
+    logged = open_prediction_log(settings.prediction_log_url).read(model_name="risk")
+    assert {str(v) for v in logged["model_version"]} == {str(v1), str(v2)}
+    assert len(logged) >= 5
+
+
+def test_an_onnx_model_serves_without_opt_in(project: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="install the onnx extra: pip install 'mloop[onnx]'")
+    pytest.importorskip("skl2onnx", reason="install the onnx extra: pip install 'mloop[onnx]'")
+    import mlflow.onnx
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression
+
+    settings = _settings(project, "price")
+    x = pd.DataFrame({"size": [50.0, 80.0, 120.0, 30.0], "rooms": [2.0, 3.0, 5.0, 1.0]})
+    y = 1000.0 * x["size"] + 5000.0 * x["rooms"]
+    reg = LinearRegression().fit(x.to_numpy(dtype="float32"), y)
+    onx = to_onnx(reg, x.to_numpy(dtype="float32")[:1])
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(
+            onx,
+            name="model",
+            signature=mlflow.models.infer_signature(x, y),
+            input_example=x.head(2),
+            registered_model_name="price",
+        )
+    Registry(settings).set_alias("champion", int(info.registered_model_version or 0), reason="test")
+    with _serve(settings) as c:
+        assert c.get("/ready").status_code == 200, c.get("/ready").text
+        r = c.post("/predict", json={"features": [{"size": 100.0, "rooms": 4.0}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0]["prediction"] == pytest.approx(120_000.0, rel=1e-4)
+        assert c.post("/predict", json={"features": [{"size": 100.0}]}).status_code == 422
+
+
+def test_a_version_without_a_signature_is_refused_with_how_to_fix(project: Path) -> None:
+    settings = _settings(project, "risk")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Risk(1.0), registered_model_name="risk")
+    version = int(info.registered_model_version or 0)
+    trusted = _settings(project, "risk", trust_code_of=[f"risk/{version}"])
+    with pytest.raises(ModelRefused, match="input signature"):
+        Registry(trusted).load(version)
