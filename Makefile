@@ -22,6 +22,23 @@ $(KFP_VENV)/.installed: pyproject.toml
 	$(KFP_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
+# Airflow and Prefect pin their own FastAPI/SQLAlchemy/pydantic ranges (Prefect's FastAPI cap clashes
+# with mloop's), and the DAG and flow files that `mloop pipeline compile --target airflow|prefect`
+# writes must run without mloop importable: each gets a virtualenv of its own, without mloop, used only
+# by tests/integration/test_deploy_airflow.py and test_deploy_prefect.py. apache-airflow is the
+# core + task SDK only; the cncf.kubernetes provider brings the KubernetesPodOperator.
+AIRFLOW_VENV ?= .venv-airflow
+$(AIRFLOW_VENV)/.installed:
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q "apache-airflow==3.3.2" "apache-airflow-providers-cncf-kubernetes==10.25.0"
+	touch $@
+
+PREFECT_VENV ?= .venv-prefect
+$(PREFECT_VENV)/.installed:
+	test -x $(PREFECT_VENV)/bin/python || $(PYTHON) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q "prefect==3.9.1"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(MLOOP) demo mloop-demo --with-rollback --force
 
@@ -30,7 +47,7 @@ demo: $(VENV)/.installed
 # workers on two cores finish in about half the time. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(VENV)/.installed $(KFP_VENV)/.installed
+test: $(VENV)/.installed $(KFP_VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 lint: $(VENV)/.installed
@@ -49,4 +66,4 @@ lock: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(KFP_VENV) mloop-demo .pytest_cache
+	rm -rf $(VENV) $(KFP_VENV) $(AIRFLOW_VENV) $(PREFECT_VENV) mloop-demo .pytest_cache
