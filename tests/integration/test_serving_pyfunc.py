@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,6 @@ from mloop.server import create_app
 from mloop.store import open_store
 from mloop.tracking import Registry
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*Add type hints to the .predict. method:UserWarning")
 TOKEN = "pyfunc-token"
 FRAME = pd.DataFrame(
     {
@@ -41,18 +41,23 @@ FRAME = pd.DataFrame(
 )
 
 
-class Risk(mlflow.pyfunc.PythonModel):
-    """A hand-written scorer: one probability column per class (``0``, ``1``)."""
+# MLflow warns at class creation that predict has no type hints: without them it takes the
+# signature from the example frame, which is what these tests want.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
 
-    def __init__(self, weight: float) -> None:
-        self.weight = weight
+    class Risk(mlflow.pyfunc.PythonModel):
+        """A hand-written scorer: one probability column per class (``0``, ``1``)."""
 
-    # No type hints: MLflow 3 would infer the signature from them instead of the example frame.
-    def predict(self, context, model_input, params=None):
-        z = self.weight * (model_input["amount"] / 100.0 + model_input["items"]) - 3.0
-        z = z + (model_input["country"] == "FR") * 0.5
-        p = 1.0 / (1.0 + np.exp(-z.to_numpy(dtype="float64")))
-        return pd.DataFrame({"0": 1.0 - p, "1": p})
+        def __init__(self, weight: float) -> None:
+            self.weight = weight
+
+        # No type hints: MLflow 3 would infer the signature from them instead of the example frame.
+        def predict(self, context, model_input, params=None):
+            z = self.weight * (model_input["amount"] / 100.0 + model_input["items"]) - 3.0
+            z = z + (model_input["country"] == "FR") * 0.5
+            p = 1.0 / (1.0 + np.exp(-z.to_numpy(dtype="float64")))
+            return pd.DataFrame({"0": 1.0 - p, "1": p})
 
 
 def _log_risk(settings: Settings, weight: float) -> int:
