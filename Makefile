@@ -39,6 +39,15 @@ $(PREFECT_VENV)/.installed:
 	$(PREFECT_VENV)/bin/python -m pip install -q "prefect==3.9.1"
 	touch $@
 
+# Feast pins pandas<3 (every release), prometheus_client<0.25 and redis<8 (0.66+), all below the lock
+# (constraints.txt), so Feast runs in a virtualenv of its own: mloop starts its Python for the feature
+# repo side (serving.feast_python; docs/features.md). Not with -c constraints.txt: its own resolution.
+FEAST_VENV ?= .venv-feast
+$(FEAST_VENV)/.installed: pyproject.toml
+	test -x $(FEAST_VENV)/bin/python || $(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install -q "feast[redis]==0.67.0"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(MLOOP) demo mloop-demo --with-rollback --force
 
@@ -47,7 +56,7 @@ demo: $(VENV)/.installed
 # workers on two cores finish in about half the time. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(VENV)/.installed $(KFP_VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed
+test: $(VENV)/.installed $(KFP_VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed $(FEAST_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 lint: $(VENV)/.installed
@@ -66,4 +75,4 @@ lock: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(KFP_VENV) $(AIRFLOW_VENV) $(PREFECT_VENV) mloop-demo .pytest_cache
+	rm -rf $(VENV) $(KFP_VENV) $(FEAST_VENV) $(AIRFLOW_VENV) $(PREFECT_VENV) mloop-demo .pytest_cache

@@ -9,6 +9,7 @@ that the server maps in one handler. Third-party failures are wrapped at the bou
     ├── ConfigError                 mloop.yaml / MLOOP_* env is invalid
     ├── DataError                   data could not be read or does not fit
     │   ├── SourceError             a file, URL or query could not be read
+    │   │   └── FeatureStoreError   the Feast feature store failed or is not set up (503)
     │   └── ContractViolation       rows break the data contract (carries the report)
     ├── TrainingError               an estimator, split, metric or tuning problem
     ├── TrackingError               MLflow could not be reached or refused an operation
@@ -41,6 +42,7 @@ __all__ = [
     "ControlError",
     "DataError",
     "DeployError",
+    "FeatureStoreError",
     "MloopError",
     "ModelNotFound",
     "ModelRefused",
@@ -94,6 +96,12 @@ class DataError(MloopError):
 
 class SourceError(DataError):
     """A file, URL or SQL query could not be read."""
+
+
+class FeatureStoreError(SourceError):
+    """The Feast feature store could not be reached, is not set up, or answered an error."""
+
+    status_code = 503
 
 
 class ContractViolation(DataError):

@@ -79,6 +79,9 @@ class SourceSettings(Section):
     event_timestamp_column: str = "event_timestamp"
     """When ``serving.features`` names a Feast feature service, training joins its features as of each
     row's time in this column (Feast's point-in-time join), keyed by the service's entity columns."""
+    event_timestamp_column: str = "event_timestamp"
+    """When ``serving.features`` names a Feast feature service, training joins its features as of each
+    row's time in this column (Feast's point-in-time join), keyed by the service's entity columns."""
 
 
 ContractPolicy = Literal["fail", "drop", "warn"]
@@ -342,6 +345,23 @@ class ServingSettings(Section):
     """Threads one model call may use (sets every ``n_jobs`` parameter of the loaded pipeline); None keeps
     the model's own setting. Micro-batching already amortises a call over many rows, and parallel tree
     evaluation on a handful of rows costs more in thread hand-offs than it saves."""
+    features: str | None = None
+    """A Feast feature service (docs/features.md): a request carries its entity keys (e.g.
+    ``customer_id``) and the request-time columns, and the service's features are read from the Feast
+    online store, one lookup per micro-batch, and joined before the row is validated and predicted.
+    Training joins the same features point-in-time from the offline store
+    (``source.event_timestamp_column``). None (default): requests carry every feature."""
+    feature_repo: str = "feature_repo"
+    """The Feast feature repo (the folder with ``feature_store.yaml``), relative to the project."""
+    feast_python: str | None = None
+    """The Python that runs Feast (Feast cannot be installed beside mloop's pandas 3): by default this
+    one when it imports ``feast``, else ``.venv-feast/bin/python`` (``make .venv-feast``)."""
+    missing_entity: Literal["reject", "default"] = "reject"
+    """A request whose entity the online store does not hold: ``reject`` (422 naming the entity), or
+    ``default``: take ``feature_defaults`` (features without a default stay missing values)."""
+    feature_defaults: dict[str, Any] = Field(default_factory=dict)
+    """Values of served features for an entity the online store does not hold (``missing_entity:
+    default``), e.g. ``{"txn_count_24h": 0}``."""
     onnx: Literal["auto", "off", "require"] = "auto"
     """Serve through ONNX Runtime: ``auto`` when the version carries a verified ONNX copy and it answers
     the warm-up batch faster than the compiled tree path or scikit-learn (measured at load, on this

@@ -33,6 +33,7 @@ from mloop.predlog import (
 )
 from mloop.predlog.record import new_prediction_ids
 from mloop.serving.codecs import decode_mlflow, decode_native
+from mloop.serving.features import FeatureJoiner
 from mloop.serving.feedback import FeedbackDesk
 from mloop.serving.metrics import ServingMetrics
 from mloop.serving.responses import Prediction
@@ -97,6 +98,8 @@ class PredictionService:
         """More of ``/health`` by key: cheap facts, no I/O (a liveness probe must not wait on the store;
         ``mloop run`` adds ``loop``: its role)."""
         self.feedback_desk = FeedbackDesk(self)
+        self.features: FeatureJoiner | None = None
+        """Joins ``serving.features`` (a Feast feature service) onto requests; None without it."""
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, wait: bool = False) -> None:
@@ -129,6 +132,10 @@ class PredictionService:
             try:
                 if self.logger is None:
                     self.logger = await asyncio.to_thread(self._open_logger)
+                if self.features is None and self.serving.features:
+                    self.features = await asyncio.to_thread(FeatureJoiner.from_settings, self.settings)
+                    assert self.features is not None
+                    self.features.start()
                 await self.reload(reason="startup")
                 break
             except Exception as exc:
@@ -164,6 +171,8 @@ class PredictionService:
         for task in list(self._retiring):
             with contextlib.suppress(Exception):
                 await task
+        if self.features is not None:
+            await self.features.close()
         if self.logger is not None:
             await asyncio.to_thread(self.logger.close)
         if self.store is not None and hasattr(self.store, "close"):
@@ -214,6 +223,8 @@ class PredictionService:
                 f"{loaded.info.name} v{loaded.info.version} failed its warm-up on the saved input "
                 f"example ({type(exc).__name__}: {exc}); it is not served."
             ) from exc
+        if self.features is not None:  # after the warm-up: the input example is a joined row
+            self.features.bind(runtime)  # requests then carry entity keys, not the served features
         runtime.start()
         return runtime
 
@@ -342,6 +353,8 @@ class PredictionService:
                     columns, single = decode_native(body, runtime.validator, self.serving.max_request_rows)
                 else:
                     columns = _DECODERS[protocol](body, runtime.validator, self.serving.max_request_rows)
+                if self.features is not None:  # one online lookup per micro-batch (serving/features.py)
+                    columns = await self.features.join(runtime, columns)
             except RequestValidationError as exc:
                 self._count_invalid(runtime.name, exc)
                 raise

@@ -50,6 +50,10 @@ def load_data(run: TrainRun) -> None:
     else:
         raw = load_source(settings.source, root=settings.root)
         run.source = describe_source(settings.source, settings.root)
+    if settings.serving.features:  # the features serving joins, as of each row's time (Feast)
+        from mloop.data.feast_source import join_served_features
+
+        raw = join_served_features(settings, raw)
     if ms.target not in raw.columns:
         raise TrainingError(
             f"Target column {ms.target!r} (model.target) is not in the data from {run.source}."
