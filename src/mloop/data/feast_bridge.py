@@ -100,9 +100,10 @@ def handle(store: Any, request: dict[str, Any]) -> dict[str, Any]:
     try:
         handler = HANDLERS[request.get("op", "")]
     except KeyError:
+        known = ", ".join(sorted(HANDLERS))
         return {
             "ok": False,
-            "error": f"KeyError: unknown op {request.get('op')!r}; known: {sorted(HANDLERS)}",
+            "error": f"KeyError: unknown op {request.get('op')!r}; known: {known}",
         }
     try:
         return handler(store, request)

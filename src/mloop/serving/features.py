@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from mloop.config import Settings
 from mloop.data.feast_source import FeastClient, FeatureService, feast_python
 from mloop.data.schema import ColumnSpec, DataContract, Dtype
 from mloop.errors import FeatureStoreError, RequestValidationError, ServingError
 from mloop.serving.batcher import MicroBatcher
-from mloop.serving.runtime import ModelRuntime
 from mloop.serving.validation import MISSING, Columns, ContractValidator
 
 __all__ = ["FeatureJoiner"]
@@ -42,6 +41,26 @@ __all__ = ["FeatureJoiner"]
 log = logging.getLogger(__name__)
 
 _Joined = dict[str, list[Any]] | RequestValidationError
+
+
+class OnlineFeatures(Protocol):
+    """What the joiner needs of a feature store client (:class:`~mloop.data.feast_source.FeastClient`)."""
+
+    def online(
+        self, service: str, entities: dict[str, list[Any]]
+    ) -> tuple[dict[str, list[Any]], list[bool]]: ...
+
+    def close(self) -> None: ...
+
+
+class Served(Protocol):
+    """What the joiner reads and sets of a :class:`~mloop.serving.runtime.ModelRuntime`."""
+
+    name: str
+    version: str
+    validator: ContractValidator
+
+
 # Contract types of entity keys the model's contract does not hold, from Feast's value types.
 _KEY_DTYPES: dict[str, Dtype] = {"Int32": "int", "Int64": "int", "String": "string", "Bool": "bool"}
 
@@ -51,7 +70,7 @@ class FeatureJoiner:
 
     def __init__(
         self,
-        client: FeastClient,
+        client: OnlineFeatures,
         service: FeatureService,
         *,
         missing_entity: str = "reject",
@@ -78,7 +97,7 @@ class FeatureJoiner:
             max_wait_ms=max_wait_ms,
             name=f"feature service {service.name}",
         )
-        self._full: weakref.WeakKeyDictionary[ModelRuntime, ContractValidator] = weakref.WeakKeyDictionary()
+        self._full: weakref.WeakKeyDictionary[Served, ContractValidator] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureJoiner | None:
@@ -117,7 +136,7 @@ class FeatureJoiner:
         await self.batcher.close()
         self.client.close()
 
-    def bind(self, runtime: ModelRuntime) -> None:
+    def bind(self, runtime: Served) -> None:
         """Let ``runtime`` decode requests that carry the entity keys instead of the served features;
         keep its full validator for the joined rows. Entity keys the contract lacks (dropped at
         training with ``model.drop_columns``: ids are not features) are added to the request
@@ -142,7 +161,7 @@ class FeatureJoiner:
         self._full[runtime] = full
 
     # -- the join --------------------------------------------------------------------------------
-    async def join(self, runtime: ModelRuntime, columns: Columns) -> Columns:
+    async def join(self, runtime: Served, columns: Columns) -> Columns:
         """``columns`` (validated without the served features) joined and validated in full."""
         result = await self.batcher.submit(columns)
         if isinstance(result, RequestValidationError):

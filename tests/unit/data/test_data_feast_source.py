@@ -1,0 +1,67 @@
+"""The Feast client's set-up errors and the bridge's request handling, without Feast installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mloop.data import feast_bridge
+from mloop.data.feast_source import FeastClient, FeatureService, feast_python, join_historical
+from mloop.errors import ConfigError, FeatureStoreError
+
+
+def test_a_folder_without_feature_store_yaml_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"feature_store\.yaml"):
+        FeastClient(tmp_path, python=sys.executable)
+
+
+def test_no_feast_anywhere_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FeatureStoreError, match=r"make \.venv-feast"):
+        feast_python(None, tmp_path)
+    assert feast_python("/opt/feast/bin/python", tmp_path) == "/opt/feast/bin/python"
+    venv = tmp_path / ".venv-feast" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text("", encoding="utf-8")
+    assert feast_python(None, tmp_path) == str(venv / "python")
+
+
+def test_a_bridge_that_cannot_open_the_repo_is_a_feature_store_error(tmp_path: Path) -> None:
+    (tmp_path / "feature_store.yaml").write_text("project: x\n", encoding="utf-8")
+    # This interpreter has no feast: the bridge answers its hello with the ImportError.
+    client = FeastClient(tmp_path, python=sys.executable)
+    with pytest.raises(FeatureStoreError, match="feast"):
+        client.describe("fraud_features")
+    client.close()
+
+
+def test_the_bridge_turns_every_failure_into_an_answer() -> None:
+    assert feast_bridge.handle(object(), {"op": "nope"}) == {
+        "ok": False,
+        "error": "KeyError: unknown op 'nope'; known: describe, historical, online",
+    }
+    answer = feast_bridge.handle(object(), {"op": "describe", "service": "s"})
+    assert answer["ok"] is False and answer["error"].startswith("AttributeError")
+
+
+class _Historical:
+    def describe(self, service: str) -> FeatureService:
+        return FeatureService(service, ("f",), ("customer_id",))
+
+    def historical(self, service: str, entities: pd.DataFrame, timestamp_column: str) -> pd.DataFrame:
+        return pd.DataFrame({"f": range(len(entities))})
+
+
+def test_historical_join_names_the_missing_entity_column() -> None:
+    frame = pd.DataFrame({"customer": [1], "ts": [pd.Timestamp("2026-01-01", tz="UTC")]})
+    client: Any = _Historical()
+    with pytest.raises(FeatureStoreError, match=r"'customer_id'.*Did you mean 'customer'"):
+        join_historical(frame, client, "svc", "ts")
+    frame = frame.rename(columns={"customer": "customer_id"}).assign(f=[9.0])
+    joined = join_historical(frame, client, "svc", "ts")
+    assert list(joined.columns) == ["customer_id", "ts", "f"] and joined["f"].tolist() == [0]
