@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,23 +40,18 @@ FRAME = pd.DataFrame(
 )
 
 
-# MLflow warns at class creation that predict has no type hints: without them it takes the
-# signature from the example frame, which is what these tests want.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
+class Risk(mlflow.pyfunc.PythonModel):
+    """A hand-written scorer: one probability column per class (``0``, ``1``)."""
 
-    class Risk(mlflow.pyfunc.PythonModel):
-        """A hand-written scorer: one probability column per class (``0``, ``1``)."""
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
 
-        def __init__(self, weight: float) -> None:
-            self.weight = weight
-
-        # No type hints: MLflow 3 would infer the signature from them instead of the example frame.
-        def predict(self, context, model_input, params=None):
-            z = self.weight * (model_input["amount"] / 100.0 + model_input["items"]) - 3.0
-            z = z + (model_input["country"] == "FR") * 0.5
-            p = 1.0 / (1.0 + np.exp(-z.to_numpy(dtype="float64")))
-            return pd.DataFrame({"0": 1.0 - p, "1": p})
+    # No type hints: MLflow 3 would infer the signature from them instead of the example frame.
+    def predict(self, context, model_input, params=None):
+        z = self.weight * (model_input["amount"] / 100.0 + model_input["items"]) - 3.0
+        z = z + (model_input["country"] == "FR") * 0.5
+        p = 1.0 / (1.0 + np.exp(-z.to_numpy(dtype="float64")))
+        return pd.DataFrame({"0": 1.0 - p, "1": p})
 
 
 def _log_risk(settings: Settings, weight: float) -> int:
@@ -259,3 +253,21 @@ def test_a_version_without_a_signature_is_refused_with_how_to_fix(project: Path)
     trusted = _settings(project, "risk", trust_code_of=[f"risk/{version}"])
     with pytest.raises(ModelRefused, match="input signature"):
         Registry(trusted).load(version)
+
+
+def test_batch_scores_a_trusted_pyfunc_and_ships_it_to_workers(project: Path) -> None:
+    import pickle
+
+    from mloop.batch import load_scorer
+
+    base = _settings(project, "risk")
+    version = _log_risk(base, 1.0)
+    settings = _settings(project, "risk", trust_code_of=[f"risk/{version}"])
+    scorer = load_scorer(settings, f"risk/{version}")
+    # Process pools and Spark get the scorer pickled: the model is loaded again from its directory.
+    for s in (scorer, pickle.loads(pickle.dumps(scorer))):
+        chunk = s.score(FRAME)
+        assert len(chunk.scored) == len(FRAME) and chunk.rejected.empty
+        assert chunk.scored["proba_1"].to_numpy() == pytest.approx(Risk(1.0).predict(None, FRAME)["1"])
+    bad = scorer.score(FRAME.assign(items=["x", 1, 2, 3]))
+    assert len(bad.rejected) == 1

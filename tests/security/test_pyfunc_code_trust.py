@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,26 +34,21 @@ from mloop.tracking import Registry, configure_mlflow
 FRAME = pd.DataFrame({"amount": [1.0, 60.0, 99.0]})
 
 
-# MLflow warns at class creation that predict has no type hints: without them it takes the
-# signature from the example frame, which is what these tests want.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
+class Trojan(mlflow.pyfunc.PythonModel):
+    """Writes ``marker`` as soon as it is unpickled, and again when MLflow calls ``load_context``."""
 
-    class Trojan(mlflow.pyfunc.PythonModel):
-        """Writes ``marker`` as soon as it is unpickled, and again when MLflow calls ``load_context``."""
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
 
-        def __init__(self, marker: str) -> None:
-            self.marker = marker
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        Path(self.marker).write_text("unpickled", encoding="utf-8")
 
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            self.__dict__.update(state)
-            Path(self.marker).write_text("unpickled", encoding="utf-8")
+    def load_context(self, context: Any) -> None:
+        Path(self.marker).write_text("load_context", encoding="utf-8")
 
-        def load_context(self, context: Any) -> None:
-            Path(self.marker).write_text("load_context", encoding="utf-8")
-
-        def predict(self, context, model_input, params=None):
-            return pd.DataFrame({"score": model_input["amount"].to_numpy(dtype="float64") / 100.0})
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"score": model_input["amount"].to_numpy(dtype="float64") / 100.0})
 
 
 class _Exec:
