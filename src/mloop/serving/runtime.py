@@ -38,7 +38,7 @@ from mloop.data.predict import model_classes, predict_with_proba
 from mloop.data.schema import ColumnSpec, DataContract
 from mloop.errors import ServingError
 from mloop.serving.batcher import MicroBatcher
-from mloop.serving.fastpath import compile_model
+from mloop.serving.fastpath import CompiledModel, OnnxModel, compile_model, load_onnx
 from mloop.serving.metrics import ServingMetrics
 from mloop.serving.stats import InferenceStats
 from mloop.serving.validation import Columns, ContractValidator
@@ -119,12 +119,24 @@ class ModelRuntime:
         self.is_classifier = classes is not None
         # Supported tree-ensemble pipelines answer through numpy tables built once here (same outputs,
         # ~10x less time per batch); anything else keeps the pipeline itself.
-        self.compiled = compile_model(self.model)
+        self.compiled: CompiledModel | OnnxModel | None = compile_model(self.model)
         if self.compiled is not None and self.compiled.trees.is_classifier != self.is_classifier:
             self.compiled = None  # e.g. a classifier served as a regression: keep predict()'s answers
         log.info("%s v%s: %s", self.name, self.version, self.compiled or "served through scikit-learn")
         self.classes: list[Any] = classes or []
         self.class_labels = [str(c) for c in self.classes]
+        # A verified ONNX copy (docs/onnx.md) takes the compiled path's place: at once under
+        # serving.onnx=require, under auto only if warm() measures it faster; nothing per request.
+        self.onnx = load_onnx(
+            loaded,
+            self.settings.onnx,
+            classes=self.classes if self.is_classifier else None,
+            threads=self.settings.model_threads,
+        )
+        self.serving_path = "compiled" if self.compiled is not None else "scikit-learn"
+        """What answers batches: ``onnx``, ``compiled`` or ``scikit-learn`` (chosen at load)."""
+        if self.onnx is not None and self.settings.onnx == "require":
+            self.compiled, self.serving_path = self.onnx, "onnx"
         features = (loaded.evaluation or {}).get("features") or {}
         used = list(features.get("numeric", [])) + list(features.get("categorical", []))
         self.validator = ContractValidator(
@@ -244,8 +256,31 @@ class ModelRuntime:
         for _ in range(2):  # warm-up calls stay out of the metrics: they are not traffic
             self.predict_frame(build_frame(self.specs, [columns]))
             self.predict_columns([columns])
+        if self.onnx is not None and self.settings.onnx == "auto":
+            self._choose_onnx(columns)
         if self.compiled is not None:
             self.batcher.inline = self._full_batch_seconds(columns) < INLINE_MAX_S
+
+    def _choose_onnx(self, columns: Columns) -> None:
+        """Keep the ONNX copy only if it answers a full warm-up batch faster than the current path."""
+        current, path = self.compiled, self.serving_path
+        theirs = self._full_batch_seconds(columns)
+        self.compiled = self.onnx
+        ours = self._full_batch_seconds(columns)
+        if ours >= theirs:
+            self.compiled = current
+        else:
+            self.serving_path = "onnx"
+        log.info(
+            "%s v%s: serving through %s (ONNX Runtime %.3f ms, %s %.3f ms for %d rows)",
+            self.name,
+            self.version,
+            self.serving_path,
+            ours * 1e3,
+            path,
+            theirs * 1e3,
+            self.settings.max_batch_rows,
+        )
 
     def _full_batch_seconds(self, columns: Columns) -> float:
         """Best of three timings of a ``max_batch_rows`` batch made of repeated example rows."""

@@ -19,9 +19,13 @@ Supported: ``DecisionTree{Classifier,Regressor}``, ``RandomForest{Classifier,Reg
 
     >>> compiled = compile_model(pipeline)          # None when unsupported
     >>> compiled.predict_proba(frame)               # == pipeline.predict_proba(frame)
+
+A version's verified ONNX copy (:mod:`.onnx`, ``serving.onnx``) offers the same interface through ONNX
+Runtime and replaces the compiled path when required or measured faster at load.
 """
 
 from mloop.serving.fastpath.columns import CompiledColumns, compile_columns
+from mloop.serving.fastpath.onnx import OnnxModel, load_onnx
 from mloop.serving.fastpath.pipeline import CompiledModel, compile_model
 from mloop.serving.fastpath.trees import CompiledTrees, compile_trees
 
@@ -29,7 +33,9 @@ __all__ = [
     "CompiledColumns",
     "CompiledModel",
     "CompiledTrees",
+    "OnnxModel",
     "compile_columns",
     "compile_model",
     "compile_trees",
+    "load_onnx",
 ]
