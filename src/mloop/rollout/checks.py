@@ -54,7 +54,7 @@ __all__ = [
 
 Status = Literal["passed", "failed", "not_evaluated", "inconclusive"]
 
-CHECKS = ("error_rate", "latency", "prediction_drift", "quality")
+CHECKS = ("error_rate", "latency", "prediction_drift", "quality", "estimated_quality")
 """The checks that share the false-rollback budget."""
 
 PLANNED_SHARE = 0.75

@@ -18,12 +18,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
+
 from mloop.config import Settings
 from mloop.errors import ConflictError, RolloutError
 from mloop.rollout import plan
 from mloop.rollout.abtest import compare_arms
 from mloop.rollout.analysis import analyze_step, next_move, shadow_report
-from mloop.rollout.checks import look_alpha, verify_level
+from mloop.rollout.checks import Check, look_alpha, verify_level
 from mloop.rollout.deployment import Aliases, DeploymentMoves, deployment_lease
 from mloop.rollout.promotion import Promotions, promoted_version, require_running
 from mloop.rollout.quality import quality_check, quality_metric
@@ -46,7 +48,10 @@ class RolloutController:
         registry: Any = None,
         predlog: Any = None,
         model_name: str | None = None,
+        estimators: dict[str, Any] | None = None,
     ) -> None:
+        """``estimators``: version -> quality estimator, instead of reading each version's from the
+        registry (tools and tests whose registry is not MLflow's)."""
         self.settings = settings
         self.cfg = settings.rollout
         self.model_name = model_name or settings.model.name
@@ -57,6 +62,7 @@ class RolloutController:
         self._predlog = predlog
         self.classification = settings.model.task == "classification"
         self.metric = quality_metric(settings)
+        self._estimators: dict[str, Any] = dict(estimators or {})  # version -> estimator, read once
         aliases = Aliases(self)
         self.promotions = Promotions(self, aliases)
         self.deployments = DeploymentMoves(self, aliases)
@@ -181,9 +187,10 @@ class RolloutController:
             return self._verify(r, actor)
         if r.strategy == "direct":
             return self.promote(r.id, actor=actor, wait=False)
-        stats = self.stats(r, step_since=r.step_started_at if r.strategy == "canary" else None)
+        frame = self._log(r)
+        stats = self.stats(r, step_since=r.step_started_at if r.strategy == "canary" else None, frame=frame)
         if r.strategy == "canary":
-            return self._advance_canary(r, stats, actor)
+            return self._advance_canary(r, stats, actor, frame)
         guard = self._error_guard(r, stats)
         if guard is not None:
             return self.rollback(r.id, actor=actor, reason=guard, check="error_rate")
@@ -194,10 +201,18 @@ class RolloutController:
         report["arms"] = {a: s.summary(self.classification) for a, s in stats.items()}
         return self._save(r, report)
 
-    def stats(self, r: Rollout, *, step_since: datetime | None = None) -> dict[str, ArmStats]:
-        """Per-arm stats of ``r`` from the store's counters, the prediction log and feedback
-        (``step_since``: also the latencies since then, see :attr:`ArmStats.step_latency_ms`)."""
-        frame = self.predlog.read(model_name=r.model_name, since=r.created_at)
+    def _log(self, r: Rollout) -> pd.DataFrame:
+        """The model's prediction log since ``r`` started."""
+        frame: pd.DataFrame = self.predlog.read(model_name=r.model_name, since=r.created_at)
+        return frame
+
+    def stats(
+        self, r: Rollout, *, step_since: datetime | None = None, frame: pd.DataFrame | None = None
+    ) -> dict[str, ArmStats]:
+        """Per-arm stats of ``r`` from the store's counters, the prediction log (``frame``, when the
+        caller has read it) and feedback (``step_since``: also the latencies since then, see
+        :attr:`ArmStats.step_latency_ms`)."""
+        frame = self._log(r) if frame is None else frame
         ids = frame["prediction_id"].astype(str).tolist() if not frame.empty else []
         labels = self.store.feedback(ids) if ids else {}
         return collect_stats(
@@ -209,7 +224,30 @@ class RolloutController:
             step_since=step_since,
         )
 
-    def _advance_canary(self, r: Rollout, stats: dict[str, ArmStats], actor: str) -> Rollout:
+    def _estimated_quality(
+        self, r: Rollout, stats: dict[str, ArmStats], frame: pd.DataFrame, alpha: float
+    ) -> list[Check]:
+        """The ``estimated_quality`` check while the arms have too few labels for ``quality``
+        (:mod:`mloop.rollout.estimated`); nothing once labels can speak, or when turned off."""
+        canary, baseline = stats["canary"], stats[plan.BASELINE]
+        labelled = min(canary.labelled, baseline.labelled)
+        if not self.cfg.estimated_quality_check or labelled >= self.cfg.min_labelled:
+            return []
+        from mloop.rollout.estimated import arm_rows, estimate_arm, estimated_quality_check_of, estimators_of
+
+        missing = [v for v in (baseline.version, canary.version) if v not in self._estimators]
+        if missing:
+            self._estimators.update(estimators_of(self.settings, self.registry, r.model_name, missing))
+        min_rows = self.settings.monitoring.estimate_min_rows
+        est_b, est_c = (
+            estimate_arm(arm_rows(frame, s.arm, s.version), self._estimators[s.version], min_rows=min_rows)
+            for s in (baseline, canary)
+        )
+        return [estimated_quality_check_of(est_b, est_c, self.metric, self.cfg, alpha)]
+
+    def _advance_canary(
+        self, r: Rollout, stats: dict[str, ArmStats], actor: str, frame: pd.DataFrame | None = None
+    ) -> Rollout:
         canary, baseline = stats["canary"], stats[plan.BASELINE]
         prev = r.analysis or {}
         base_requests = int(prev.get("step_base_requests", 0))
@@ -233,16 +271,26 @@ class RolloutController:
                         "labelled": labelled,
                     },
                 )
+        step_requests = canary.requests - base_requests
+        looking = label_look > 0 or (
+            step_requests >= self.cfg.min_requests_per_step and held >= self.cfg.step_hold_s
+        )
+        extra = (
+            self._estimated_quality(r, stats, frame, look_alpha(self.cfg, r.step, label_look))
+            if looking and frame is not None
+            else []
+        )
         a = analyze_step(
             baseline,
             canary,
             self.cfg,
             classification=self.classification,
-            step_requests=canary.requests - base_requests,
+            step_requests=step_requests,
             held_s=held,
             step=r.step,
             label_look=label_look,
             metric=self.metric,
+            extra=extra,
             concurrent=self.cfg.steps[r.step] < 100.0,
         )
         move = next_move(
