@@ -3,7 +3,8 @@
 ``mloop deploy <target>`` writes a Dockerfile (``docker``), Kubernetes manifests (``k8s``), the same
 as a Helm chart (``helm``), a Grafana dashboard (``grafana``) and Prometheus alert rules
 (``prometheus``); ``mloop init`` writes a GitHub Actions workflow (:func:`render_workflow`); and
-``mloop pipeline compile --target kfp`` compiles the training pipeline for Kubeflow Pipelines.
+``mloop pipeline compile --target kfp|airflow|prefect`` writes the training pipeline for Kubeflow
+Pipelines, Airflow or Prefect (docs/pipelines.md).
 Templates are Jinja files shipped in ``mloop/deploy/templates``. Everything here only writes files:
 nothing talks to a cluster.
 """
