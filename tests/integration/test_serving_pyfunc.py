@@ -271,3 +271,51 @@ def test_batch_scores_a_trusted_pyfunc_and_ships_it_to_workers(project: Path) ->
         assert chunk.scored["proba_1"].to_numpy() == pytest.approx(Risk(1.0).predict(None, FRAME)["1"])
     bad = scorer.score(FRAME.assign(items=["x", 1, 2, 3]))
     assert len(bad.rejected) == 1
+
+
+def test_a_supplied_profile_makes_drift_available(project: Path, tmp_path: Path) -> None:
+    """A custom model logs ``profile.json`` (built with mloop's build_profile) as a pyfunc artifact."""
+    from mloop.monitoring import build_profile
+    from mloop.monitoring.monitor import run_monitor
+    from mloop.monitoring.reference import fetch_reference
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(
+        {
+            "amount": rng.uniform(0, 1000, 2000),
+            "country": rng.choice(["FR", "DE", "US"], 2000),
+            "items": rng.integers(1, 8, 2000),
+        }
+    )
+    profile = build_profile(reference).save(tmp_path / "profile.json")
+    settings = _settings(project, "risk")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    model = Risk(1.0)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            artifacts={"profile": str(profile)},
+            signature=mlflow.models.infer_signature(FRAME, model.predict(None, FRAME)),
+            input_example=FRAME.head(2),
+            registered_model_name="risk",
+        )
+    version = int(info.registered_model_version or 0)
+    Registry(settings).set_alias("champion", version, reason="test")
+    trusted = _settings(project, "risk", trust_code_of=[f"risk/{version}"])
+    assert Registry(trusted).load(version).profile is not None
+    # Traffic far from the reference: every amount above 5,000.
+    shifted = [{"amount": 5000.0 + i, "country": "FR", "items": 1} for i in range(300)]
+    with _serve(trusted) as c:
+        assert c.post("/predict", json={"features": shifted}).status_code == 200
+        time.sleep(0.5)
+    result = run_monitor(
+        trusted,
+        reference=fetch_reference(trusted, "risk", version),
+        reports=False,
+        notify=False,
+        lease_wait_s=0.0,
+    )
+    assert result.status == "ok", result.message
+    assert result.drift is not None and "amount" in result.drift.drifted_columns

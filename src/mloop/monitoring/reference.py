@@ -100,7 +100,7 @@ def _estimator(data: dict[str, Any] | None, task: str | None) -> QualityEstimato
 
 
 def _read(model_dir: Path, name: str) -> dict[str, Any] | None:
-    for path in (model_dir / "extra_files" / name, model_dir / name):
+    for path in (model_dir / "extra_files" / name, model_dir / "artifacts" / name, model_dir / name):
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else None

@@ -337,9 +337,14 @@ class Registry:
 
 
 def _artifact(model_dir: Path, name: str) -> Path:
-    """MLflow stores ``extra_files`` under ``extra_files/`` in the model directory."""
-    nested = model_dir / "extra_files" / name
-    return nested if nested.is_file() else model_dir / name
+    """MLflow stores ``extra_files`` under ``extra_files/`` in the model directory, and a custom
+    ``python_function`` model's ``artifacts`` under ``artifacts/`` (how such a version supplies a
+    ``profile.json`` or ``contract.json``)."""
+    for folder in ("extra_files", "artifacts"):
+        nested = model_dir / folder / name
+        if nested.is_file():
+            return nested
+    return model_dir / name
 
 
 def _read_contract(ref: str, model_dir: Path) -> dict[str, Any] | None:
