@@ -76,6 +76,10 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",
         "lightgbm.basic.Booster",
+        # mloop's PyTorch steps: plain values on load (params, a JSON spec, weights as bytes); their
+        # network is rebuilt afterwards by mloop.tracking.torch_io under this same policy.
+        "mloop.training.torch_net.TorchClassifier",
+        "mloop.training.torch_net.TorchRegressor",
         # Data types skops does not trust by default but fitted estimators carry.
         "numpy.dtype",
         "collections.OrderedDict",
@@ -192,7 +196,9 @@ def trusted_types_for(model: Any, extra: Sequence[str] = ()) -> list[str]:
             f"The fitted model cannot be serialised with skops ({type(exc).__name__}: {exc}). "
             "Use an estimator built from scikit-learn-compatible parts."
         ) from exc
-    refused = refused_types(untrusted, extra)
+    from mloop.tracking.torch_io import refused_references
+
+    refused = refused_types(untrusted, extra) + refused_references(model, extra)
     if refused:
         raise _refusal("The fitted model", refused)
     return sorted(untrusted)
@@ -241,9 +247,13 @@ def load_sklearn_model(
     if refused:
         raise _refusal(where, refused)
     try:
-        return sio.load(path, trusted=_trusted(extra_trusted))
+        model = sio.load(path, trusted=_trusted(extra_trusted))
     except Exception as exc:  # skops' own audit, or a class that cannot be rebuilt here
         raise TrackingError(
             f"{where}: the model file could not be loaded ({type(exc).__name__}: {exc}). Check that the "
             "libraries it was trained with are installed, or retrain it with `mloop train`."
         ) from exc
+    from mloop.tracking.torch_io import restore_networks
+
+    restore_networks(model, extra_trusted, where)  # PyTorch steps: weights-only, trusted class
+    return model

@@ -145,6 +145,28 @@ def _lightgbm(task: str, params: dict[str, Any], seed: int) -> Any:
     return cls(**{"n_estimators": 200, "random_state": seed, "verbose": -1, "n_jobs": 2, **params})
 
 
+@register_estimator(
+    "torch_mlp",
+    space={
+        "lr": ("float", 1e-4, 1e-2, "log"),
+        "hidden": ("int", 16, 256),
+        "dropout": ("float", 0.0, 0.5),
+    },
+)
+def _torch_mlp(task: str, params: dict[str, Any], seed: int) -> Any:
+    """A feed-forward PyTorch network trained through skorch (docs/pytorch.md)."""
+    import importlib.util
+
+    from mloop.tracking.torch_io import INSTALL_HINT
+    from mloop.training.torch_net import TorchClassifier, TorchRegressor
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("skorch") is None:
+        raise TrainingError(f"Estimator 'torch_mlp' needs PyTorch and skorch. {INSTALL_HINT}")
+    module_params: dict[str, Any] = {k: params.pop(k) for k in ("hidden", "layers", "dropout") if k in params}
+    cls = TorchClassifier if task == "classification" else TorchRegressor
+    return cls("mloop.training.torch_modules.MLP", module_params, **{"random_state": seed, **params})
+
+
 _USER_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
 
