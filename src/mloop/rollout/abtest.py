@@ -1,9 +1,13 @@
 """A/B significance: compare each challenger arm with the champion arm on labelled traffic.
 
-The compared metric is accuracy for classifiers (a rate) and the absolute error for regressors
-(continuous, lower is better). Before a test is run both arms need the minimum sample size for
-detecting ``rollout.ab_min_effect`` at ``rollout.confidence`` with ``rollout.power`` (and at least
-``rollout.min_labelled``); until then no winner is declared. With several challengers the
+The compared metric is the rollout's quality metric (``rollout.quality_metric``; ``auto``: the metric
+the version was gated on, e.g. ROC AUC), or, when none is given, accuracy for classifiers (a rate)
+and the absolute error for regressors (continuous, lower is better). For accuracy and the absolute
+error both arms need the minimum sample size for detecting ``rollout.ab_min_effect`` at
+``rollout.confidence`` with ``rollout.power`` (and at least ``rollout.min_labelled``) before a test is
+run; for the other metrics (ROC AUC with DeLong's variance, PR AUC, F1 and RMSE with the bootstrap's,
+as the canary's quality check computes them) at least ``rollout.min_labelled`` and, for the AUCs,
+labels of both classes. Until then no winner is declared. With several challengers the
 significance level is split between them (Bonferroni).
 
 A rollout re-runs the comparison at every advance, on more labels each time. A fixed-sample test
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mloop.config.settings import RolloutSettings
+from mloop.rollout.quality import arm_metric, higher_is_better
 from mloop.rollout.stats import ArmStats
 
 __all__ = [
@@ -129,15 +134,55 @@ class Comparison:
     better: str | None = None
 
 
+def _compare_on(
+    name: str, champion: str, base: ArmStats, ch: ArmStats, metric: str, cfg: RolloutSettings, alpha: float
+) -> Comparison:
+    """One challenger against the champion on a metric without a per-request outcome (ROC AUC, PR AUC,
+    F1, RMSE): each arm's value and variance as the canary's quality check computes them."""
+    got_a, got_b = arm_metric(base, metric, cfg, ch), arm_metric(ch, metric, cfg, base)
+    c = Comparison(
+        name,
+        metric,
+        "mSPRT (always valid), difference of " + metric,
+        base.labelled,
+        ch.labelled,
+        None if isinstance(got_a, str) else got_a[0],
+        None if isinstance(got_b, str) else got_b[0],
+        cfg.min_labelled,
+        enough=min(base.labelled, ch.labelled) >= cfg.min_labelled
+        and not isinstance(got_a, str)
+        and not isinstance(got_b, str),
+    )
+    if c.enough and not isinstance(got_a, str) and not isinstance(got_b, str):
+        eff, var = got_b[0] - got_a[0], got_a[1] + got_b[1]
+        if var > 0:
+            p, ci = always_valid(eff, var, cfg.ab_min_effect, alpha)
+            c.effect, c.ci, c.p_value = eff, ci, p
+            c.significant = p < alpha and not (ci[0] <= 0 <= ci[1])
+            if c.significant:
+                c.better = name if (eff > 0) == higher_is_better(metric) else champion
+    return c
+
+
 def compare_arms(
-    stats: dict[str, ArmStats], champion: str, cfg: RolloutSettings, *, classification: bool
+    stats: dict[str, ArmStats],
+    champion: str,
+    cfg: RolloutSettings,
+    *,
+    classification: bool,
+    metric: str | None = None,
 ) -> dict[str, Any]:
-    """Comparisons of every challenger with ``champion`` and the winner, if one is declared."""
+    """Comparisons of every challenger with ``champion`` on ``metric`` (default: accuracy, or the
+    absolute error for regressors) and the winner, if one is declared."""
     base = stats[champion]
     challengers = [a for a in stats if a != champion]
     alpha = (1 - cfg.confidence) / max(len(challengers), 1)
-    metric = "accuracy" if classification else "mae"
+    default = "accuracy" if classification else "mae"
+    metric = metric or default
     out: list[Comparison] = []
+    if metric != default:  # a metric without a per-request outcome
+        out = [_compare_on(name, champion, base, stats[name], metric, cfg, alpha) for name in challengers]
+        challengers = []
     for name in challengers:
         ch = stats[name]
         a, b = base.outcomes, ch.outcomes
@@ -197,7 +242,8 @@ def _winner(comps: list[Comparison], champion: str) -> tuple[str | None, str]:
         return None, f"collecting labelled traffic (labelled per arm / minimum sample size: {parts})"
     better = [c for c in comps if c.better == c.arm]
     if better:
-        key = (lambda c: c.effect or 0.0) if comps[0].metric == "accuracy" else (lambda c: -(c.effect or 0.0))
+        sign = 1.0 if higher_is_better(comps[0].metric) else -1.0
+        key = lambda c: sign * (c.effect or 0.0)  # noqa: E731
         best = max(better, key=key)
         return best.arm, f"{best.arm} is better than {champion}: effect {best.effect:+.4f}, CI {_ci(best.ci)}"
     if all(c.better == champion for c in comps):

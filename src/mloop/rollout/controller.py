@@ -195,7 +195,9 @@ class RolloutController:
         if guard is not None:
             return self.rollback(r.id, actor=actor, reason=guard, check="error_rate")
         if r.strategy == "ab":
-            report = compare_arms(stats, plan.BASELINE, self.cfg, classification=self.classification)
+            report = compare_arms(
+                stats, plan.BASELINE, self.cfg, classification=self.classification, metric=self.metric
+            )
         else:
             report = shadow_report(stats[plan.BASELINE], stats["shadow"], self.classification)
         report["arms"] = {a: s.summary(self.classification) for a, s in stats.items()}

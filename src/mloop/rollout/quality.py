@@ -18,7 +18,7 @@ from mloop.config.settings import RolloutSettings, Settings
 from mloop.rollout.checks import Check, non_inferiority
 from mloop.rollout.stats import ArmStats, same_label
 
-__all__ = ["MIN_PER_CLASS", "delong_auc", "quality_check", "quality_metric"]
+__all__ = ["MIN_PER_CLASS", "arm_metric", "delong_auc", "higher_is_better", "quality_check", "quality_metric"]
 
 MIN_PER_CLASS = 5
 """Labels of each class an arm needs before its ROC or PR AUC is computed."""
@@ -31,6 +31,19 @@ _HIGHER_IS_BETTER = {
     "rmse": False,
     "mae": False,
 }
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger ``metric`` is better (False for ``rmse`` and ``mae``)."""
+    return _HIGHER_IS_BETTER[metric]
+
+
+def arm_metric(
+    arm: ArmStats, metric: str, cfg: RolloutSettings, *arms: ArmStats
+) -> tuple[float, float] | str:
+    """(value, variance) of ``metric`` on ``arm``'s labelled predictions, or why it cannot be computed;
+    ``arms``: every arm compared (the positive class is chosen from all of their labels)."""
+    return _arm_metric(arm, metric, _positive(arm, *arms), cfg, np.random.default_rng(0))
 
 
 def quality_metric(settings: Settings) -> str:

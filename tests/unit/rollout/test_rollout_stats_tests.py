@@ -181,3 +181,34 @@ def test_output_drift_is_zero_for_equal_outputs_and_large_for_opposite_ones() ->
     assert output_drift(list(rng.normal(0, 1, 500)), list(rng.normal(0, 1, 500)), False) < 0.1
     assert output_drift(list(rng.normal(0, 1, 500)), list(rng.normal(3, 1, 500)), False) > 0.5
     assert output_drift([], [1], True) is None
+
+
+def _ranked_arm(name: str, n: int, auc_shift: float, seed: int) -> ArmStats:
+    """Labelled predictions of a binormal scorer at 8 % positives (``auc_shift``: its separation)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.08).astype(int)
+    s = rng.normal(0, 1, n) + y * auc_shift
+    pred = (s > 1.6).astype(int)
+    arm = ArmStats(name, name, requests=n, logged=n)
+    arm.labels, arm.labelled_predictions = y.tolist(), pred.tolist()
+    arm.scores = 1 / (1 + np.exp(-s))
+    arm.outcomes = (pred == y).astype(float)
+    return arm
+
+
+def test_ab_on_the_gate_metric_finds_the_better_ranking_accuracy_cannot_see() -> None:
+    # At 8 % positives a better ranking barely moves accuracy; the A/B test on ROC AUC (the gate
+    # metric) declares it, with DeLong's variance inside the always-valid test.
+    cfg = RolloutSettings(ab_min_effect=0.05, min_labelled=50)
+    arms = {"champion": _ranked_arm("champion", 4000, 1.4, 1), "b": _ranked_arm("b", 4000, 2.2, 2)}
+    by_auc = compare_arms(arms, "champion", cfg, classification=True, metric="roc_auc")
+    [c] = by_auc["comparisons"]
+    assert by_auc["winner"] == "b" and by_auc["metric"] == "roc_auc", by_auc["verdict"]
+    assert c["test"] == "mSPRT (always valid), difference of roc_auc" and c["ci"][0] > 0
+    by_accuracy = compare_arms(arms, "champion", cfg, classification=True)
+    assert by_accuracy["winner"] is None
+    same = {"champion": _ranked_arm("champion", 4000, 1.4, 3), "b": _ranked_arm("b", 4000, 1.4, 4)}
+    assert compare_arms(same, "champion", cfg, classification=True, metric="roc_auc")["winner"] is None
+    few = {"champion": _ranked_arm("champion", 30, 1.4, 5), "b": _ranked_arm("b", 30, 2.2, 6)}
+    early = compare_arms(few, "champion", cfg, classification=True, metric="roc_auc")
+    assert early["winner"] is None and early["verdict"].startswith("collecting")
