@@ -319,3 +319,42 @@ def test_a_supplied_profile_makes_drift_available(project: Path, tmp_path: Path)
     )
     assert result.status == "ok", result.message
     assert result.drift is not None and "amount" in result.drift.drifted_columns
+
+
+class AmountRule(mlflow.pyfunc.PythonModel):
+    """A hand-made fraud rule: the larger the amount, the likelier fraud."""
+
+    def predict(self, context, model_input, params=None):
+        p = (model_input["amount"].to_numpy(dtype="float64") / 2000.0).clip(0.0, 1.0)
+        return pd.DataFrame({"0": 1.0 - p, "1": p})
+
+
+def test_mloop_train_compares_with_a_champion_it_did_not_train(tmp_path: Path) -> None:
+    from mloop.project import init_project
+    from mloop.training import train
+
+    root = tmp_path / "fraud"
+    init_project(root, template="fraud", rows=1500)
+    config = root / "mloop.yaml"
+    text = config.read_text(encoding="utf-8").replace("estimator: train:build_model", "estimator: logistic")
+    config.write_text(text, encoding="utf-8")
+    base = load_settings(config)
+    mlflow.set_tracking_uri(base.tracking_uri)
+    mlflow.set_registry_uri(base.tracking_uri)
+    x = pd.DataFrame({"amount": [12.5, 1800.0], "hour": np.array([3, 14], dtype="int64")})
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=AmountRule(),
+            signature=mlflow.models.infer_signature(x, AmountRule().predict(None, x)),
+            input_example=x,
+            registered_model_name=base.model.name,
+        )
+    rule = int(info.registered_model_version or 0)
+    Registry(base).set_alias("champion", rule, reason="the rule in production before mloop")
+    settings = load_settings(config, overrides={"model": {"trust_code_of": [f"{base.model.name}/{rule}"]}})
+    result = train(settings)
+    # The champion was scored on the same holdout as the new version, and the gate decided on that.
+    assert result.champion_before == rule
+    compared = [c for c in result.gate.checks if c.name == "beats_champion"]
+    assert compared and f"vs champion v{rule}" in compared[0].detail, result.gate.reason

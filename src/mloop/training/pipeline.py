@@ -84,7 +84,9 @@ def validate_data(run: TrainRun) -> None:
     enforce = None
     if settings.contract.path:
         enforce = DataContract.load(settings.resolve_path(settings.contract.path))
-    elif run.champion is not None:
+    elif run.champion is not None and run.champion.extra.get("contract_source") != "signature":
+        # A champion mloop did not train has only its MLflow signature (no target, no ranges): it
+        # is still compared on the holdout, but the data's contract is inferred, not its.
         enforce = DataContract.from_dict(run.champion.contract)
 
     def infer(frame: pd.DataFrame) -> DataContract:
