@@ -22,11 +22,13 @@ import argparse
 import math
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,9 +37,13 @@ import legacy_abtest
 import legacy_analysis
 
 from mloop.config.settings import RolloutSettings
+from mloop.monitoring.estimation import QualityEstimator
 from mloop.rollout.abtest import compare_arms
 from mloop.rollout.analysis import analyze_step, next_move
+from mloop.rollout.checks import look_alpha
+from mloop.rollout.estimated import estimate_arm, estimated_quality_check_of
 from mloop.rollout.stats import ArmStats
+from mloop.training.probability_calibration import fit_quality_estimator
 
 RPS, TICK_S = 60.0, 20.0
 STEPS = [5.0, 25.0, 50.0, 100.0]
@@ -99,6 +105,12 @@ class Arm:
         self.score.append(1 / (1 + np.exp(-(s - 2.5))))
         self.label_at.append(arrive)
 
+    def frame(self) -> pd.DataFrame:
+        """What the prediction log holds of this arm: predictions and probabilities, no labels."""
+        p = np.concatenate(self.score) if self.score else np.empty(0)
+        pred = np.concatenate(self.pred) if self.pred else np.empty(0, int)
+        return pd.DataFrame({"prediction": pred, "proba_0": 1 - p, "proba_1": p})
+
     def stats(self, name: str, now: float, step_tick: int) -> ArmStats:
         cat = np.concatenate
         pred = cat(self.pred) if self.pred else np.empty(0, int)
@@ -121,8 +133,31 @@ class Arm:
         )
 
 
-def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> tuple[str, int, int]:
-    """One rollout: (outcome, step at decision, canary requests at decision)."""
+_ESTIMATORS: dict[str, QualityEstimator] = {}
+
+
+def estimator(model: Model) -> QualityEstimator:
+    """The model's quality estimator, fitted on a 20,000-row holdout as training fits it."""
+    if model.name not in _ESTIMATORS:
+        arm = Arm(model)
+        # Each model its own holdout (the A/A canary's calibration differs from the baseline's too).
+        arm.serve(20_000, 0.0, False, np.random.default_rng(zlib.crc32(model.name.encode())))
+        y, p = np.concatenate(arm.y), np.concatenate(arm.score)
+        _ESTIMATORS[model.name] = fit_quality_estimator(
+            "classification",
+            predictions=np.concatenate(arm.pred),
+            proba=np.column_stack([1 - p, p]),
+            classes=[0, 1],
+            y_true=y,
+        )
+    return _ESTIMATORS[model.name]
+
+
+def run_canary(
+    canary: Model, seed: int, cfg: RolloutSettings, legacy: bool, estimate: bool = False
+) -> tuple[str, int, int]:
+    """One rollout: (outcome, step at decision, canary requests at decision); ``estimate``: with the
+    ``estimated_quality`` check while labels are missing, as the controller computes it."""
     rng = np.random.default_rng(seed)
     base, can = Arm(Model("baseline")), Arm(canary)
     step, step_base, step_started, step_tick = 0, 0, 0.0, 0
@@ -163,6 +198,13 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
             expiring = waited >= cfg.label_wait_s and not analysis.get("expired")
             if not (due or expiring):
                 continue
+        extra = []
+        looking = label_look > 0 or (c.requests - step_base >= cfg.min_requests_per_step)
+        if estimate and looking and labelled < cfg.min_labelled:
+            est_b = estimate_arm(base.frame(), estimator(base.model), min_rows=100)
+            est_c = estimate_arm(can.frame(), estimator(can.model), min_rows=100)
+            alpha = look_alpha(cfg, step, label_look)
+            extra = [estimated_quality_check_of(est_b, est_c, "roc_auc", cfg, alpha)]
         new = analyze_step(
             b,
             c,
@@ -173,6 +215,7 @@ def run_canary(canary: Model, seed: int, cfg: RolloutSettings, legacy: bool) -> 
             step=step,
             label_look=label_look,
             metric="roc_auc",
+            extra=extra,
             concurrent=STEPS[step] < 100,
         )
         move = next_move(new, cfg, step=step, verified=analysis.get("verified", False), label_waited_s=waited)
@@ -220,6 +263,38 @@ def ab_first_winner(
     return None
 
 
+def ab_auc_first_winner(better: float, seed: int, cfg: RolloutSettings, ticks: int = 180) -> str | None:
+    """One A/B test on ROC AUC (the gate metric) re-analysed every tick: champion AUC 0.85 against
+    ``0.85 + better``, 8 % positives; the first winner it declares, if any."""
+    rng = np.random.default_rng(seed)
+    auc = {"champion": BASE_AUC, "b": BASE_AUC + better}
+    ys: dict[str, list[np.ndarray]] = {a: [] for a in auc}
+    ss: dict[str, list[np.ndarray]] = {a: [] for a in auc}
+    arrive: dict[str, list[np.ndarray]] = {a: [] for a in auc}
+    for tick in range(1, ticks + 1):
+        now = tick * TICK_S
+        stats = {}
+        for a, value in auc.items():
+            k = int(rng.poisson(1.5 * TICK_S))
+            y = (rng.random(k) < POSITIVES).astype(int)
+            ys[a].append(y)
+            ss[a].append(rng.normal(0, 1, k) + y * _mu(value))
+            t = now + rng.uniform(0, TICK_S, k) + rng.exponential(LABEL_DELAY_S, k)
+            t[rng.random(k) < LABEL_LOST] = np.inf
+            arrive[a].append(t)
+            seen = np.concatenate(arrive[a]) <= now
+            y_all, s_all = np.concatenate(ys[a])[seen], np.concatenate(ss[a])[seen]
+            pred = (s_all > THRESHOLD).astype(int)
+            arm = ArmStats(a, a, requests=1, logged=int(seen.size))
+            arm.labels, arm.labelled_predictions = y_all.tolist(), pred.tolist()
+            arm.scores, arm.outcomes = 1 / (1 + np.exp(-(s_all - 2.5))), (pred == y_all).astype(float)
+            stats[a] = arm
+        winner = compare_arms(stats, "champion", cfg, classification=True, metric="roc_auc")["winner"]
+        if winner is not None:
+            return str(winner)
+    return None
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -249,14 +324,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=300, help="rollouts per scenario")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--canary",
+        default="legacy,stats,estimate",
+        help="canary tables to print: legacy (today's), stats (labels only), estimate (stats + quality "
+        "estimated before labels)",
+    )
+    ap.add_argument(
+        "--ab", default="accuracy,roc_auc", help="A/B tables: accuracy, roc_auc (the gate metric)"
+    )
     args = ap.parse_args()
+    tables = set(args.canary.split(",")) - {""}
     common = {"steps": STEPS, "min_requests_per_step": 600, "min_labelled": 200, "max_wait_s": 1e9}
     legacy_cfg = RolloutSettings.model_validate({**common, "max_latency_ratio": 2.0})
     new_cfg = RolloutSettings.model_validate({**common, "label_wait_s": 3600.0, "max_quality_drop": 0.02})
-    for title, legacy in (
-        ("today's analysis (p99 ratio, accuracy, fixed thresholds)", True),
-        ("statistical checks", False),
+    for key, title, legacy, estimate in (
+        ("legacy", "today's analysis (p99 ratio, accuracy, fixed thresholds)", True, False),
+        ("stats", "statistical checks, labels only", False, False),
+        ("estimate", "statistical checks + quality estimated before labels", False, True),
     ):
+        if key not in tables:
+            continue
         cfg = legacy_cfg if legacy else new_cfg
         print(f"\n## Canary — {title}\n")
         print(
@@ -266,7 +354,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for name, model, measure, target in CANARIES:
             started = time.perf_counter()
-            results = [run_canary(model, args.seed * 100_003 + i, cfg, legacy) for i in range(args.runs)]
+            results = [
+                run_canary(model, args.seed * 100_003 + i, cfg, legacy, estimate) for i in range(args.runs)
+            ]
             wrong = sum(
                 (o == "rolled_back") if model.name == "same" else not (o == "rolled_back" and STEPS[s] < 100)
                 for o, s, _ in results
@@ -281,6 +371,20 @@ def main() -> None:
                 flush=True,
             )
     ab_cfg = RolloutSettings.model_validate({"min_labelled": 50})
+    if "roc_auc" in args.ab:
+        print(
+            "\n## A/B on ROC AUC (the gate metric: 0.85 against 0.85 or 0.90, 8 % positives, same traffic)\n"
+        )
+        print("| analysis | scenario | measure | rate [95 % CI] | target |")
+        print("|---|---|---|---|---|")
+        k = sum(ab_auc_first_winner(0.0, args.seed * 7919 + i, ab_cfg) is not None for i in range(args.runs))
+        print(f"| mSPRT, DeLong | equal arms | false winner (any winner) | {rate(k, args.runs)} | <= 5 % |")
+        k = sum(
+            ab_auc_first_winner(0.05, args.seed * 7919 + 10_000 + i, ab_cfg) == "b" for i in range(args.runs)
+        )
+        print(f"| mSPRT, DeLong | b better by 0.05 | power (b declared first) | {rate(k, args.runs)} | - |")
+    if "accuracy" not in args.ab:
+        return
     print(
         "\n## A/B (accuracy 0.80 against 0.80 or 0.85, labelled traffic 1.5 requests/s per arm, "
         "re-analysed every 20 s for 1 h)\n"
