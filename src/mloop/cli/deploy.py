@@ -20,7 +20,9 @@ OutOpt = Annotated[
 
 
 def deploy_cmd(
-    target: Annotated[str, typer.Argument(help="docker | k8s | helm | grafana | prometheus")],
+    target: Annotated[
+        str, typer.Argument(help="docker | k8s | helm | grafana | prometheus | cloudrun | lambda")
+    ],
     out: OutOpt = None,
     image: Annotated[str | None, typer.Option(help="Image reference, e.g. ghcr.io/acme/fraud:1.2.")] = None,
     model_source: Annotated[

@@ -1,8 +1,9 @@
 """``generate(target, settings)``: write one kind of deployment files for a project.
 
 Targets: ``docker`` (build context files, by default in the project directory), ``k8s`` (plain
-manifests), ``helm`` (a chart), ``grafana`` (dashboard JSON), ``prometheus`` (alert rules). Unknown
-targets fail with the list of known ones.
+manifests), ``helm`` (a chart), ``grafana`` (dashboard JSON), ``prometheus`` (alert rules),
+``cloudrun`` (a Cloud Run service), ``lambda`` (an AWS Lambda image and SAM template, in the project
+directory). Unknown targets fail with the list of known ones.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 import yaml
 
 from mloop.config import Settings
+from mloop.deploy.aws_lambda import render_lambda, sam_template
 from mloop.deploy.bake import export_model, resolve_model
+from mloop.deploy.cloudrun import render_cloudrun
 from mloop.deploy.docker import MODEL_DIR, render_docker
 from mloop.deploy.grafana import render_dashboard
 from mloop.deploy.kubernetes import render_chart, render_manifests
@@ -21,7 +24,7 @@ from mloop.deploy.options import DeployOptions, dns_name
 from mloop.deploy.prometheus import RULES_FILE, RULES_TEST_FILE, render_rules
 from mloop.deploy.render import write_files
 from mloop.deploy.rule_tests import rule_tests
-from mloop.deploy.values import build_values
+from mloop.deploy.values import ModelRef, build_values
 from mloop.deploy.wheel import WHEEL_DIR, build_wheel, source_checkout
 from mloop.errors import DeployError, did_you_mean
 
@@ -31,7 +34,7 @@ __all__ = ["TARGETS", "default_out", "generate"]
 def default_out(target: str, settings: Settings) -> Path:
     """Where a target's files go without ``--out``: the project directory for docker (it is the
     build context), ``deploy/<target>`` otherwise."""
-    return settings.root if target == "docker" else settings.root / "deploy" / target
+    return settings.root if target in ("docker", "lambda") else settings.root / "deploy" / target
 
 
 def _docker(settings: Settings, options: DeployOptions, out: Path) -> list[Path]:
@@ -48,6 +51,24 @@ def _docker(settings: Settings, options: DeployOptions, out: Path) -> list[Path]
     return (
         written + ([wheel] if wheel else []) + ([out / MODEL_DIR] if options.model_source == "baked" else [])
     )
+
+
+def _serverless_model(settings: Settings) -> ModelRef:
+    # The files name the alias only (instances resolve it at start): no need to reach MLflow here.
+    return ModelRef(settings.model.name, settings.serving.alias)
+
+
+def _cloudrun(settings: Settings, options: DeployOptions, out: Path) -> list[Path]:
+    return write_files(render_cloudrun(settings, options, _serverless_model(settings)), out)
+
+
+def _lambda(settings: Settings, options: DeployOptions, out: Path) -> list[Path]:
+    model = _serverless_model(settings)
+    sam_template(settings, options, model)  # refuse local state before building a wheel
+    source = source_checkout() if options.mloop_package is None else None
+    wheel = build_wheel(source, out / WHEEL_DIR) if source is not None else None
+    files = render_lambda(settings, options, model, wheel=wheel.name if wheel else None)
+    return write_files(files, out) + ([wheel] if wheel else [])
 
 
 def _k8s(settings: Settings, options: DeployOptions, out: Path) -> list[Path]:
@@ -79,6 +100,8 @@ _TARGETS: dict[str, Callable[[Settings, DeployOptions, Path], list[Path]]] = {
     "helm": _helm,
     "grafana": _grafana,
     "prometheus": _prometheus,
+    "cloudrun": _cloudrun,
+    "lambda": _lambda,
 }
 TARGETS = tuple(_TARGETS)
 
