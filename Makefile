@@ -48,6 +48,15 @@ $(FEAST_VENV)/.installed: pyproject.toml
 	$(FEAST_VENV)/bin/python -m pip install -q "feast[redis]==0.67.0"
 	touch $@
 
+# DVC (through hydra-core/omegaconf) pins antlr4-python3-runtime 4.9 where the lock has 4.13, so the dvc
+# command gets a virtualenv of its own: mloop runs it (training.dvc_command), never imports it; the
+# data-version tests use .venv-dvc/bin/dvc (tests/integration/test_training_data_versions.py).
+DVC_VENV ?= .venv-dvc
+$(DVC_VENV)/.installed: pyproject.toml
+	test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install -q "dvc==3.67.1"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(MLOOP) demo mloop-demo --with-rollback --force
 
@@ -56,7 +65,7 @@ demo: $(VENV)/.installed
 # workers on two cores finish in about half the time. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(VENV)/.installed $(KFP_VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed $(FEAST_VENV)/.installed
+test: $(VENV)/.installed $(KFP_VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed $(FEAST_VENV)/.installed $(DVC_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 lint: $(VENV)/.installed
@@ -75,4 +84,4 @@ lock: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' | grep -vi '^mloop' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(KFP_VENV) $(FEAST_VENV) $(AIRFLOW_VENV) $(PREFECT_VENV) mloop-demo .pytest_cache
+	rm -rf $(VENV) $(KFP_VENV) $(FEAST_VENV) $(AIRFLOW_VENV) $(PREFECT_VENV) $(DVC_VENV) mloop-demo .pytest_cache

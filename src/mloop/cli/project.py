@@ -35,9 +35,11 @@ def init(
         typer.Argument(help="Directory to create the project in (`.` for the current one)."),
     ] = None,
     template: Annotated[
-        str, typer.Option("--template", "-t", help="fraud | classification | regression")
+        str, typer.Option("--template", "-t", help="fraud | classification | regression | tabular-torch")
     ] = "fraud",
-    rows: Annotated[int, typer.Option(help="Rows of synthetic data for the fraud template.")] = 20_000,
+    rows: Annotated[
+        int, typer.Option(help="Rows of synthetic data for the fraud and tabular-torch templates.")
+    ] = 20_000,
     force: Annotated[bool, typer.Option(help="Overwrite an existing mloop.yaml.")] = False,
     name: Annotated[
         str | None,
@@ -88,6 +90,14 @@ def train_cmd(
         str, typer.Option(help="Who asked for this training (recorded with every event).")
     ] = "cli",
     reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "manual training",
+    data_version: Annotated[
+        str | None,
+        typer.Option(
+            "--data-version",
+            help="Train on the data of an earlier run: its data hash (`mloop models show` lists it; "
+            "6+ characters) or, for a DVC-tracked source, a git revision.",
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate, log to MLflow, register a version and gate it against the champion.
 
@@ -102,6 +112,8 @@ def train_cmd(
     from mloop.training import train
 
     settings = settings_from_cli(config)
+    if data and data_version:
+        raise ConfigError("--data and --data-version both name the data to train on; give one.")
     if data:
         # --data replaces the whole source: options, query and format of source.uri (say, a synthetic
         # generator's rows and seed) mean nothing to another reader.
@@ -125,6 +137,7 @@ def train_cmd(
             actor=actor,
             reason=reason,
             extra_tags=tags,
+            data_version=data_version,
         )
     if json_out:
         console.print_json(
@@ -136,6 +149,7 @@ def train_cmd(
                     "gate": result.gate.to_dict(),
                     "aliases": result.aliases,
                     "unchanged": result.unchanged,
+                    "data_version": result.data_version,
                     "timings": result.timings,
                 }
             )
@@ -179,6 +193,8 @@ def _print_train_result(model_name: str, result: Any) -> None:
         f"{rows.get('dropped', 0):,} dropped by the contract",
         highlight=False,
     )
+    if result.data_version:
+        console.print(f"data version: {result.data_version[:12]}", highlight=False)
     if result.tuning:
         console.print(
             f"tuning: {result.tuning['trials']} trials ({result.tuning['pruned']} pruned), "
@@ -301,6 +317,37 @@ def models_show(
     for key, value in info.lineage.items():
         lineage.add_row(key, "-" if value is None else str(value))
     console.print(lineage)
+    _print_data_version(info.tags)
+
+
+def _print_data_version(tags: dict[str, str]) -> None:
+    """The data a version trained on (hash, rows, snapshot or DVC revision) and how to get it back."""
+    from mloop.cli.main import console
+    from mloop.training.data_version import DataVersion
+
+    found = DataVersion.from_tags(tags)
+    if found is None:
+        console.print("data version: not recorded (trained before mloop recorded data versions)")
+        return
+    table = Table(title="data version")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    table.add_row("hash", found.hash)
+    table.add_row("rows", f"{found.rows:,}" if found.rows >= 0 else "?")
+    table.add_row("source", found.source or "-")
+    if found.mtime:
+        table.add_row("file modified", found.mtime)
+    table.add_row("snapshot", found.snapshot or f"not kept ({found.snapshot_note or 'unknown'})")
+    if found.dvc_path:
+        state = "committed" if found.dvc_clean else "not committed, or changed: that revision is other data"
+        table.add_row("dvc", f"{found.dvc_path} @ {found.dvc_rev or '?'} md5 {found.dvc_md5} ({state})")
+    if found.reproduced_from:
+        table.add_row("trained again from", f"--data-version {found.reproduced_from}")
+    console.print(table)
+    ways = found.get_back()
+    console.print("get it back:" if ways else "get it back: no snapshot, no committed DVC revision")
+    for way in ways:
+        console.print(f"  {way}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("promote")

@@ -45,10 +45,14 @@ def pip_requirements(model: Any) -> list[str]:
     wanted = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
     modules = {type(step).__module__.split(".")[0] for step in getattr(model, "named_steps", {}).values()}
     wanted += [pkg for mod, pkg in (("xgboost", "xgboost"), ("lightgbm", "lightgbm")) if mod in modules]
+    steps = getattr(model, "named_steps", {}).values()
+    if any(getattr(type(s), "_mloop_torch_step", False) for s in steps):
+        wanted.append("torch")  # a PyTorch step (mloop.training.torch_net) predicts with torch alone
     pins = []
     for pkg in wanted:
         try:
-            pins.append(f"{pkg}=={version(pkg)}")
+            # The public version: "2.13.0+cpu" names a wheel index, not a release on PyPI.
+            pins.append(f"{pkg}=={version(pkg).split('+')[0]}")
         except PackageNotFoundError:
             if pkg == "xgboost":
                 pins.append(f"xgboost=={version('xgboost-cpu')}")
@@ -94,6 +98,7 @@ def log_run_files(run: TrainRun, out: Path) -> list[Path]:
     from mloop.monitoring.estimation import ESTIMATOR_FILE
     from mloop.monitoring.profile import build_profile
     from mloop.tracking.registry import CONTRACT_FILE, EVALUATION_FILE, PROFILE_FILE
+    from mloop.training.onnx_export import onnx_files
     from mloop.training.plots import evaluation_plots
 
     ms, scored, holdout = run.settings.model, run.scored, run.holdout
@@ -122,7 +127,9 @@ def log_run_files(run: TrainRun, out: Path) -> list[Path]:
     for fname, text in files.items():
         (out / fname).write_text(text, encoding="utf-8")
         mlflow.log_artifact(str(out / fname), artifact_path="mloop")
-    return [out / fname for fname in files]
+    with run.timer.step("onnx"):  # the verified ONNX copy and its report (never fails training)
+        onnx = onnx_files(run, out)
+    return [out / fname for fname in files] + onnx
 
 
 def run_tags(run: TrainRun) -> dict[str, str]:
@@ -138,6 +145,7 @@ def run_tags(run: TrainRun) -> dict[str, str]:
         "mloop.metric": run.holdout.metric,  # the metric the gates compared on
         "mloop.actor": run.actor,
         "mloop.reason": run.reason[:500],
+        **run.data_version.tags(),  # mloop.data_version, rows, snapshot or DVC revision (data_version.py)
         **run.extra_tags,
     }
     commit = git_commit(run.settings.root)

@@ -256,10 +256,10 @@ def _runs(settings: Settings, where: str, limit: int = 50) -> list[Any]:
     )
 
 
-def _recorded(settings: Settings, prefix: str) -> list[tuple[DataVersion, Any]]:
-    """(data version, run) of every run whose data hash starts with ``prefix``, newest first."""
+def _recorded(settings: Settings, prefix: str, limit: int = 50) -> list[tuple[DataVersion, Any]]:
+    """(data version, run) of the runs whose data hash starts with ``prefix``, newest first."""
     found = []
-    for r in _runs(settings, f"tags.`{HASH_TAG}` LIKE '{prefix}%'"):
+    for r in _runs(settings, f"tags.`{HASH_TAG}` LIKE '{prefix}%'", limit):
         version = DataVersion.from_tags(r.data.tags)
         if version is not None:
             found.append((version, r))
@@ -341,12 +341,18 @@ def _check(frame: pd.DataFrame, expected: str, where: str) -> str:
 
 
 def _not_found(settings: Settings, ref: str, dvc_note: str) -> DataVersionNotFound:
+    seen: dict[str, list[tuple[DataVersion, Any]]] = {}
+    for version, r in _recorded(settings, "", limit=200):
+        seen.setdefault(version.hash, []).append((version, r))
     known = []
-    for version, r in _recorded(settings, "")[:10]:
+    for digest, runs in list(seen.items())[:10]:
+        newest, r = runs[0]
         day = dt.datetime.fromtimestamp(r.info.start_time / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
-        kept = "snapshot" if version.snapshot else ("dvc" if version.dvc_clean else "hash only")
-        known.append(f"  {version.hash[:12]}  {version.rows} rows  {kept}  run {r.info.run_id[:8]} {day}")
-    listing = "Recent data versions:\n" + "\n".join(dict.fromkeys(known))
+        snap, dvc = any(v.snapshot for v, _ in runs), any(v.dvc_clean for v, _ in runs)
+        kept = "snapshot" if snap else ("dvc" if dvc else "hash only")
+        count = f"{len(runs)} runs, latest" if len(runs) > 1 else "run"
+        known.append(f"  {digest[:12]}  {newest.rows} rows  {kept:9s} ({count} {r.info.run_id[:8]} {day})")
+    listing = "Recent data versions:\n" + "\n".join(known)
     if not known:
         listing = "No run has recorded a data version yet."
     return DataVersionNotFound(

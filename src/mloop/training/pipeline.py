@@ -42,14 +42,21 @@ __all__ = ["STEPS", "Holdout", "TrainResult", "TrainRun", "resume_hint", "train"
 def load_data(run: TrainRun) -> None:
     """Read the training data (the source, or the frame given) and leave out model.drop_columns."""
     from mloop.data import describe_source, load_source
+    from mloop.training import data_version
 
     settings, ms = run.settings, run.settings.model
     run.say("loading data")
     if run.data is not None:
         raw, run.source = run.data, "dataframe"
+    elif run.data_version_ref:  # --data-version: a recorded snapshot, or a DVC revision of the source
+        raw, run.data_version = data_version.resolve(settings, run.data_version_ref)
+        run.source = run.data_version.source
     else:
         raw = load_source(settings.source, root=settings.root)
         run.source = describe_source(settings.source, settings.root)
+    if not run.data_version_ref:
+        run.data_version = data_version.describe(settings, raw, run.source, from_source=run.data is None)
+    run.loaded = raw
     if settings.serving.features:  # the features serving joins, as of each row's time (Feast)
         from mloop.data.feast_source import join_served_features
 
@@ -243,8 +250,11 @@ def calibrate_probabilities(run: TrainRun) -> None:
 def log_to_mlflow(run: TrainRun) -> None:
     """Log plots, contract, profiles, evaluation, params, metrics, tags and the model to MLflow."""
     from mloop.training.artifacts import log_run
+    from mloop.training.data_version import keep_snapshot
 
     run.say("logging to MLflow")
+    with run.timer.step("snapshot"):
+        run.data_version = keep_snapshot(run.settings, run.loaded, run.data_version)
     run.tags, run.model_uri = log_run(run)
 
 
@@ -361,13 +371,19 @@ def train(
     actor: str = "cli",
     reason: str = "manual training",
     extra_tags: dict[str, str] | None = None,
+    data_version: str | None = None,
 ) -> TrainResult:
-    """Train, evaluate, log, register and gate one model version: :data:`STEPS`, in one MLflow run."""
+    """Train, evaluate, log, register and gate one model version: :data:`STEPS`, in one MLflow run.
+
+    ``data_version`` (a data hash or a DVC git revision) trains on that recorded data instead of the
+    source (:func:`mloop.training.data_version.resolve`)."""
     import mlflow
 
     from mloop.store import open_store
     from mloop.tracking import Registry, configure_mlflow
 
+    if data is not None and data_version:
+        raise TrainingError("Train on a given frame or on a recorded data version, not on both.")
     if str(settings.root) not in sys.path:
         sys.path.insert(0, str(settings.root))  # so `model.estimator: train:build` finds train.py
     experiment_id = configure_mlflow(settings)
@@ -387,6 +403,7 @@ def train(
         actor=actor,
         reason=reason,
         extra_tags=dict(extra_tags or {}),
+        data_version_ref=data_version,
     )
     try:
         _run_steps(run)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mloop.monitoring.estimation import QualityEstimator
     from mloop.store import Store
     from mloop.tracking import LoadedModel, Registry
+    from mloop.training.data_version import DataVersion
 
 __all__ = ["Holdout", "Progress", "Timer", "TrainResult", "TrainRun"]
 
@@ -56,6 +57,8 @@ class TrainResult:
     # True when the version is the same as the champion (same data hash, same holdout metrics):
     # it is registered but gets no alias.
     unchanged: bool = False
+    # The data version trained on (mloop.data_version: the hash of the frame as loaded).
+    data_version: str | None = None
 
 
 class Timer:
@@ -105,11 +108,14 @@ class TrainRun:
     actor: str = "cli"
     reason: str = "manual training"
     extra_tags: dict[str, str] = field(default_factory=dict)
+    data_version_ref: str | None = None  # --data-version: train on a recorded hash or DVC revision
     timer: Timer = field(default_factory=Timer)
     done: list[str] = field(default_factory=list)
     # Set by the steps (reading one before its step has run is a bug, and raises AttributeError).
     raw: pd.DataFrame = field(init=False)  # load
     source: str = field(init=False)  # load
+    loaded: pd.DataFrame = field(init=False)  # load: the frame as read, before drop_columns
+    data_version: DataVersion = field(init=False)  # load (its snapshot: log)
     champion: LoadedModel | None = field(init=False)  # champion
     checked: ValidationResult = field(init=False)  # validate
     contract: DataContract = field(init=False)  # validate
@@ -152,4 +158,5 @@ class TrainRun:
             rows=self.rows(),
             violations=self.checked.report.to_dict(),
             unchanged=self.unchanged,
+            data_version=self.data_version.hash,
         )
