@@ -155,13 +155,14 @@ def _lightgbm(task: str, params: dict[str, Any], seed: int) -> Any:
 )
 def _torch_mlp(task: str, params: dict[str, Any], seed: int) -> Any:
     """A feed-forward PyTorch network trained through skorch (docs/pytorch.md)."""
-    import importlib.util
-
     from mloop.tracking.torch_io import INSTALL_HINT
     from mloop.training.torch_net import TorchClassifier, TorchRegressor
 
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("skorch") is None:
-        raise TrainingError(f"Estimator 'torch_mlp' needs PyTorch and skorch. {INSTALL_HINT}")
+    try:  # fit imports them anyway: say what to install before anything is fitted
+        import skorch  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise TrainingError(f"Estimator 'torch_mlp' needs PyTorch and skorch. {INSTALL_HINT}") from exc
     module_params: dict[str, Any] = {k: params.pop(k) for k in ("hidden", "layers", "dropout") if k in params}
     cls = TorchClassifier if task == "classification" else TorchRegressor
     return cls("mloop.training.torch_modules.MLP", module_params, **{"random_state": seed, **params})
