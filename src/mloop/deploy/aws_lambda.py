@@ -84,6 +84,7 @@ def lambda_config(settings: Settings) -> dict[str, Any]:
     """The image's ``mloop.yaml``."""
     config = cluster_config(settings)
     config["home"] = LAMBDA_HOME
+    config["cluster"] = True
     config.setdefault("prediction_log", {})["durability"] = "sync"
     config.setdefault("monitoring", {})["interval_s"] = 0
     return config
