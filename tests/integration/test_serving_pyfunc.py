@@ -176,6 +176,22 @@ def test_a_trusted_pyfunc_serves_validates_logs_and_rolls_out(project: Path) -> 
         assert got == pytest.approx(expected)
         assert [p["prediction"] for p in body["predictions"]] == [int(x > 0.5) for x in expected]
 
+        # The other wire protocols read the same signature-derived contract.
+        split = {"dataframe_split": {"columns": list(FRAME.columns), "data": FRAME.to_numpy().tolist()}}
+        mlflow_answer = c.post("/invocations", json=split)
+        assert mlflow_answer.status_code == 200, mlflow_answer.text
+        infer = {
+            "inputs": [
+                {"name": "amount", "shape": [1], "datatype": "FP64", "data": [10.0]},
+                {"name": "country", "shape": [1], "datatype": "BYTES", "data": ["FR"]},
+                {"name": "items", "shape": [1], "datatype": "INT64", "data": [1]},
+            ]
+        }
+        v2_answer = c.post("/v2/models/risk/infer", json=infer)
+        assert v2_answer.status_code == 200, v2_answer.text
+        proba = next(o for o in v2_answer.json()["outputs"] if o["name"] == "predict_proba")
+        assert proba["data"][1] == pytest.approx(expected[0])
+
         # The MLflow signature is the contract: wrong type, missing column, unknown field.
         bad = c.post("/predict", json={"features": {"amount": "lots", "country": "FR", "items": 1}})
         assert bad.status_code == 422
