@@ -31,8 +31,12 @@ def test_doc_commands_run_in_order(project_dir: Path) -> None:
     ran = 0
     for line in _commands():
         words = shlex.split(line, comments=True)
+        env = {}  # `VAR=value mloop deploy …`: the variables of that one command, as a shell sets them
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
         if words[:2] == ["mloop", "deploy"]:
-            result = runner.invoke(app, words[1:])
+            result = runner.invoke(app, words[1:], env=env or None)
             assert result.exit_code == 0, f"{line}\n{result.output}"
             ran += 1
         elif words and words[0] == "mloop":
