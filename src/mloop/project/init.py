@@ -13,7 +13,8 @@ from mloop.errors import ConfigError, did_you_mean
 
 __all__ = ["TEMPLATES", "init_project", "project_name"]
 
-TEMPLATES = ("fraud", "classification", "regression")
+# tabular-torch: the fraud data with a PyTorch network (the torch extra; docs/pytorch.md).
+TEMPLATES = ("fraud", "classification", "regression", "tabular-torch")
 
 
 def _template(name: str) -> str:
@@ -21,7 +22,7 @@ def _template(name: str) -> str:
 
 
 def _sample_data(template: str, rows: int, seed: int) -> dict[str, pd.DataFrame]:
-    if template == "fraud":
+    if template in ("fraud", "tabular-torch"):
         from mloop.data.synthetic import generate_fraud
 
         return {
