@@ -114,10 +114,10 @@ class OnnxExportSettings(Section):
     export: bool = True
     """Convert the fitted pipeline to ONNX after training and verify it on the holdout; a model the
     converters cannot handle is recorded as ``not available`` and training goes on (docs/onnx.md)."""
-    max_abs_diff: float = Field(default=0.1, ge=0)
+    max_abs_diff: float = Field(default=0.05, ge=0)
     """Largest absolute difference of a class probability between the copy and the pipeline on the
-    holdout; beyond it the copy is refused. Not zero: float32 arithmetic can send a row down the other
-    branch of a tree, one tree's vote (0.05 in a 20-tree forest) on that row."""
+    holdout; beyond it the copy is refused. Not zero: float32 inputs can send a row down the other
+    branch of a tree, one tree's vote (0.01 in a 100-tree forest) on that row."""
     min_label_agreement: float = Field(default=0.99, ge=0, le=1)
     """Smallest share of holdout rows whose predicted class the copy must reproduce (a near-tie may
     change class with a difference within ``max_abs_diff``)."""
@@ -150,7 +150,8 @@ class ModelSettings(Section):
     """Exact names (``mymodels.SlowForest``) of your own classes or functions that a saved model may
     hold. scikit-learn, XGBoost and LightGBM estimators and numpy/scipy data types are trusted
     already; any other type or function in a model file refuses the load until it is listed here
-    (code-running builtins such as ``builtins.eval`` never load). See docs/security.md."""
+    (code-running builtins such as ``builtins.eval`` never load). The PyTorch module class a saved
+    network is rebuilt from (``train.MLP``) is listed here too (docs/pytorch.md). See docs/security.md."""
     trust_code_of: list[CodeTrust] = Field(default_factory=list)
     """Registered versions (``<model name>/<version>``) whose model files may run code when loaded:
     custom ``mlflow.pyfunc`` models (cloudpickle), PyTorch pickles, pickled scikit-learn models.
