@@ -45,7 +45,7 @@ def deploy_cmd(
             "--public",
             help="Expose the Ingress even to pods running without keys (anyone may predict and send "
             "labels). Without it, pods behind the Ingress start only with the predict, feedback and "
-            "read keys in the Secret.",
+            "read keys in the Secret. lambda: the function runs without the role keys.",
         ),
     ] = False,
     namespace: Annotated[

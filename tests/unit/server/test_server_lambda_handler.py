@@ -215,3 +215,29 @@ def test_the_handler_survives_asyncio_run_between_events(lambda_app: LambdaApp) 
     asyncio.run(asyncio.sleep(0))  # unsets the current event loop, as other code in the process may
     response = lambda_app(http_event("GET", "/health"), None)
     assert response["statusCode"] == 200
+
+
+def test_the_module_handler_builds_the_app_once_per_cold_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mloop.server.app as app_module
+    from mloop.server import lambda_handler
+
+    built: list[PredictionService] = []
+
+    def app_from_env() -> Any:  # what `mloop serve` calls, on a model that needs no MLflow
+        service = _service(tmp_path / f"env{len(built)}", _model(tmp_path / "model"))
+        built.append(service)
+        return create_app(service.settings, service=service)
+
+    monkeypatch.setattr(app_module, "app_from_env", app_from_env)
+    monkeypatch.setattr(lambda_handler, "_current", None)
+    try:
+        first = lambda_handler.handler(http_event("POST", "/predict", {"features": RECORD}), None)
+        second = lambda_handler.handler(http_event("GET", "/ready"), None)
+    finally:
+        current = lambda_handler._current
+        if current is not None:
+            current.close()
+    assert first["statusCode"] == 200 and second["statusCode"] == 200
+    assert len(built) == 1
