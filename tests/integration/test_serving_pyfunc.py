@@ -374,3 +374,45 @@ def test_mloop_train_compares_with_a_champion_it_did_not_train(tmp_path: Path) -
     assert result.champion_before == rule
     compared = [c for c in result.gate.checks if c.name == "beats_champion"]
     assert compared and f"vs champion v{rule}" in compared[0].detail, result.gate.reason
+
+
+@pytest.mark.parametrize("zipmap", [True, False], ids=["zipmap", "tensor"])
+def test_an_onnx_classifier_serves_its_classes_and_probabilities(project: Path, zipmap: bool) -> None:
+    pytest.importorskip("onnxruntime", reason="install the onnx extra: pip install 'mloop[onnx]'")
+    pytest.importorskip("skl2onnx", reason="install the onnx extra: pip install 'mloop[onnx]'")
+    import mlflow.onnx
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    settings = _settings(project, "churn")
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame({"tenure": rng.uniform(0, 60, 300), "spend": rng.uniform(0, 200, 300)})
+    y = np.where(x["tenure"] + rng.normal(0, 10, 300) < 20, "leaves", "stays")
+    clf = LogisticRegression(max_iter=500).fit(x.to_numpy(dtype="float32"), y)
+    options = None if zipmap else {id(clf): {"zipmap": False}}
+    onx = to_onnx(clf, x.to_numpy(dtype="float32")[:1], options=options)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(
+            onx,
+            name="model",
+            signature=mlflow.models.infer_signature(x),
+            input_example=x.head(2),
+            registered_model_name="churn",
+        )
+    version = int(info.registered_model_version or 0)
+    loaded = Registry(settings).load(version)
+    assert loaded.model.classes_.tolist() == ["leaves", "stays"]
+    rows = x.head(5)
+    expected = clf.predict_proba(rows.to_numpy(dtype="float32"))
+    assert loaded.model.predict_proba(rows) == pytest.approx(expected, abs=1e-5)
+    Registry(settings).set_alias("champion", version, reason="test")
+    with _serve(settings) as c:
+        assert c.get("/ready").status_code == 200, c.get("/ready").text
+        records = [{"tenure": float(a), "spend": float(b)} for a, b in rows.itertuples(index=False)]
+        r = c.post("/predict", json={"features": records})
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        assert [p["prediction"] for p in got] == clf.predict(rows.to_numpy(dtype="float32")).tolist()
+        assert [p["probabilities"]["stays"] for p in got] == pytest.approx(expected[:, 1], abs=1e-5)

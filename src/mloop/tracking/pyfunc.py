@@ -38,6 +38,7 @@ __all__ = [
     "CODE_TRUST_EVENT",
     "CODE_TRUST_TAG",
     "SAFE_LOADERS",
+    "OnnxClassifier",
     "PyfuncClassifier",
     "PyfuncModel",
     "check_code_trust",
@@ -292,6 +293,75 @@ class PyfuncClassifier(PyfuncModel):
         return np.asarray(self.classes_[self.predict_proba(frame).argmax(axis=1)])
 
 
+class OnnxClassifier(PyfuncModel):
+    """An ONNX classifier (as skl2onnx and onnxmltools convert them): a label output and a
+    probability output, a ``(rows, classes)`` tensor or a ZipMap sequence of maps, read from ONNX
+    Runtime directly because MLflow's ONNX wrapper flattens it. The classes are the graph's own
+    (the ``classlabels_*`` attribute of its classifier node), in probability-column order."""
+
+    classes_: np.ndarray
+
+    def _setup(self, model_dir: Path, meta: dict[str, Any], pyfunc: Any) -> None:
+        super()._setup(model_dir, meta, pyfunc)
+        self.session = pyfunc.get_raw_model()
+        found = _onnx_classifier(model_dir, meta, self.session)
+        if found is None:
+            raise TrackingError(f"{model_dir} is no ONNX classifier")  # checked by the caller first
+        self.classes_ = np.asarray(found[0], dtype=object)
+        self.proba_output = found[1]
+        self.inputs = [(i.name, i.type) for i in self.session.get_inputs()]
+
+    def _feeds(self, frame: Any) -> dict[str, np.ndarray]:
+        # What MLflow's wrapper feeds: one input takes the whole frame, several take a column each.
+        if len(self.inputs) == 1:
+            name, kind = self.inputs[0]
+            return {name: frame.to_numpy(dtype=_ONNX_DTYPES.get(kind, "float32"))}
+        return {
+            name: frame[name].to_numpy(dtype=_ONNX_DTYPES.get(kind, "float32")).reshape(-1, 1)
+            for name, kind in self.inputs
+        }
+
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        (out,) = self.session.run([self.proba_output], self._feeds(frame))
+        if isinstance(out, list):  # ZipMap: one {class: probability} per row
+            return np.array([[row[c] for c in self.classes_] for row in out], dtype="float64")
+        return np.asarray(out, dtype="float64")
+
+    def predict(self, frame: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(frame).argmax(axis=1)])
+
+
+_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
+_ONNX_PROBA = ("tensor(float)", "tensor(double)")
+
+
+def _onnx_classifier(model_dir: Path, meta: dict[str, Any], session: Any) -> tuple[list[Any], str] | None:
+    """(classes, probability output name) of an ONNX classifier, else None."""
+    proba = [
+        o.name
+        for o in session.get_outputs()
+        if o.type.startswith("seq(map(")
+        or (o.type in ("tensor(float)", "tensor(double)") and len(o.shape) == 2)
+    ]
+    if len(session.get_outputs()) != 2 or len(proba) != 1:
+        return None
+    import onnx
+    from onnx import helper
+
+    flavor = meta["flavors"].get("onnx") or {}
+    path = model_dir / str(flavor.get("data", "model.onnx"))
+    _inside(model_dir, flavor.get("data", "model.onnx"), str(model_dir), "its ONNX graph")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name.startswith("classlabels_"):
+                values = helper.get_attribute_value(attr)
+                labels = [v.decode() if isinstance(v, bytes) else int(v) for v in values]
+                if labels:
+                    return labels, proba[0]
+    return None
+
+
 def _values(out: Any) -> np.ndarray:
     if isinstance(out, dict):
         if len(out) != 1:
@@ -325,5 +395,11 @@ def load_pyfunc_model(model_dir: Path, meta: dict[str, Any], *, ref: str) -> Any
             f"{ref} could not be loaded through MLflow ({type(exc).__name__}: {exc}). Check that the "
             "libraries it was logged with are installed in the serving image."
         ) from exc
+    if meta["flavors"]["python_function"].get("loader_module") == "mlflow.onnx":
+        try:
+            if _onnx_classifier(model_dir, meta, pyfunc.get_raw_model()) is not None:
+                return OnnxClassifier(model_dir, meta, pyfunc)
+        except (OSError, ValueError, AttributeError) as exc:  # a graph onnx cannot parse: MLflow's path
+            raise TrackingError(f"{ref}: its ONNX graph cannot be read ({exc}).") from exc
     cls = PyfuncClassifier if _output_classes(meta) else PyfuncModel
     return cls(model_dir, meta, pyfunc)
