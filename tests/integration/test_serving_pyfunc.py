@@ -416,3 +416,30 @@ def test_an_onnx_classifier_serves_its_classes_and_probabilities(project: Path, 
         got = r.json()["predictions"]
         assert [p["prediction"] for p in got] == clf.predict(rows.to_numpy(dtype="float32")).tolist()
         assert [p["probabilities"]["stays"] for p in got] == pytest.approx(expected[:, 1], abs=1e-5)
+
+
+def test_a_skops_model_registered_by_hand_loads_without_opt_in(project: Path) -> None:
+    """scikit-learn saved with skops keeps the skops type policy; its signature is its contract."""
+    from sklearn.linear_model import LogisticRegression
+
+    settings = _settings(project, "hand")
+    x = pd.DataFrame({"amount": np.linspace(0, 100, 40), "items": np.arange(40, dtype="int64") % 5})
+    clf = LogisticRegression().fit(x, (x["amount"] > 50).astype(int))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            clf,
+            name="model",
+            serialization_format="skops",
+            signature=mlflow.models.infer_signature(x),
+            registered_model_name="hand",
+            pip_requirements=["scikit-learn"],
+        )
+    loaded = Registry(settings).load(int(info.registered_model_version or 0))
+    assert loaded.extra == {"contract_source": "signature"}
+    assert [(c["name"], c["dtype"]) for c in loaded.contract["columns"]] == [
+        ("amount", "float"),
+        ("items", "int"),
+    ]
+    assert loaded.model.predict_proba(x) == pytest.approx(clf.predict_proba(x))

@@ -4,9 +4,11 @@ mloop keeps no second registry. A version is an MLflow model version; ``champion
 ``challenger`` are MLflow aliases; lineage is kept in version tags (``mloop.*``). Every alias move is
 also recorded in the platform store's event log with who moved it and why.
 
-Artifacts carried by every version (inside the model directory, so ``models:/name@alias`` is
-self-contained): ``contract.json`` (the data contract), ``profile.json`` (the reference profile)
-and ``evaluation.json`` (holdout metrics).
+Artifacts carried by every version mloop trains (inside the model directory, so
+``models:/name@alias`` is self-contained): ``contract.json`` (the data contract), ``profile.json``
+(the reference profile) and ``evaluation.json`` (holdout metrics). A version registered any other
+way loads through its ``python_function`` flavor under :mod:`mloop.tracking.pyfunc`'s policy, with
+its MLflow signature as the contract.
 """
 
 from __future__ import annotations
@@ -271,9 +273,12 @@ class Registry:
     def load(self, ref: str | int = "@champion", dst: Path | None = None) -> LoadedModel:
         """Load a version's fitted pipeline with its contract, profile and evaluation.
 
-        The contract is checked first, the model file then goes through the trust policy of
-        :mod:`mloop.tracking.model_io`; a version that breaks either raises
-        :class:`~mloop.errors.ModelRefused` and nothing of it is built.
+        The contract is checked first (``contract.json``, else the MLflow signature), the model file
+        then goes through the trust policy of :mod:`mloop.tracking.model_io` (skops) or
+        :mod:`mloop.tracking.pyfunc` (any other ``python_function`` model, decided from ``MLmodel``
+        alone); a version that breaks either raises :class:`~mloop.errors.ModelRefused` and nothing
+        of it is built. ``extra`` says ``contract_source: signature`` and ``flavor``/``code_trusted``
+        for versions mloop did not train.
         """
         info, path = self.download(ref, dst)
         extra: dict[str, Any] = {}
