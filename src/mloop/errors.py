@@ -129,8 +129,9 @@ class ModelNotFound(TrackingError):
 
 
 class ModelRefused(TrackingError):
-    """A registered version is not loaded: its model file holds a type outside the trusted set, or
-    its contract breaks the rules; ``types`` names the refused types (empty for a contract)."""
+    """A registered version is not loaded: its model file holds a type outside the trusted set, its
+    format runs code on load and ``model.trust_code_of`` does not list it, or its contract (or MLflow
+    signature) breaks the rules; ``types`` names the refused types or loader (empty for a contract)."""
 
     status_code = 422
 
