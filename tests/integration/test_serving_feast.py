@@ -112,7 +112,9 @@ def _transactions(stats: pd.DataFrame, n: int = 1500) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def feast_project(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[tuple[Path, str]]:
+def feast_project(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, str]]:
     """A project with a materialized feature repo and a champion trained on its historical features
     (``redis_url`` skips without Redis, fails without it under MLOOP_REQUIRE_SERVICES=1)."""
     python = _feast_python()
@@ -122,6 +124,7 @@ def feast_project(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
     repo = root / "feature_repo"
     (repo / "data").mkdir(parents=True)
     project = f"mloop_{uuid.uuid4().hex[:10]}"
+    request.addfinalizer(lambda: _drop_keys(project))  # also when the set-up fails half-way
     stats = _stats()
     stats.to_parquet(repo / "data" / "customer_stats.parquet", index=False)
     (repo / "features.py").write_text(
@@ -165,6 +168,10 @@ serving:
     )
     train(load_settings(root / "mloop.yaml"))
     yield root, project
+
+
+def _drop_keys(project: str) -> None:
+    """Delete the online store's keys of ``project`` (Feast's Redis keys end with the project name)."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=0)
@@ -255,6 +262,7 @@ async def test_entity_keys_only_predict_as_the_joined_row(
         features = logged[row["amount"]]
         assert features["txn_count_24h"] == row["txn_count_24h"]
         assert features["avg_amount_30d"] == pytest.approx(row["avg_amount_30d"])
+        assert features["customer_id"] == row["customer_id"]  # the entity key rides along
 
 
 async def test_concurrent_requests_share_one_lookup_per_micro_batch(

@@ -27,6 +27,8 @@ import json
 import sys
 from typing import Any
 
+__all__ = ["HANDLERS", "describe", "handle", "historical", "main", "online", "open_store"]
+
 _ROW = "__mloop_row__"
 
 

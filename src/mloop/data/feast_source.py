@@ -81,7 +81,7 @@ class FeastClient:
                 f"serving.feature_repo {str(repo)!r} is not a Feast feature repo (no feature_store.yaml); "
                 "point it at the folder where `feast apply` runs."
             )
-        self.repo = repo
+        self.repo = repo.resolve()  # the bridge runs in the repo: a relative path would not resolve
         self.python = python
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -234,10 +234,13 @@ def join_historical(
     return pd.concat([base, features[list(described.features)]], axis=1)
 
 
-def join_served_features(settings: Settings, frame: pd.DataFrame) -> pd.DataFrame:
+def join_served_features(
+    settings: Settings, frame: pd.DataFrame, *, keep_present: bool = False
+) -> pd.DataFrame:
     """Training data with ``serving.features`` joined point-in-time (as of
-    ``source.event_timestamp_column``). Rows that already carry every served feature (e.g. recent
-    rows from the prediction log, which records the joined row) are returned as they are."""
+    ``source.event_timestamp_column``); columns of the same names in ``frame`` are replaced. With
+    ``keep_present``, a frame that already carries every served feature (rows given to ``train``,
+    e.g. recent rows from the prediction log, which records the joined row) is returned as it is."""
     service = settings.serving.features
     if not service:
         return frame
@@ -247,7 +250,7 @@ def join_served_features(settings: Settings, frame: pd.DataFrame) -> pd.DataFram
     )
     try:
         described = client.describe(service)
-        if all(name in frame.columns for name in described.features):
+        if keep_present and all(name in frame.columns for name in described.features):
             return frame
         log.info("Joining %s point-in-time onto %d training rows", service, len(frame))
         return join_historical(frame, client, service, settings.source.event_timestamp_column, described)

@@ -36,7 +36,7 @@ from mloop.errors import FeatureStoreError, RequestValidationError, ServingError
 from mloop.serving.batcher import MicroBatcher
 from mloop.serving.validation import MISSING, Columns, ContractValidator
 
-__all__ = ["FeatureJoiner"]
+__all__ = ["FeatureJoiner", "OnlineFeatures", "Served"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,12 @@ class FeatureJoiner:
         result = await self.batcher.submit(columns)
         if isinstance(result, RequestValidationError):
             raise result
-        return self._full.get(runtime, runtime.validator).from_columns(result, columns.n)
+        joined = self._full.get(runtime, runtime.validator).from_columns(result, columns.n)
+        # Entity keys the contract lacks ride along (the model never reads them): the prediction log
+        # keeps them, and a shadow arm's request validator finds the keys it requires.
+        for key in self.service.join_keys:
+            joined.values.setdefault(key, result[key])
+        return joined
 
     def _lookup(self, items: list[Columns]) -> list[_Joined]:
         """One online lookup for every row of ``items``; each item gets its joined columns or a 422."""

@@ -60,7 +60,7 @@ def load_data(run: TrainRun) -> None:
     if settings.serving.features:  # the features serving joins, as of each row's time (Feast)
         from mloop.data.feast_source import join_served_features
 
-        raw = join_served_features(settings, raw)
+        raw = join_served_features(settings, raw, keep_present=run.data is not None)
     if ms.target not in raw.columns:
         raise TrainingError(
             f"Target column {ms.target!r} (model.target) is not in the data from {run.source}."
