@@ -443,3 +443,34 @@ def test_a_skops_model_registered_by_hand_loads_without_opt_in(project: Path) ->
         ("items", "int"),
     ]
     assert loaded.model.predict_proba(x) == pytest.approx(clf.predict_proba(x))
+
+
+def test_a_pytorch_model_needs_the_opt_in_then_serves_probabilities(project: Path) -> None:
+    torch = pytest.importorskip("torch", reason="install torch (pip install torch==2.13.0, CPU)")
+    import mlflow.pytorch
+
+    settings = _settings(project, "net")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=1))
+    x = pd.DataFrame({"tenure": [1.0, 30.0, 55.0], "spend": [20.0, 80.0, 150.0]})
+    with torch.no_grad():
+        expected = net(torch.tensor(x.to_numpy(dtype="float32"))).numpy()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(
+            net,
+            name="model",
+            signature=mlflow.models.infer_signature(x, pd.DataFrame(expected, columns=["no", "yes"])),
+            registered_model_name="net",
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
+    version = int(info.registered_model_version or 0)
+    with pytest.raises(ModelRefused, match=r"torch\.save pickle") as caught:
+        Registry(settings).load(version)
+    assert f"model.trust_code_of: [net/{version}]" in caught.value.message
+    trusted = _settings(project, "net", trust_code_of=[f"net/{version}"])
+    loaded = Registry(trusted).load(version)
+    assert loaded.model.classes_.tolist() == ["no", "yes"]
+    assert loaded.model.predict_proba(x) == pytest.approx(expected, abs=1e-6)

@@ -57,7 +57,8 @@ _RUNS_CODE: dict[str, str] = {
     "mlflow.pyfunc.model": "a custom python_function model: its PythonModel is unpickled with cloudpickle "
     "(or its model code is executed) when it loads",
     "mlflow.sklearn": "a pickled scikit-learn model: unpickling runs whatever the file says",
-    "mlflow.pytorch": "a PyTorch model saved with torch.save: loading unpickles it",
+    "mlflow.pytorch": "a PyTorch model: a torch.save pickle runs arbitrary code when it is unpickled, and "
+    "mloop does not audit what torch rebuilds from a torch.export (pt2) archive",
     "mlflow.tensorflow": "a TensorFlow/Keras model: custom objects and Lambda layers run Python code on load",
     "mlflow.keras": "a Keras model: custom objects and Lambda layers run Python code on load",
 }
@@ -280,7 +281,9 @@ class PyfuncClassifier(PyfuncModel):
         columns = getattr(out, "columns", None)
         if columns is not None:
             by_name = {str(c): c for c in columns}
-            out = out[[by_name.get(str(c), c) for c in self.classes_]]
+            if all(str(c) in by_name for c in self.classes_):
+                out = out[[by_name[str(c)] for c in self.classes_]]
+            # else: unnamed columns (PyTorch's 0..k-1) are read in the output signature's order
         proba = _values(out).astype("float64")
         if proba.ndim != 2 or proba.shape[1] != len(self.classes_):
             raise TypeError(

@@ -46,7 +46,7 @@ def test_onnx_loads_by_default(tmp_path: Path) -> None:
     ("loader", "words"),
     [
         ("mlflow.pyfunc.model", "cloudpickle"),
-        ("mlflow.pytorch", "torch.save"),
+        ("mlflow.pytorch", "torch.save pickle"),
         ("mlflow.sklearn", "pickled scikit-learn"),
         ("mlflow.tensorflow", "Lambda layers"),
         ("some.custom_loader", "'some.custom_loader'"),
