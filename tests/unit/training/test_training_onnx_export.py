@@ -77,11 +77,18 @@ def test_a_regressor_pipeline_exports_and_verifies() -> None:
     assert result.report["max_rel_diff"] <= 0.05 and "label_agreement" not in result.report
 
 
-def test_boosters_convert_through_onnxmltools() -> None:
-    lightgbm = pytest.importorskip("lightgbm", reason="the LightGBM estimator needs lightgbm")
-    model, holdout = _fit(lightgbm.LGBMClassifier(n_estimators=20, verbose=-1, random_state=0))
+@pytest.mark.parametrize("booster", ["lightgbm", "xgboost"])
+def test_boosters_convert_through_onnxmltools(booster: str) -> None:
+    module = pytest.importorskip(booster, reason=f"the {booster} estimator needs mloop[{booster}]")
+    estimator = (
+        module.LGBMClassifier(n_estimators=20, verbose=-1, random_state=0)
+        if booster == "lightgbm"
+        else module.XGBClassifier(n_estimators=20, max_depth=3, random_state=0)
+    )
+    model, holdout = _fit(estimator)
     result = export_onnx(model, holdout)
     assert result.status == "verified", result.reason
+    assert result.report["max_abs_diff"] < 1e-4
 
 
 class _Majority(ClassifierMixin, BaseEstimator):
@@ -143,3 +150,15 @@ def test_missing_values_become_nan_and_the_missing_marker() -> None:
     frame = pd.DataFrame({"amount": [1.0, np.nan], "country": pd.Series(["FR", None], dtype="string")})
     feeds = feeds_from_frame(kinds, frame)
     assert feeds["amount"].dtype == np.float32 and feeds["country"][:, 0].tolist() == ["FR", MISSING_STRING]
+
+
+def test_integer_features_are_scaled_as_scikit_learn_scales_them() -> None:
+    # A forest's thresholds often sit exactly on an integer feature's scaled values; scaling in float32
+    # (skl2onnx's own converter) moved them an ulp and whole groups of rows took the other branch.
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame({"hour": rng.integers(0, 24, 600), "count": rng.integers(0, 9, 600)})
+    y = ((x["hour"] * 7 + x["count"] * 3) % 5 < 2).astype(int)
+    model = build_pipeline(["hour", "count"], [], RandomForestClassifier(n_estimators=50, random_state=0))
+    model.fit(x, y)
+    result = export_onnx(model, x)
+    assert result.status == "verified" and result.report["max_abs_diff"] < 1e-5
