@@ -343,7 +343,10 @@ def export_onnx(
             reference = model.predict_proba(holdout) if is_classifier else model.predict(holdout)
     except Exception as exc:
         return done("refused", f"ONNX Runtime could not run the copy: {type(exc).__name__}: {exc}"[:400])
-    ok, reason, numbers = compare(ours, np.asarray(reference), is_classifier=is_classifier, tolerance=tol)
+    try:
+        ok, reason, numbers = compare(ours, np.asarray(reference), is_classifier=is_classifier, tolerance=tol)
+    except (TypeError, ValueError) as exc:  # e.g. string labels from a classifier without probabilities
+        return done("refused", f"the copy's outputs cannot be compared with the model's: {exc}"[:400])
     report.update(numbers)
     report["seconds"]["verify"] = time.perf_counter() - started
     if is_classifier:
