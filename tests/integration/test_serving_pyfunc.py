@@ -90,9 +90,18 @@ def _settings(root: Path, name: str, **model: Any) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow store for the module (creating one costs seconds); each test has its own project
+    (store, prediction log) and registers the versions it uses."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "mloop.yaml").write_text("project: pyfunc-test\nmodel:\n  name: risk\n", encoding="utf-8")
+def project(tmp_path: Path, tracking_uri: str) -> Path:
+    (tmp_path / "mloop.yaml").write_text(
+        f"project: pyfunc-test\nmodel:\n  name: risk\ntracking:\n  uri: {tracking_uri}\n", encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -149,7 +158,7 @@ def test_a_custom_pyfunc_is_refused_until_its_version_is_trusted(project: Path) 
         loaded = Registry(trusted, events=store).load(version)
         assert loaded.extra["contract_source"] == "signature"
         assert loaded.extra["code_trusted"] is True
-        events = store.events(kind="model.code_trusted")
+        events = store.events(kind="model.code_trusted", subject=f"model:risk/v{version}")
         assert [e.subject for e in events] == [f"model:risk/v{version}"]
         assert "model.trust_code_of" in events[0].reason
     finally:
