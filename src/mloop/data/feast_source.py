@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import select
 import subprocess
 import tempfile
 import threading
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 BRIDGE = Path(__file__).with_name("feast_bridge.py")
 FEAST_VENV = ".venv-feast"
+START_TIMEOUT_S = 300.0
+"""Longest wait for the bridge to start (it imports Feast: seconds, more on a busy machine)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ class FeastClient:
     that died is started again on the next request.
     """
 
-    def __init__(self, repo: Path, *, python: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, repo: Path, *, python: str | None = None, timeout_s: float = 10.0) -> None:
         if not (repo / "feature_store.yaml").is_file():
             raise ConfigError(
                 f"serving.feature_repo {str(repo)!r} is not a Feast feature repo (no feature_store.yaml); "
@@ -84,6 +87,8 @@ class FeastClient:
         self.repo = repo.resolve()  # the bridge runs in the repo: a relative path would not resolve
         self.python = python
         self.timeout_s = timeout_s
+        """Longest wait for an online lookup's answer; the bridge is then stopped (a late answer must
+        not be read as the next request's) and started again on the next request."""
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._store: Any = None
@@ -91,11 +96,13 @@ class FeastClient:
         """Requests sent (every kind): the micro-batching test counts online lookups with it."""
 
     # -- transport -------------------------------------------------------------------------------
-    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send one request; the answer, or :class:`FeatureStoreError` with Feast's message."""
+    def request(self, payload: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one request; the answer, or :class:`FeatureStoreError` with Feast's message
+        (``timeout_s``: longest wait for the bridge's answer, None for no limit)."""
         with self._lock:
             self.calls += 1
-            answer = self._in_process(payload) if self.python is None else self._bridged(payload)
+            bridged = self.python is not None
+            answer = self._bridged(payload, timeout_s) if bridged else self._in_process(payload)
         if not answer.get("ok"):
             raise FeatureStoreError(
                 f"Feast ({self.repo}) refused {payload.get('op')!r} for feature service "
@@ -129,14 +136,24 @@ class FeastClient:
                 f"Could not start Feast's Python {self.python!r}: {exc}. Set serving.feast_python to a "
                 "Python with feast[redis] installed (`make .venv-feast`)."
             ) from exc
-        hello = self._read(proc)
+        hello = self._read(proc, START_TIMEOUT_S)
         if not hello.get("ok"):
             proc.wait(timeout=5)
             raise FeatureStoreError(f"Feast could not open the repo {self.repo}: {hello.get('error')}")
         return proc
 
-    def _read(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    def _read(self, proc: subprocess.Popen[str], timeout_s: float | None) -> dict[str, Any]:
         assert proc.stdout is not None
+        if timeout_s is not None:
+            ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+            if not ready:
+                self._proc = None
+                proc.kill()
+                proc.wait()
+                raise FeatureStoreError(
+                    f"Feast ({self.repo}) did not answer within {timeout_s:g}s; is its online store "
+                    "reachable? The bridge process was stopped and starts again on the next request."
+                )
         line = proc.stdout.readline()
         if not line:
             code = proc.poll()
@@ -147,7 +164,7 @@ class FeastClient:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def _bridged(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _bridged(self, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             proc = self._proc = self._start()
@@ -158,7 +175,7 @@ class FeastClient:
         except (BrokenPipeError, OSError) as exc:
             self._proc = None
             raise FeatureStoreError(f"Feast's bridge process went away: {exc}; retry.") from exc
-        return self._read(proc)
+        return self._read(proc, timeout_s)
 
     def close(self) -> None:
         """Stop the bridge process (the next request starts a new one)."""
@@ -176,7 +193,7 @@ class FeastClient:
     # -- operations ------------------------------------------------------------------------------
     def describe(self, service: str) -> FeatureService:
         """The features and entity keys of feature service ``service``."""
-        answer = self.request({"op": "describe", "service": service})
+        answer = self.request({"op": "describe", "service": service}, timeout_s=START_TIMEOUT_S)
         return FeatureService(
             service,
             tuple(f["name"] for f in answer["features"]),
@@ -186,7 +203,9 @@ class FeastClient:
 
     def online(self, service: str, entities: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], list[bool]]:
         """Online features for rows of entity keys: (feature → values per row, found per row)."""
-        answer = self.request({"op": "online", "service": service, "entities": entities})
+        answer = self.request(
+            {"op": "online", "service": service, "entities": entities}, timeout_s=self.timeout_s
+        )
         return answer["values"], answer["found"]
 
     def historical(self, service: str, entities: pd.DataFrame, timestamp_column: str) -> pd.DataFrame:

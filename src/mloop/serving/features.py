@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from mloop.config import Settings
 from mloop.data.feast_source import FeastClient, FeatureService, feast_python
 from mloop.data.schema import ColumnSpec, DataContract, Dtype
-from mloop.errors import FeatureStoreError, RequestValidationError, ServingError
+from mloop.errors import RequestValidationError, ServingError
 from mloop.serving.batcher import MicroBatcher
 from mloop.serving.validation import MISSING, Columns, ContractValidator
 
@@ -128,6 +128,16 @@ class FeatureJoiner:
             max_wait_ms=serving.max_wait_ms,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What ``/ready`` says about the join: the service, its features and keys, lookups so far."""
+        return {
+            "service": self.service.name,
+            "features": list(self.service.features),
+            "entity_keys": list(self.service.join_keys),
+            "lookups": self.lookups,
+            "missing_entity": self.missing_entity,
+        }
+
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.batcher.start()
@@ -178,10 +188,8 @@ class FeatureJoiner:
         keys = self.service.join_keys
         entities = {k: [_plain(v) for item in items for v in item.values[k]] for k in keys}
         self.lookups += 1
-        try:
-            values, found = self.client.online(self.service.name, entities)
-        except FeatureStoreError as exc:
-            raise ServingError(f"The online features could not be read: {exc.message}") from exc
+        # A FeatureStoreError (503) fails this batch's requests: the store, not the arm, is at fault.
+        values, found = self.client.online(self.service.name, entities)
         out: list[_Joined] = []
         start = 0
         for item in items:

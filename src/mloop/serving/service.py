@@ -136,6 +136,7 @@ class PredictionService:
                     self.features = await asyncio.to_thread(FeatureJoiner.from_settings, self.settings)
                     assert self.features is not None
                     self.features.start()
+                    self.status_parts["features"] = self.features.status
                 await self.reload(reason="startup")
                 break
             except Exception as exc:

@@ -65,3 +65,27 @@ def test_historical_join_names_the_missing_entity_column() -> None:
     frame = frame.rename(columns={"customer": "customer_id"}).assign(f=[9.0])
     joined = join_historical(frame, client, "svc", "ts")
     assert list(joined.columns) == ["customer_id", "ts", "f"] and joined["f"].tolist() == [0]
+
+
+def _fake_bridge(tmp_path: Path, then: str) -> str:
+    """An executable standing in for Feast's Python: says hello, then runs ``then`` (shell)."""
+    script = tmp_path / "fake-python"
+    script.write_text(f'#!/bin/sh\necho \'{{"ok": true, "ready": true}}\'\n{then}\n', encoding="utf-8")
+    script.chmod(0o755)
+    (tmp_path / "feature_store.yaml").write_text("project: x\n", encoding="utf-8")
+    return str(script)
+
+
+def test_a_bridge_that_does_not_answer_in_time_is_stopped(tmp_path: Path) -> None:
+    client = FeastClient(tmp_path, python=_fake_bridge(tmp_path, "sleep 30"), timeout_s=0.3)
+    with pytest.raises(FeatureStoreError, match=r"did not answer within 0\.3s"):
+        client.online("svc", {"customer_id": [1]})
+    assert client._proc is None  # the next request starts a new bridge
+    client.close()
+
+
+def test_a_bridge_that_dies_is_a_feature_store_error(tmp_path: Path) -> None:
+    client = FeastClient(tmp_path, python=_fake_bridge(tmp_path, "exit 3"))
+    with pytest.raises(FeatureStoreError, match=r"exited \(code|went away"):
+        client.online("svc", {"customer_id": [1]})
+    client.close()
