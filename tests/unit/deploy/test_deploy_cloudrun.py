@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from mloop.cli.main import app, main
 from mloop.config import Settings, load_settings
-from mloop.deploy import DeployOptions
+from mloop.deploy import KUBERNETES_VERSION, DeployOptions
 from mloop.deploy.cloudrun import CLOUD_RUN_FILE, render_cloudrun, service_name
 from mloop.deploy.values import ModelRef
 from mloop.errors import DeployError
@@ -170,3 +171,15 @@ def test_the_cli_refuses_local_state(project_dir: Path, capsys: pytest.CaptureFi
     assert exc.value.code == 1
     assert "MLOOP_PREDICTION_LOG__URL" in capsys.readouterr().err
     assert not (project_dir / "deploy").exists()
+
+
+def test_the_container_is_a_valid_kubernetes_container(settings: Settings) -> None:
+    """Knative's revision spec embeds core/v1 Container: check it against Kubernetes' own schema too."""
+    _, service = _service(settings)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {"containers": [_container(service)]},
+    }
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
