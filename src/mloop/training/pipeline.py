@@ -55,7 +55,8 @@ def load_data(run: TrainRun) -> None:
         raw = load_source(settings.source, root=settings.root)
         run.source = describe_source(settings.source, settings.root)
     if not run.data_version_ref:
-        run.data_version = data_version.describe(settings, raw, run.source, from_source=run.data is None)
+        with run.timer.step("data_version"):  # the hash, file time and DVC record (part of "load")
+            run.data_version = data_version.describe(settings, raw, run.source, from_source=run.data is None)
     run.loaded = raw
     if settings.serving.features:  # the features serving joins, as of each row's time (Feast)
         from mloop.data.feast_source import join_served_features
