@@ -76,6 +76,11 @@ class Calibrator:
     ``isotonic``: piecewise linear through (``x``, ``y``), clipped at the ends (what scikit-learn's
     ``IsotonicRegression.predict`` does with ``out_of_bounds="clip"``); ``sigmoid`` (Platt):
     ``1 / (1 + exp(-(a * logit(p) + b)))``; ``identity``: the probability as it is.
+
+    ``n`` (isotonic, optional): how many holdout rows the block of each knot was fitted on (a block:
+    consecutive knots of one ``y``). The calibrated value of a block is a mean of that many 0/1
+    outcomes, so it is itself uncertain by ``sqrt(y (1 - y) / n)``; the interval of an estimate adds
+    that uncertainty, which matters where traffic moved to scores the holdout had few rows of.
     """
 
     method: Literal["isotonic", "sigmoid", "identity"]
@@ -83,6 +88,21 @@ class Calibrator:
     y: tuple[float, ...] = ()
     a: float = 1.0
     b: float = 0.0
+    n: tuple[float, ...] = ()
+
+    def blocks(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(block of each value of ``p``, standard error of each block's calibrated value), or None
+        when the calibration carries no holdout counts (Platt, identity, older versions)."""
+        if self.method != "isotonic" or len(self.n) != len(self.x):
+            return None
+        y = np.asarray(self.y)
+        block = np.concatenate([[0], np.cumsum(y[1:] != y[:-1])])
+        first = np.flatnonzero(np.concatenate([[True], y[1:] != y[:-1]]))
+        level, count = y[first], np.maximum(np.asarray(self.n)[first], 1.0)
+        knot = np.clip(
+            np.searchsorted(np.asarray(self.x), np.asarray(p, dtype=float), side="right") - 1, 0, None
+        )
+        return block[knot], np.sqrt(level * (1 - level) / count)
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
@@ -95,7 +115,10 @@ class Calibrator:
         return p
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a, "b": self.b}
+        out = {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a, "b": self.b}
+        if self.n:
+            out["n"] = list(self.n)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
@@ -113,7 +136,10 @@ class Calibrator:
         a, b = float(data.get("a", 1.0)), float(data.get("b", 0.0))
         if not (math.isfinite(a) and math.isfinite(b)):
             raise MonitoringError("quality_estimator.json: a sigmoid calibration needs finite a and b.")
-        return cls(method, tuple(x.tolist()), tuple(np.clip(y, 0, 1).tolist()), a, b)
+        n = _floats(data.get("n", []), "n")
+        if len(n) and (len(n) != len(x) or np.any(n < 0)):
+            raise MonitoringError("quality_estimator.json: n needs one count (>= 0) per knot of x.")
+        return cls(method, tuple(x.tolist()), tuple(np.clip(y, 0, 1).tolist()), a, b, tuple(n.tolist()))
 
 
 @dataclass(frozen=True)
@@ -321,12 +347,18 @@ def _draws_exact(
     classes: list[int],
     samples: int,
     rng: np.random.Generator,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Metrics of ``samples`` label draws from the calibrated probabilities, row by row."""
+    """Metrics of ``samples`` label draws from the calibrated probabilities, row by row (binary,
+    with ``blocks``: each draw first moves every block's calibrated value by a draw of its error)."""
     n, k = cal.shape
     u = rng.random((samples, n))
     if k == 2:
-        drawn = (u < cal[None, :, 1]).astype(np.int8)  # draws x rows, 1 = classes[1]
+        p1 = cal[None, :, 1]
+        if blocks is not None:
+            block, se = blocks
+            p1 = np.clip(p1 + (rng.standard_normal((samples, len(se))) * se)[:, block], 0.0, 1.0)
+        drawn = (u < p1).astype(np.int8)  # draws x rows, 1 = classes[1]
     else:
         cum = np.cumsum(cal, axis=1)
         drawn = (u[:, :, None] > cum[None, :, :-1]).sum(axis=2).astype(np.int8)
@@ -345,7 +377,12 @@ def _draws_exact(
 
 
 def _draws_binary_normal(
-    p: np.ndarray, predicted: np.ndarray, ranks: np.ndarray, samples: int, rng: np.random.Generator
+    p: np.ndarray,
+    predicted: np.ndarray,
+    ranks: np.ndarray,
+    samples: int,
+    rng: np.random.Generator,
+    blocks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Binary: draws of the three sums the metrics need, from their joint normal approximation.
 
@@ -355,12 +392,19 @@ def _draws_binary_normal(
     vectors, so their mean and covariance are exact and their distribution is close enough to normal
     for the interval's ends (nominal coverage was measured from 300 rows at 11 % positives up).
     Drawing three numbers per sample instead of one per row makes the interval O(rows), not
-    O(rows x samples).
+    O(rows x samples). ``blocks`` (see :meth:`Calibrator.blocks`) adds the calibration's own error:
+    every row of a block moves with that block's error, independent between blocks.
     """
     n = len(p)
     v = np.column_stack([np.ones(n), (predicted == 1).astype(float), np.asarray(ranks, dtype=float)])
     mean = p @ v
     cov = (v * (p * (1 - p))[:, None]).T @ v
+    if blocks is not None:
+        block, se = blocks
+        per_block = np.column_stack(
+            [np.bincount(block, weights=v[:, j], minlength=len(se)) for j in range(3)]
+        )
+        cov = cov + (per_block * (se**2)[:, None]).T @ per_block
     # Cholesky of the 3x3 covariance (a relative jitter keeps it positive definite when p is 0/1).
     jitter = 1e-9 * np.trace(cov) * np.eye(3) + 1e-12 * np.eye(3)
     n1, tp, r = (mean + rng.standard_normal((samples, 3)) @ np.linalg.cholesky(cov + jitter).T).T
@@ -404,10 +448,11 @@ def estimate_classification(
     metrics["roc_auc"] = float(np.mean(aucs))
 
     rng = np.random.default_rng(seed)
+    blocks = estimator.calibrators[0].blocks(proba[:, 1]) if k == 2 else None
     if k == 2 and n > EXACT_DRAWS_MAX_ROWS:
-        draws = _draws_binary_normal(cal[:, 1], predicted, _average_ranks(ranked[1]), samples, rng)
+        draws = _draws_binary_normal(cal[:, 1], predicted, _average_ranks(ranked[1]), samples, rng, blocks)
     else:
-        draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng)
+        draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng, blocks)
     tail = (1 - confidence) / 2 * 100
     names = list(draws)
     stacked = np.stack([draws[m] for m in names])

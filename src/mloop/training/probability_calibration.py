@@ -49,9 +49,13 @@ def fit_calibrator(score: np.ndarray, positive: np.ndarray) -> Calibrator:
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, y)
-        return Calibrator(
-            "isotonic", tuple(iso.X_thresholds_.astype(float)), tuple(iso.y_thresholds_.astype(float))
-        )
+        x, level = iso.X_thresholds_.astype(float), iso.y_thresholds_.astype(float)
+        # Holdout rows behind each knot's block (consecutive knots of one level): the block's level
+        # is a mean of that many outcomes, whose error the estimates' intervals carry.
+        block = np.concatenate([[0], np.cumsum(level[1:] != level[:-1])])
+        knot = np.clip(np.searchsorted(x, score, side="right") - 1, 0, None)
+        counts = np.bincount(block[knot], minlength=int(block[-1]) + 1).astype(float)
+        return Calibrator("isotonic", tuple(x), tuple(level), n=tuple(counts[block].tolist()))
     from sklearn.linear_model import LogisticRegression
 
     q = np.clip(score, 1e-12, 1 - 1e-12)

@@ -168,3 +168,38 @@ def test_a_malformed_estimator_file_is_refused_with_the_reason() -> None:
         QualityEstimator.from_dict(bad)
     with pytest.raises(MonitoringError, match="calibration method"):
         QualityEstimator.from_dict({**good, "calibrators": [{"method": "pickle"}]})
+
+
+def test_the_interval_carries_the_calibrations_own_error_where_the_holdout_was_thin() -> None:
+    # Traffic that moved to scores the holdout had few rows of: the calibrated values there are
+    # means of few outcomes, and the interval widens by their error (counts kept per knot).
+    rng = np.random.default_rng(11)
+    score = rng.beta(1, 6, 3000)  # a holdout with few high scores
+    y = (rng.random(3000) < score).astype(int)
+    est = fit_quality_estimator(
+        "classification",
+        predictions=(score > 0.5).astype(int),
+        proba=np.column_stack([1 - score, score]),
+        classes=[0, 1],
+        y_true=y,
+    )
+    cal = est.calibrators[0]
+    assert cal.method == "isotonic" and len(cal.n) == len(cal.x) and sum(set(cal.n)) <= 3000
+    high = rng.uniform(0.6, 0.95, 2000)
+    frame = pd.DataFrame({"prediction": (high > 0.5).astype(int), "proba_0": 1 - high, "proba_1": high})
+    with_error = estimate_quality(frame, est)
+    without = estimate_quality(
+        frame,
+        QualityEstimator.from_dict(
+            {**est.to_dict(), "calibrators": [{k: v for k, v in cal.to_dict().items() if k != "n"}]}
+        ),
+    )
+    assert with_error.metrics == without.metrics  # the point estimate does not change
+    width = {m: with_error.upper[m] - with_error.lower[m] for m in ("accuracy", "precision", "roc_auc")}
+    narrow = {m: without.upper[m] - without.lower[m] for m in width}
+    assert all(width[m] > 1.3 * narrow[m] for m in width), (width, narrow)
+    # The counts survive the file, and a file without them (older versions) still loads.
+    again = QualityEstimator.from_dict(json.loads(json.dumps(est.to_dict())))
+    assert again.calibrators[0].n == cal.n
+    with pytest.raises(MonitoringError, match="one count"):
+        QualityEstimator.from_dict({**est.to_dict(), "calibrators": [{**cal.to_dict(), "n": [1.0]}]})
