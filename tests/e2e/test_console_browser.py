@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from testkit.processes import mloop_server
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "e2e-console-admin-key"
@@ -62,12 +61,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mloop(cwd: Path, *args: str) -> str:
@@ -115,37 +108,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # v2 must differ from v1: a retrain identical to the champion is registered without an alias.
     config.write_text(config.read_text().replace("n_estimators: 5", "n_estimators: 6"))
     _mloop(project, "train")
-    port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_") or k == "MLOOP_REQUIRE_SERVICES"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=project,
-        env={**env, "MLOOP_SERVING__KEYS__ADMIN": TOKEN},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError("mloop serve did not become ready")
-        with httpx.Client(base_url=base, timeout=30) as c:  # traffic for a monitoring window
+    env["MLOOP_SERVING__KEYS__ADMIN"] = TOKEN
+    with mloop_server(project, "--log-level", "warning", env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as c:  # traffic for a monitoring window
             for _ in range(60):
                 assert c.post("/predict", json={"features": RECORD}).status_code == 200
-        yield Served(project, base)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in log, log[-3000:]
+        yield Served(project, server.url)
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -326,35 +296,13 @@ def test_every_page_renders_without_console_errors(served: Served, tab: Tab) -> 
 
 
 def test_mloop_ui_serves_the_console_alone_read_only_without_an_admin_key(served: Served, tab: Tab) -> None:
-    port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "ui", "--port", str(port)],
-        cwd=served.project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/ui/api/overview", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("mloop ui did not answer")
-        tab.page.goto(url)  # / redirects to /ui/
+    with mloop_server(
+        served.project, subcommand="ui", env=env, ready_path="/ui/api/overview", timeout=60
+    ) as console:
+        tab.page.goto(console.url)  # / redirects to /ui/
         expect(tab.page.locator("#champion")).to_contain_text("v1")
         expect(tab.page.locator("#actions-disabled")).to_contain_text("MLOOP_SERVING__KEYS__ADMIN")
         expect(tab.page.locator("#uptime")).to_contain_text("(console)")
         assert tab.errors == []
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in out, out[-3000:]
+    assert "Traceback" not in console.output(), console.output()[-3000:]

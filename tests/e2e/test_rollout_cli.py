@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from testkit.processes import mloop_server
 
 TOKEN = "e2e-rollout-token"
 MODEL = "fraud-detector"
@@ -55,12 +55,6 @@ serving:
 prediction_log:
   flush_interval_s: 0.2
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mloop(cwd: Path, *args: str) -> str:
@@ -145,34 +139,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = load_settings(config)
     uri = settings.tracking_uri
     MlflowClient(uri, registry_uri=uri).set_registered_model_alias(settings.model.name, "challenger", "2")
-    port = _port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=project,
-        env={**os.environ, "MLOOP_ADMIN_TOKEN": TOKEN},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            out = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
-            raise AssertionError(f"mloop serve did not become ready: {out}")
-        yield Served(project, base)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in log, log[-3000:]
+    env = {**os.environ, "MLOOP_ADMIN_TOKEN": TOKEN}
+    with mloop_server(project, "--log-level", "warning", env=env) as server:
+        yield Served(project, server.url)
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 def _serving(c: httpx.Client) -> dict[str, float]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+
+from testkit.processes import mloop_server
 
 MODEL = "fraud-detector"
 BAD_MODELS = '''
@@ -93,12 +93,6 @@ def _mloop(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     root = tmp_path_factory.mktemp("bad-challengers")
@@ -123,30 +117,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     _mloop(project, "train")  # v1: champion
     for builder in ("error_forest", "slow_forest", "inverted_forest"):  # v2, v3, v4
         _mloop(project, "train", env={"MLOOP_MODEL__ESTIMATOR": f"bad_models:{builder}"})
-    port = _port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=project,
-        stdout=(project / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError("mloop serve did not become ready")
-        yield project, url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with mloop_server(project, "--log-level", "warning", log_path=project / "serve.log") as served:
+        yield project, served.url
 
 
 def _rollout_state(project: Path, rid: int) -> Any:

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from testkit.processes import mloop_server
+
 TOKEN = "e2e-admin-token"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mloop(cwd: Path, *args: str) -> None:
@@ -38,35 +31,10 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     text = config.read_text().replace("estimator: train:build_model", "estimator: random_forest")
     config.write_text(text.replace("model:\n", "model:\n  params: {n_estimators: 10}\n", 1))
     _mloop(project, "train")
-    port = _port()
     env = {**os.environ, "MLOOP_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            out = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
-            raise AssertionError(f"mloop serve did not become ready: {out}")
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log = proc.stdout.read().decode() if proc.stdout else ""
-        assert TOKEN not in log, "the admin token must never be logged"
+    with mloop_server(project, "--log-level", "warning", env=env) as served:
+        yield served.url
+    assert TOKEN not in served.output(), "the admin token must never be logged"
 
 
 RECORD = {

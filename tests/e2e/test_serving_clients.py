@@ -12,11 +12,8 @@ import contextlib
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+
+from testkit.processes import mloop_server, server
 
 th = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the dev extra")
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient  # noqa: E402
@@ -43,68 +42,9 @@ class Servers:
     records: list[dict[str, Any]]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run(cwd: Path, *args: str) -> None:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
-
-
-def _start(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def _listens(proc: subprocess.Popen[bytes], port: int) -> bool:
-    """True when a process of ``proc``'s session holds the listening socket on ``port``.
-
-    With two pytest workers, a port picked free here can be taken by another test's server before
-    ours binds it; a ping would then be answered by that server (seen once: MLflow's answers came
-    from another model). Linux only: /proc/net/tcp and the session's file descriptors."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{cols[9]}]")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != proc.pid:  # session id
-                continue
-            for fd in (stat.parent / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return True
-    return False
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 150) -> bool:
-    deadline = time.monotonic() + timeout
-    port = int(url.split(":")[2].split("/")[0])
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200 and _listens(proc, port):
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +62,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     # No MLOOP_* and no MLFLOW_* from this process: mlflow.set_tracking_uri/set_registry_uri export
     # MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, and an earlier module's registry once answered here.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOOP_", "MLFLOW_"))}
-    mloop_port, mlflow_port = _port(), _port()
-    mloop = _start(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(mloop_port), "--log-level", "warning"],
-        project,
-        env,
-    )
     mlflow_env = {
         **env,
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / '.mloop' / 'mlflow.db'}",
@@ -135,39 +69,23 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # it runs `uvicorn` from PATH
     }
-    mlflow = _start(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL}@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(mlflow_port),
-            "-w",
-            "1",
-        ],
-        project,
-        mlflow_env,
-    )
-    try:
-        if not _wait(f"http://127.0.0.1:{mloop_port}/ready", mloop):
-            out = mloop.stdout.read().decode() if mloop.stdout and mloop.poll() is not None else ""
-            raise AssertionError(f"mloop serve did not become ready: {out[-3000:]}")
-        mlflow_ok = _wait(f"http://127.0.0.1:{mlflow_port}/ping", mlflow)
-        yield Servers(
-            project,
-            f"127.0.0.1:{mloop_port}",
-            f"127.0.0.1:{mlflow_port}" if mlflow_ok else None,
-            records,
-        )
-    finally:
-        _stop(mloop)
-        _stop(mlflow)
+
+    def mlflow_serve(port: int) -> list[str]:
+        model = f"models:/{MODEL}@champion"
+        serve = [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local"]
+        return [*serve, "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+
+    with contextlib.ExitStack() as stack:
+        mloop = stack.enter_context(mloop_server(project, "--log-level", "warning", env=env, timeout=150))
+        try:
+            mlflow = stack.enter_context(
+                server(mlflow_serve, project, env=mlflow_env, ready_path="/ping", timeout=150)
+            )
+        except AssertionError:  # the side-by-side tests skip, saying so
+            mlflow_address = None
+        else:
+            mlflow_address = f"127.0.0.1:{mlflow.port}"
+        yield Servers(project, f"127.0.0.1:{mloop.port}", mlflow_address, records)
 
 
 # -- Triton's client ------------------------------------------------------------------------------

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from testkit.processes import mloop_server
 
 ADMIN_KEY = "schemathesis-admin-key"
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -43,12 +42,6 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 pytestmark = pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed (dev extra)")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _mloop(cwd: Path, *args: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mloop", *args], cwd=cwd, capture_output=True, text=True, timeout=600
@@ -67,34 +60,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     text = config.read_text().replace("estimator: train:build_model", "estimator: random_forest")
     config.write_text(text.replace("model:\n", "model:\n  params: {n_estimators: 20}\n", 1))
     _mloop(project, "train")
-    port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
     env["MLOOP_SERVING__KEYS__ADMIN"] = ADMIN_KEY
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            out = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
-            raise AssertionError(f"mloop serve did not become ready: {out}")
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with mloop_server(project, "--log-level", "warning", env=env, timeout=180) as server:
+        yield server.url
 
 
 def test_openapi_documents_what_the_server_answers(served: str) -> None:
