@@ -89,3 +89,49 @@ def test_a_bridge_that_dies_is_a_feature_store_error(tmp_path: Path) -> None:
     with pytest.raises(FeatureStoreError, match=r"exited \(code|went away"):
         client.online("svc", {"customer_id": [1]})
     client.close()
+
+
+class _Response:
+    def __init__(self, values: dict[str, list[Any]]) -> None:
+        self.values = values
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return self.values
+
+
+class _Store:
+    """What the bridge calls of Feast's FeatureStore, answering from a dict."""
+
+    def __init__(self) -> None:
+        self.rows = {1: (3, 20.5)}
+        self.calls: list[list[dict[str, Any]]] = []
+
+    def get_feature_service(self, name: str) -> str:
+        return name
+
+    def get_online_features(
+        self, features: str, entity_rows: list[dict[str, Any]], full_feature_names: bool
+    ) -> _Response:
+        self.calls.append(entity_rows)
+        found = [self.rows.get(r["customer_id"]) for r in entity_rows]
+        return _Response(
+            {
+                "customer_id": [r["customer_id"] for r in entity_rows],
+                "txn_count_24h": [f[0] if f else None for f in found],
+                "avg_amount_30d": [f[1] if f else None for f in found],
+            }
+        )
+
+
+def test_in_process_online_lookup_runs_the_bridge_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "feature_store.yaml").write_text("project: x\n", encoding="utf-8")
+    store = _Store()
+    monkeypatch.setattr(feast_bridge, "open_store", lambda repo: store)
+    client = FeastClient(tmp_path, python=None)  # feast "importable": no bridge process
+    values, found = client.online("svc", {"customer_id": [1, 5]})
+    assert values == {"txn_count_24h": [3, None], "avg_amount_30d": [20.5, None]}
+    assert found == [True, False]  # every feature null: the entity is not in the online store
+    assert store.calls == [[{"customer_id": 1}, {"customer_id": 5}]]
+    client.close()
