@@ -53,10 +53,13 @@ class FeatureService:
 
 
 def feast_python(configured: str | None, root: Path) -> str | None:
-    """The interpreter that runs Feast: ``configured``, else None when this one imports ``feast``
-    (in-process), else ``.venv-feast/bin/python`` under ``root`` or the current directory."""
+    """The interpreter that runs Feast: ``configured`` (a relative path is taken from ``root``, the
+    project), else None when this one imports ``feast`` (in-process), else
+    ``.venv-feast/bin/python`` under ``root`` or the current directory."""
     if configured:
-        return configured
+        # A relative path is the project's (the bridge runs inside the repo); a bare name is PATH's.
+        path = Path(configured).expanduser()
+        return str(root / path) if "/" in configured and not path.is_absolute() else configured
     if importlib.util.find_spec("feast") is not None:
         return None
     for base in (root, Path.cwd()):
@@ -85,6 +88,8 @@ class FeastClient:
                 "point it at the folder where `feast apply` runs."
             )
         self.repo = repo.resolve()  # the bridge runs in the repo: a relative path would not resolve
+        if python is not None and "/" in python:  # the bridge runs in the repo: no relative paths
+            python = str(Path(python).expanduser().absolute())
         self.python = python
         self.timeout_s = timeout_s
         """Longest wait for an online lookup's answer; the bridge is then stopped (a late answer must

@@ -25,6 +25,8 @@ def test_no_feast_anywhere_says_how_to_get_it(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(FeatureStoreError, match=r"make \.venv-feast"):
         feast_python(None, tmp_path)
     assert feast_python("/opt/feast/bin/python", tmp_path) == "/opt/feast/bin/python"
+    assert feast_python(".venv-feast/bin/python", tmp_path) == str(tmp_path / ".venv-feast/bin/python")
+    assert feast_python("python3.11", tmp_path) == "python3.11"  # found on PATH
     venv = tmp_path / ".venv-feast" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").write_text("", encoding="utf-8")
