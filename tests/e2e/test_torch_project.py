@@ -189,3 +189,15 @@ def test_a_version_with_a_pickle_payload_in_its_weights_is_refused_and_never_run
         assert not marker.exists()
     finally:
         marker.unlink(missing_ok=True)
+
+
+def test_batch_workers_score_with_the_network(project: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Worker processes get the scorer by pickle: the step comes back with its network."""
+    import pandas as pd
+
+    root, _ = project
+    out = tmp_path / "scored.parquet"
+    mloop(root, "batch-predict", "data/transactions.csv", str(out), "--workers", "2", "--chunk-rows", "1000")
+    scored = pd.read_parquet(out)
+    assert len(scored) == 4000 and scored["prediction"].isin([0, 1]).all()
+    assert (scored["proba_0"] + scored["proba_1"]).to_numpy() == pytest.approx(1.0)

@@ -239,6 +239,10 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ship
             state["module"] = self.module_reference()
         return state
 
+    def __reduce__(self) -> tuple[Any, tuple[type, dict[str, Any]]]:
+        """Pickle (copies, batch workers) rebuilds through :func:`_unpickle`; skops never calls this."""
+        return _unpickle, (type(self), self.__getstate__())
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Known params and fitted values only; the module is rebuilt by ``restore_network``."""
         known = set(inspect.signature(_TorchEstimator.__init__).parameters) - {"self"} | set(_FITTED)
@@ -288,6 +292,17 @@ class TorchRegressor(RegressorMixin, _TorchEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> np.ndarray:
         out: np.ndarray = self._outputs(X)[:, 0] * self.y_scale_ + self.y_mean_
         return out
+
+
+def _unpickle(cls: type[_TorchEstimator], state: dict[str, Any]) -> _TorchEstimator:
+    """A pickled step back, with its network: the pickle is this process's own object (``deepcopy``,
+    the batch workers' scorer), whose class it had already trusted. A model *file* never gets here:
+    skops builds the step through ``__setstate__``, and this function is on no allowlist."""
+    step = cls.__new__(cls)
+    step.__setstate__(state)
+    if "torch_spec_" in state:
+        step.restore_network([step.module_reference()], f"a copy of a {cls.__name__}")
+    return step
 
 
 def _float32(X: Any) -> np.ndarray:

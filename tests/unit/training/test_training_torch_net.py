@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,10 @@ def test_a_copy_in_process_rebuilds_itself(net_ref: str) -> None:
     x, y = _frame()
     model = _pipeline(TorchClassifier(net_ref, max_epochs=2, random_state=0)).fit(x, y)
     twin = copy.deepcopy(model)
-    assert twin.named_steps["estimator"].module_ is None
+    assert twin.named_steps["estimator"].module_ is not model.named_steps["estimator"].module_
     assert np.allclose(twin.predict_proba(x), model.predict_proba(x))
+    unpickled = pickle.loads(pickle.dumps(model))  # how the batch workers get their scorer
+    assert np.allclose(unpickled.predict_proba(x), model.predict_proba(x))
 
 
 def test_module_params_must_be_json(net_ref: str) -> None:
