@@ -15,10 +15,11 @@ optimizer or its code is ever written or read:
   refuses always), the same rule as a skops file's types and a user estimator's functions.
 
 :func:`restore_networks` is called by :func:`~mloop.tracking.model_io.load_sklearn_model` once
-skops built the pipeline, before the model is handed to anyone. A step copied in-process (``clone``,
-``deepcopy``) or loaded by another tool rebuilds itself lazily with ``trusted=None``: only from a
-class already imported by the process, never importing code on its own. torch is imported here only
-when a model holds such a step.
+skops built the pipeline, before the model is handed to anyone. A pickled step (``deepcopy``, the
+batch workers' scorer: the process's own objects) comes back with its network, its class trusted as
+it was where it was pickled. A step loaded by another tool (``mlflow.pyfunc``) rebuilds itself lazily
+with ``trusted=None``: only from a class the process already imported, never importing code on its
+own. torch is imported here only when a model holds such a step.
 """
 
 from __future__ import annotations
