@@ -324,6 +324,9 @@ class ServingSettings(Section):
     has to be read past); 0 sends refusals at once."""
     poll_interval_s: float = 10.0
     """How often the alias is checked for a new version (0 disables polling)."""
+    cold_start_wait_s: float = Field(default=60.0, ge=0)
+    """AWS Lambda (``mloop deploy lambda``): longest the first event of an execution environment waits
+    for the model to load before it is answered; later requests get 503 until it is loaded."""
     keys: KeySettings = Field(default_factory=KeySettings)
     """Keys per role: ``predict``, ``feedback``, ``read``, ``admin`` (``Authorization: Bearer <key>``)."""
     admin_token: str | None = None

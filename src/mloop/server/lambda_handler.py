@@ -3,7 +3,8 @@
 The image of ``mloop deploy lambda`` runs ``python -m awslambdaric mloop.server.lambda_handler.handler``.
 The first event of an execution environment (a cold start) builds the app exactly as ``mloop serve``
 does (:func:`mloop.server.app.app_from_env`: ``MLOOP_CONFIG``, ``MLOOP_*`` variables, cluster checks),
-runs its start-up once and waits until the model is loaded; later events reuse it. Mangum turns each
+runs its start-up once and waits until the model is loaded (at most ``serving.cold_start_wait_s``);
+later events reuse it. Mangum turns each
 event into one ASGI request; its own lifespan handling is off because it would start and stop the
 app around every event (loading the model each time).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -29,14 +29,9 @@ from fastapi import FastAPI
 
 from mloop.errors import ConfigError
 
-__all__ = ["ENV_READY_TIMEOUT", "LambdaApp", "handler"]
+__all__ = ["LambdaApp", "handler"]
 
 log = logging.getLogger("mloop.server.lambda")
-
-ENV_READY_TIMEOUT = "MLOOP_LAMBDA_READY_TIMEOUT_S"
-"""Longest a cold start waits for the model before answering (default 60 s; the app then answers
-503 on ``/predict`` and ``/ready`` until it is loaded, as ``mloop serve`` does)."""
-_DEFAULT_READY_TIMEOUT_S = 60.0
 
 
 def _mangum() -> Callable[..., Any]:
@@ -58,7 +53,7 @@ class LambdaApp:
     also runs each request on, so the micro-batcher and the log's tasks live on between events.
     """
 
-    def __init__(self, app: FastAPI, *, ready_timeout_s: float = _DEFAULT_READY_TIMEOUT_S) -> None:
+    def __init__(self, app: FastAPI, *, ready_timeout_s: float | None = None) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
@@ -68,11 +63,14 @@ class LambdaApp:
         self._wait_ready(ready_timeout_s)
         self.adapter = _mangum()(app, lifespan="off")
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        """Run the loop until the model is loaded (or failed to, or ``timeout_s`` passed)."""
+    def _wait_ready(self, timeout_s: float | None) -> None:
+        """Run the loop until the model is loaded (or failed to, or ``timeout_s`` passed; by default
+        ``serving.cold_start_wait_s``)."""
         service = getattr(self.app.state, "service", None)
         if service is None:
             return
+        if timeout_s is None:
+            timeout_s = float(service.settings.serving.cold_start_wait_s)
 
         async def wait() -> None:
             deadline = time.monotonic() + timeout_s
@@ -125,6 +123,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _current is None:
         from mloop.server.app import app_from_env
 
-        timeout = float(os.environ.get(ENV_READY_TIMEOUT) or _DEFAULT_READY_TIMEOUT_S)
-        _current = LambdaApp(app_from_env(), ready_timeout_s=timeout)
+        _current = LambdaApp(app_from_env())
     return _current(event, context)
