@@ -8,6 +8,7 @@ versions splits traffic and promotes. An ONNX model loads without the opt-in.
 
 from __future__ import annotations
 
+import pickle
 import socket
 import threading
 import time
@@ -281,8 +282,6 @@ def test_a_version_without_a_signature_is_refused_with_how_to_fix(project: Path)
 
 
 def test_batch_scores_a_trusted_pyfunc_and_ships_it_to_workers(project: Path) -> None:
-    import pickle
-
     from mloop.batch import load_scorer
 
     base = _settings(project, "risk")
@@ -416,6 +415,8 @@ def test_an_onnx_classifier_serves_its_classes_and_probabilities(project: Path, 
     rows = x.head(5)
     expected = clf.predict_proba(rows.to_numpy(dtype="float32"))
     assert loaded.model.predict_proba(rows) == pytest.approx(expected, abs=1e-5)
+    shipped = pickle.loads(pickle.dumps(loaded.model))  # what a batch worker gets
+    assert shipped.predict_proba(rows) == pytest.approx(expected, abs=1e-5)
     Registry(settings).set_alias("champion", version, reason="test")
     with _serve(settings) as c:
         assert c.get("/ready").status_code == 200, c.get("/ready").text
