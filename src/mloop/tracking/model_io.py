@@ -178,6 +178,11 @@ def _refusal(where: str, refused: list[str]) -> ModelRefused:
             "functions and other classes only when the project lists them. If this model is yours and "
             f"you trust that code, add to mloop.yaml: `model.trusted_types: [{', '.join(listable)}]`."
         )
+    if any(t.startswith(("torch.", "skorch.")) for t in refused):
+        parts.append(
+            "For a PyTorch network, return mloop.training.torch_net.TorchClassifier or TorchRegressor "
+            "(docs/pytorch.md): it saves the weights as tensors and the class by name, not the objects."
+        )
     return ModelRefused(" ".join(parts), tuple(refused))
 
 

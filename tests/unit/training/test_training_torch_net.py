@@ -155,3 +155,23 @@ def test_module_params_must_be_json(net_ref: str) -> None:
     x, y = _frame()
     with pytest.raises(TrainingError, match="JSON values"):
         _pipeline(TorchClassifier(net_ref, {"hidden": object()})).fit(x, y)
+
+
+def test_a_bare_skorch_net_is_refused_with_the_way_to_save_it() -> None:
+    import skorch
+    import torch
+
+    from mloop.training.torch_modules import MLP
+
+    x = np.random.default_rng(0).random((50, 4)).astype("float32")
+    net = skorch.NeuralNetClassifier(
+        MLP,
+        module__n_features=4,
+        module__n_outputs=2,
+        criterion=torch.nn.CrossEntropyLoss,
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+    ).fit(x, (x[:, 0] > 0.5).astype("int64"))
+    with pytest.raises(ModelRefused, match="TorchClassifier or TorchRegressor"):
+        trusted_types_for(net, [])
