@@ -27,6 +27,7 @@ from mloop.deploy.aws_lambda import (
     memory_mb,
     render_lambda,
 )
+from mloop.deploy.docker import render_docker
 from mloop.deploy.values import ModelRef
 from mloop.errors import DeployError
 
@@ -179,3 +180,21 @@ def test_the_cli_writes_the_build_context_and_template(settings: Settings, proje
     assert result.exit_code == 0, result.output
     for name in LAMBDA_FILES:
         assert (project_dir / name).is_file(), name
+
+
+def test_every_file_the_lambda_image_copies_passes_both_dockerignores(settings: Settings) -> None:
+    """`docker build -f Dockerfile.lambda` (BuildKit) reads Dockerfile.lambda.dockerignore; `sam build`
+    reads only .dockerignore, which `mloop deploy docker` writes: both must admit what the image copies."""
+    (settings.root / "train.py").write_text("def build_model(**params): ...\n")
+    wheel = "mloop-0.1-py3-none-any.whl"
+    files = render_lambda(settings, DeployOptions(), ModelRef("fraud", "champion"), wheel=wheel)
+    docker_files = render_docker(settings, DeployOptions(), ModelRef("fraud", "champion"), wheel=wheel)
+    copied = [
+        line.split()[1]
+        for line in files[LAMBDA_DOCKERFILE].splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    ]
+    assert LAMBDA_CONFIG in copied and "train.py" in copied and f"wheels/{wheel}" in copied
+    for ignore in (files[f"{LAMBDA_DOCKERFILE}.dockerignore"], docker_files[".dockerignore"]):
+        admitted = {line[1:] for line in ignore.splitlines() if line.startswith("!")}
+        assert set(copied) <= admitted, set(copied) - admitted
