@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -220,11 +221,13 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ship
             self.restore_network(None, f"this {type(self).__name__}")
         torch = _torch()
         x = _float32(X)
-        if self.threads and torch.get_num_threads() != self.threads:
+        # At most one per core: the value may come from a model file.
+        threads = min(int(self.threads), os.cpu_count() or 1) if self.threads else 0
+        if threads > 0 and torch.get_num_threads() != threads:
             # Set for the calling thread and left so (serving calls from its worker threads; a
             # restore would race between them). Two spin-waiting threads on a busy 2-core machine
             # took 24 ms for 100 rows, one thread 0.1 ms (docs/pytorch.md); threads=None opts out.
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             parts = [
                 self.module_(torch.from_numpy(x[i : i + _CHUNK])) for i in range(0, max(len(x), 1), _CHUNK)
