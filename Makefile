@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # Kubeflow Pipelines' SDK pins protobuf<7 while MLflow needs protobuf 7, so the KFP compiler gets a
 # virtualenv of its own, used only by `mloop pipeline compile --target kfp` tests.
 KFP_VENV ?= .venv-kfp
-$(KFP_VENV)/.installed: pyproject.toml
+$(KFP_VENV)/.installed: pyproject.toml $(VENV)/.installed  # after .venv: both write src/mloop.egg-info
 	test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
 	$(KFP_VENV)/bin/python -m pip install -q "kfp>=2.7,<3" "kfp-kubernetes>=1.4,<3" pydantic pydantic-settings pyyaml jinja2 typer rich packaging
 	$(KFP_VENV)/bin/python -m pip install -q --no-deps -e .
