@@ -345,9 +345,10 @@ class ServingSettings(Section):
     out_of_range: Literal["reject", "flag"] = "flag"
     """Numeric values outside the training range: reject with 422, or accept and flag."""
     model_threads: int | None = 1
-    """Threads one model call may use (sets every ``n_jobs`` parameter of the loaded pipeline); None keeps
-    the model's own setting. Micro-batching already amortises a call over many rows, and parallel tree
-    evaluation on a handful of rows costs more in thread hand-offs than it saves."""
+    """Threads one model call may use (sets every ``n_jobs`` parameter of the loaded pipeline, and a
+    PyTorch step's ``threads``); None keeps the model's own setting. Micro-batching already amortises
+    a call over many rows, and parallel tree evaluation on a handful of rows costs more in thread
+    hand-offs than it saves."""
     onnx: Literal["auto", "off", "require"] = "off"
     """Serve through ONNX Runtime: ``auto`` when the version carries a verified ONNX copy and it answers
     the warm-up batch faster than the compiled tree path or scikit-learn (measured at load, on this

@@ -312,11 +312,12 @@ class ModelRuntime:
 
 
 def _limit_threads(model: Any, threads: int) -> None:
-    """Set every ``n_jobs`` of the (pipeline) model to ``threads``."""
+    """Set every ``n_jobs`` of the (pipeline) model, and a PyTorch step's ``threads``, to ``threads``."""
     get_params = getattr(model, "get_params", None)
     if get_params is None:
         return
-    keys = [k for k in get_params(deep=True) if k == "n_jobs" or k.endswith("__n_jobs")]
+    names = ("n_jobs", "threads")  # threads: mloop.training.torch_net's intra-op thread count
+    keys = [k for k in get_params(deep=True) if k in names or k.endswith(tuple(f"__{n}" for n in names))]
     if keys:
         model.set_params(**dict.fromkeys(keys, threads))
 
