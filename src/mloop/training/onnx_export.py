@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 OPSET = {"": 17, "ai.onnx.ml": 3}
 """ONNX opsets the graph is written for (ONNX Runtime >= 1.14 runs them)."""
 TAG = "mloop.onnx"
+_CONVERTING = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +246,13 @@ def convert(model: Any, inputs: list[tuple[str, str]]) -> bytes:
         for name, kind in inputs
     ]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
-    with _string_imputers_take(model, MISSING_STRING), _tree_flags_as_ints(), _scalers_in_float64():
+    # The fixes above patch skl2onnx's module state while converting: one conversion at a time.
+    with (
+        _CONVERTING,
+        _string_imputers_take(model, MISSING_STRING),
+        _tree_flags_as_ints(),
+        _scalers_in_float64(),
+    ):
         onx = convert_sklearn(model, initial_types=types, target_opset=OPSET, options=options)
     return bytes(onx.SerializeToString())
 
