@@ -19,6 +19,7 @@ Mangum is in the ``lambda`` extra (``pip install 'mloop[lambda]'``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from fastapi import FastAPI
 
 from mloop.errors import ConfigError
 
-__all__ = ["LambdaApp", "handler"]
+__all__ = ["LambdaApp", "handler", "http_api_event"]
 
 log = logging.getLogger("mloop.server.lambda")
 
@@ -112,6 +113,32 @@ class LambdaApp:
         finally:
             self.loop.close()
             asyncio.set_event_loop(None)
+
+
+def http_api_event(
+    method: str, path: str, body: Any = None, *, raw: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event (payload format 2.0) as Lambda hands it to :func:`handler`: for
+    tests and for trying a function locally, e.g. ``handler(http_api_event("GET", "/ready"), None)``.
+    ``body`` is sent as JSON, ``raw`` as it is."""
+    text = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "lambda.local", **(headers or {})},
+        "requestContext": {
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+            "requestId": "local",
+            "routeKey": "$default",
+            "stage": "$default",
+        },
+        "isBase64Encoded": False,
+    }
+    if text is not None:
+        event["body"] = text
+    return event
 
 
 _current: LambdaApp | None = None
