@@ -75,9 +75,9 @@ def _find_out(repo: Path, file: Path) -> tuple[str, str, bool] | None:
     """(md5, record file relative to repo, whether the md5 is the file's own) for ``file``, or None."""
     candidates: list[Path] = []
     for target in (file, *file.parents):
-        candidates.append(target.with_name(target.name + ".dvc"))
-        if target == repo:
+        if target == repo:  # the repository itself is never an output
             break
+        candidates.append(target.with_name(target.name + ".dvc"))
     folder = file.parent
     while True:
         candidates.append(folder / "dvc.lock")

@@ -115,3 +115,12 @@ def test_revisions_and_the_md5_recorded_at_a_revision(repo: Path) -> None:
 def test_a_missing_dvc_command_says_how_to_get_one(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"training\.dvc_command"):
         fetch_at_rev(repo, "data/train.csv", "HEAD", tmp_path / "out.csv", command="no-such-dvc-command")
+
+
+def test_records_outside_the_repository_are_not_read(repo: Path) -> None:
+    # A .dvc file beside the repository (of an outer project) does not describe files inside it.
+    (repo.parent / "repo.dvc").write_text("outs:\n- md5: outer.dir\n  path: repo\n", encoding="utf-8")
+    (repo / "data" / "other.csv").write_text("a\n1\n", encoding="utf-8")
+    assert tracked(repo / "data" / "other.csv") is None
+    record = tracked(repo / "data" / "train.csv")
+    assert record is not None and record.tracked_by == "data/train.csv.dvc"
