@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -92,15 +93,33 @@ class LambdaApp:
         try:
             response: dict[str, Any] = self.adapter(event, context)
         finally:
-            self.flush()
+            self.flush(_flush_budget(context))
         return response
 
-    def flush(self) -> None:
-        """Write every logged prediction to the prediction log's backend before Lambda freezes us."""
+    def flush(self, budget_s: float | None = None) -> bool:
+        """Write every logged prediction to the prediction log's backend before Lambda freezes us.
+
+        ``budget_s`` bounds the wait (the event's remaining time, less a margin): with the backend
+        down, the answer still leaves before Lambda's timeout would discard it, and the records —
+        committed to the local write-ahead file in ``sync`` mode — stay queued for the next event's
+        flush. False (and an error logged) when they are not all in the backend."""
         service = getattr(self.app.state, "service", None)
         logger = getattr(service, "logger", None)
-        if logger is not None and not logger.flush():
-            log.error("The prediction log could not be flushed; records stay queued for the next event")
+        if logger is None:
+            return True
+        result: list[bool] = []
+        worker = threading.Thread(target=lambda: result.append(logger.flush()), name="mloop-lambda-flush")
+        worker.daemon = True
+        worker.start()
+        worker.join(budget_s)
+        if not result or not result[0]:
+            log.error(
+                "The prediction log could not be flushed%s; %d records stay queued for the next event",
+                f" within {budget_s:.1f}s" if budget_s is not None and not result else "",
+                logger.pending,
+            )
+            return False
+        return True
 
     def close(self) -> None:
         """Stop the app (flushes the prediction log) and close the loop (tests; Lambda never calls it)."""
@@ -113,6 +132,17 @@ class LambdaApp:
         finally:
             self.loop.close()
             asyncio.set_event_loop(None)
+
+
+_FLUSH_MARGIN_S = 1.0
+
+
+def _flush_budget(context: Any) -> float | None:
+    """Seconds the flush may take: the event's remaining time less a margin (None: no deadline known)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(0.0, float(remaining()) / 1000.0 - _FLUSH_MARGIN_S)
 
 
 def http_api_event(

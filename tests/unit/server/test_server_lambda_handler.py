@@ -61,20 +61,26 @@ def _model(tmp: Path) -> LoadedModel:
     )
 
 
-def _settings(root: Path) -> Settings:
+def _settings(root: Path, flush_interval_s: float = 30) -> Settings:
     # What `mloop deploy lambda` configures: synchronous durability; the monitor runs elsewhere.
+    # A long flush_interval_s: only the handler's flush can write records to the backend in time.
     return Settings.model_validate(
         {
             "root": root,
             "serving": {"poll_interval_s": 0},
-            "prediction_log": {"url": "memory://", "durability": "sync", "flush_interval_s": 30},
+            "prediction_log": {
+                "url": "memory://",
+                "durability": "sync",
+                "flush_interval_s": flush_interval_s,
+            },
             "monitoring": {"interval_s": 0},
         }
     )
 
 
-def _service(root: Path, model: LoadedModel) -> PredictionService:
-    return PredictionService(_settings(root), source=StaticSource("toy", {1: model}, {"champion": 1}))
+def _service(root: Path, model: LoadedModel, flush_interval_s: float = 30) -> PredictionService:
+    settings = _settings(root, flush_interval_s)
+    return PredictionService(settings, source=StaticSource("toy", {1: model}, {"champion": 1}))
 
 
 def http_event(method: str, path: str, body: Any = None, *, raw: str | None = None) -> dict[str, Any]:
@@ -241,3 +247,36 @@ def test_the_module_handler_builds_the_app_once_per_cold_start(
             current.close()
     assert first["statusCode"] == 200 and second["statusCode"] == 200
     assert len(built) == 1
+
+
+class _Context:
+    """What Lambda passes as ``context``: here, only the time left."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_a_backend_that_is_down_does_not_hold_the_answer_past_the_deadline(tmp_path: Path) -> None:
+    # The write-ahead log retries a failed backend after flush_interval_s, doubling: keep it short.
+    service = _service(tmp_path / "lambda", _model(tmp_path / "model"), flush_interval_s=0.1)
+    lambda_app = LambdaApp(create_app(service.settings, service=service), ready_timeout_s=30)
+    try:
+        _check_a_backend_that_is_down(lambda_app)
+    finally:
+        lambda_app.close()
+
+
+def _check_a_backend_that_is_down(lambda_app: LambdaApp) -> None:
+    service = lambda_app.app.state.service
+    backend = service.logger.backend
+    backend.fail_next(10_000)  # every write fails until told otherwise
+    response = lambda_app(http_event("POST", "/predict", {"features": RECORD}), _Context(1_500))
+    assert response["statusCode"] == 200  # answered (the record is in the write-ahead file)
+    (prediction,) = _body(response)["predictions"]
+    assert prediction["id"] not in {r.prediction_id for r in backend.records}
+    backend.fail_next(0)  # the backend is back: the next event's flush ships what waited
+    lambda_app(http_event("GET", "/health"), _Context(30_000))
+    assert prediction["id"] in {r.prediction_id for r in backend.records}
