@@ -129,6 +129,32 @@ def test_models_show_prints_the_data_version_and_how_to_get_it_back(
     assert f"mloop train --data-version {two_versions[0][:12]}" in text
 
 
+def test_models_list_json_carries_the_data_version(project: Path, two_versions: tuple[str, str]) -> None:
+    out = _mloop(project, "models", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    listed = {row["version"]: row["data_version"] for row in json.loads(out.stdout)}
+    assert listed[1] == two_versions[0] and listed[2] == two_versions[1]
+
+
+def test_a_run_that_fails_after_loading_still_records_its_data(
+    project: Path, two_versions: tuple[str, str]
+) -> None:
+    from mloop.errors import TrainingError
+
+    settings = load_settings(project / "mloop.yaml", overrides={"model": {"features": ["no_such_column"]}})
+    with pytest.raises(TrainingError):
+        train(settings)
+    client = _client(settings)
+    exp = client.get_experiment_by_name(settings.experiment_name)
+    assert exp is not None
+    newest = ["attributes.start_time DESC"]
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'", order_by=newest)
+    tags = failed[0].data.tags
+    assert tags["mloop.data_version"] == two_versions[1]  # the file holds the second data now
+    assert tags["mloop.data_rows"] == "1200"
+    assert "mloop.data_snapshot" not in tags  # kept only by runs that log a model
+
+
 def test_a_frame_above_the_snapshot_limit_keeps_its_hash_only(tmp_path: Path) -> None:
     root = _make_project(tmp_path / "p", "\ntraining:\n  snapshot: auto\n  snapshot_max_mb: 0.001\n")
     settings = load_settings(root / "mloop.yaml")

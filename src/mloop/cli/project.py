@@ -259,6 +259,7 @@ def models_list(
                 "aliases": list(v.aliases),
                 "created_at": _fmt_ts(v.created_at),
                 "gate": v.tags.get("mloop.gate"),
+                "data_version": v.tags.get("mloop.data_version"),
                 "metrics": v.metrics,
             }
             for v in versions

@@ -234,6 +234,15 @@ def describe(settings: Settings, frame: pd.DataFrame, source: str, *, from_sourc
     return DataVersion(hash=frame_hash(frame), rows=len(frame), source=source, **found)
 
 
+def tag_active_run(version: DataVersion) -> None:
+    """Tag the active MLflow run (if any) with ``version`` now, so a run that fails later still says
+    which data it failed on; the log step tags it again with the snapshot."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({**version.tags(), PREFIX + "source": version.source})
+
+
 def _client(settings: Settings) -> Any:
     from mlflow import MlflowClient
 

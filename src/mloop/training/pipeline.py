@@ -58,6 +58,7 @@ def load_data(run: TrainRun) -> None:
         with run.timer.step("data_version"):  # the hash, file time and DVC record (part of "load")
             run.data_version = data_version.describe(settings, raw, run.source, from_source=run.data is None)
     run.loaded = raw
+    data_version.tag_active_run(run.data_version)
     if settings.serving.features:  # the features serving joins, as of each row's time (Feast)
         from mloop.data.feast_source import join_served_features
 
