@@ -4,9 +4,8 @@ The image of ``mloop deploy lambda`` runs ``python -m awslambdaric mloop.server.
 The first event of an execution environment (a cold start) builds the app exactly as ``mloop serve``
 does (:func:`mloop.server.app.app_from_env`: ``MLOOP_CONFIG``, ``MLOOP_*`` variables, cluster checks),
 runs its start-up once and waits until the model is loaded (at most ``serving.cold_start_wait_s``);
-later events reuse it. Mangum turns each
-event into one ASGI request; its own lifespan handling is off because it would start and stop the
-app around every event (loading the model each time).
+later events reuse it. Mangum turns each event into one ASGI request; its own lifespan handling is
+off because it would start and stop the app around every event (loading the model each time).
 
 Lambda freezes the process as soon as the handler returns, so nothing may be left for a background
 thread: after every event the prediction log is flushed to its backend (``prediction_log.url``, which
@@ -57,13 +56,14 @@ class LambdaApp:
 
     def __init__(self, app: FastAPI, *, ready_timeout_s: float | None = None) -> None:
         self.app = app
+        mangum = _mangum()  # first: without the extra, nothing is started
         self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
+        asyncio.set_event_loop(self.loop)  # before Mangum, which would make a loop of its own
+        self.adapter = mangum(app, lifespan="off")
         self._lifespan: AbstractAsyncContextManager[Any] = app.router.lifespan_context(app)
         self.loop.run_until_complete(self._lifespan.__aenter__())
         self.closed = False
         self._wait_ready(ready_timeout_s)
-        self.adapter = _mangum()(app, lifespan="off")
 
     def _wait_ready(self, timeout_s: float | None) -> None:
         """Run the loop until the model is loaded (or failed to, or ``timeout_s`` passed; by default
