@@ -73,7 +73,7 @@ def test_require_answers_as_scikit_learn_on_the_same_rows(project: Path) -> None
     frame_labels, frame_proba = sklearn.predict_frame(_frame(sklearn, columns))
     assert labels == frame_labels
     assert proba is not None and frame_proba is not None
-    np.testing.assert_allclose(proba, frame_proba, atol=0.05)
+    np.testing.assert_allclose(proba, frame_proba, atol=1e-3)
 
 
 def _frame(runtime: ModelRuntime, columns: Any) -> pd.DataFrame:
@@ -108,4 +108,4 @@ async def test_the_app_serves_through_onnx_when_required(project: Path) -> None:
             response = await client.post("/invocations", json={"dataframe_records": rows})
             assert response.status_code == 200, response.text
             answers[mode] = response.json()["predictions"]
-    np.testing.assert_allclose(answers["require"], answers["off"], atol=0.05)
+    np.testing.assert_allclose(answers["require"], answers["off"], atol=1e-3)

@@ -4,10 +4,11 @@ Training (:mod:`mloop.training.onnx_export`) writes ``model.onnx`` beside the sc
 when the converters handle the pipeline and the copy matches it on the holdout, and always writes
 ``onnx.json``, the report saying what happened (``verified``, ``refused`` or ``not available``, with
 the reason, the measured differences and the tolerance). Serving (:mod:`mloop.serving.fastpath.onnx`)
-reads both. The graph has one input per feature column, shape ``[N, 1]``: ``float`` for ``int``,
-``float`` and ``bool`` contract columns, ``string`` for categories. A missing category has no string
-form in ONNX, so it is fed as :data:`MISSING_STRING`, the value the exported imputer treats as
-missing. An ONNX file is data (a protobuf): loading it runs no code, so it needs no trust opt-in.
+reads both. The graph has one input per feature column, shape ``[N, 1]``: ``double`` (``float`` for
+pipelines that only convert with float32) for ``int``, ``float`` and ``bool`` contract columns,
+``string`` for categories. A missing category has no string form in ONNX, so it is fed as
+:data:`MISSING_STRING`, the value the exported imputer treats as missing. An ONNX file is data (a
+protobuf): loading it runs no code, so it needs no trust opt-in.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ ONNX_FILE = "model.onnx"
 ONNX_REPORT_FILE = "onnx.json"
 MISSING_STRING = "__mloop_missing__"
 """What a missing category is fed as (the exported string imputers take it as their missing value)."""
+
+
+_FLOATS = {"double": np.float64, "float": np.float32}
 
 
 def onnx_artifact(model_dir: Path, name: str) -> Path:
@@ -66,14 +70,15 @@ def _strings(values: Sequence[Any]) -> np.ndarray:
 def feeds_from_lists(
     inputs: Sequence[tuple[str, str]], values: Mapping[str, Sequence[Any]]
 ) -> dict[str, np.ndarray]:
-    """ONNX inputs from column lists (``None`` for missing); ``inputs`` are ``(name, "float"|"string")``."""
+    """ONNX inputs from column lists (``None`` for missing); ``inputs`` are ``(name, kind)``, kind
+    ``double``, ``float`` or ``string``."""
     feeds: dict[str, np.ndarray] = {}
     for name, kind in inputs:
         column = values[name]
         if kind == "string":
             feeds[name] = _strings(column)
         else:  # None becomes NaN, True/False 1/0
-            feeds[name] = np.array(column, dtype=np.float32).reshape(-1, 1)
+            feeds[name] = np.array(column, dtype=_FLOATS[kind]).reshape(-1, 1)
     return feeds
 
 
@@ -85,5 +90,5 @@ def feeds_from_frame(inputs: Sequence[tuple[str, str]], frame: Any) -> dict[str,
         if kind == "string":
             feeds[name] = _strings(column.tolist())
         else:
-            feeds[name] = column.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+            feeds[name] = column.to_numpy(dtype=_FLOATS[kind], na_value=np.nan).reshape(-1, 1)
     return feeds

@@ -63,7 +63,9 @@ def test_a_classifier_pipeline_exports_and_verifies(estimator: Any) -> None:
     report = result.report
     assert report["rows"] == len(holdout) and report["label_agreement"] >= 0.99
     assert report["max_abs_diff"] <= report["tolerance"]["max_abs_diff"]
-    assert report["inputs"] == [[c, "string" if c in ("country", "device") else "float"] for c in FEATURES]
+    # float64 numeric inputs where the estimator's converter takes them (the forest), float32 otherwise
+    kinds = [[c, "string" if c in ("country", "device") else "double"] for c in FEATURES]
+    assert report["inputs"] in (kinds, [[c, "float" if k == "double" else k] for c, k in kinds])
     assert report["classes"] == ["0", "1"] and set(report["versions"]) >= {"onnx", "onnxruntime", "skl2onnx"}
     # The saved copy answers the same rows with the same classes, missing values included.
     proba = session(result.model).run(None, feeds_from_frame(report["inputs"], holdout))[1]
@@ -74,7 +76,7 @@ def test_a_regressor_pipeline_exports_and_verifies() -> None:
     model, holdout = _fit(RandomForestRegressor(n_estimators=10, random_state=0))
     result = export_onnx(model, holdout)
     assert result.status == "verified", result.reason
-    assert result.report["max_rel_diff"] <= 0.05 and "label_agreement" not in result.report
+    assert result.report["max_rel_diff"] <= 1e-3 and "label_agreement" not in result.report
 
 
 @pytest.mark.parametrize("booster", ["lightgbm", "xgboost"])
