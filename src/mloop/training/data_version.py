@@ -396,7 +396,8 @@ def resolve(settings: Settings, ref: str) -> tuple[pd.DataFrame, DataVersion]:
                     kept, source=f"{kept.snapshot} (snapshot of {kept.source})", reproduced_from=ref
                 )
             via_dvc = next((v for v in versions if v.dvc_clean and v.dvc_rev and v.dvc_path), None)
-            repo = find_repo(settings.root)
+            source_path = _local_path(settings)
+            repo = find_repo(source_path if source_path is not None else settings.root)
             if via_dvc is not None and repo is not None:
                 assert via_dvc.dvc_path is not None and via_dvc.dvc_rev is not None
                 frame = _read_dvc(settings, repo, via_dvc.dvc_path, via_dvc.dvc_rev)
