@@ -290,6 +290,24 @@ def _scalers_in_float64() -> Iterator[None]:
             shapes["SklearnScaler"] = saved_shape
 
 
+def _classifier_outputs(estimator: Any) -> list[tuple[str, Any]] | None:
+    """A classifier's outputs declared as (label, float32 probabilities): with float64 inputs skl2onnx
+    would declare float64 probabilities that the tree and MLP operators do not produce."""
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+
+    classes = getattr(estimator, "classes_", None)
+    if classes is None or not hasattr(estimator, "predict_proba"):
+        return None
+    classes = np.asarray(classes)
+    if np.issubdtype(classes.dtype, np.integer):
+        label: Any = Int64TensorType([None])
+    elif classes.dtype.kind in "OUS":
+        label = StringTensorType([None])
+    else:
+        return None
+    return [("label", label), ("probabilities", FloatTensorType([None, len(classes)]))]
+
+
 def convert(model: Any, inputs: list[tuple[str, str]]) -> bytes:
     """The pipeline as a serialised ONNX graph (raises what the converters raise)."""
     from skl2onnx import convert_sklearn
@@ -299,6 +317,7 @@ def convert(model: Any, inputs: list[tuple[str, str]]) -> bytes:
     _register_boosters(estimator)
     tensor = {"string": StringTensorType, "double": DoubleTensorType, "float": FloatTensorType}
     types = [(name, tensor[kind]([None, 1])) for name, kind in inputs]
+    final = _classifier_outputs(estimator) if any(kind == "double" for _, kind in inputs) else None
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     # The fixes above patch skl2onnx's module state while converting: one conversion at a time.
     with (
@@ -307,7 +326,9 @@ def convert(model: Any, inputs: list[tuple[str, str]]) -> bytes:
         _tree_flags_as_ints(),
         _scalers_in_float64(),
     ):
-        onx = convert_sklearn(model, initial_types=types, target_opset=OPSET, options=options)
+        onx = convert_sklearn(
+            model, initial_types=types, target_opset=OPSET, options=options, final_types=final
+        )
     return bytes(onx.SerializeToString())
 
 
