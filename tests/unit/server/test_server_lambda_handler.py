@@ -11,54 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from mloop.config.settings import Settings
-from mloop.data import infer_contract
 from mloop.predlog import MemoryPredictionLog
 from mloop.server import create_app
 from mloop.server.lambda_handler import LambdaApp
 from mloop.serving import PredictionService, StaticSource
-from mloop.tracking import LoadedModel, VersionInfo
-from mloop.training.preprocess import build_pipeline
+from mloop.tracking import LoadedModel
+from testkit.toy_model import RECORD, make_loaded
 
 pytest.importorskip("mangum", reason="the Lambda handler needs Mangum: pip install 'mloop[lambda]'")
-
-RECORD = {"amount": 300.0, "hour": 3, "country": "DE"}
 
 
 def _model(tmp: Path) -> LoadedModel:
     """A fitted classifier on amount/hour/country (no MLflow)."""
-    rows = 120
-    df = pd.DataFrame(
-        {
-            "amount": [float(1 + (i * 37) % 500) for i in range(rows)],
-            "hour": [i % 24 for i in range(rows)],
-            "country": [("DE", "FR", "US")[i % 3] for i in range(rows)],
-        }
-    )
-    df["label"] = (df["amount"] > 250).astype(int)
-    contract = infer_contract(df, target="label", task="classification")
-    model = build_pipeline(["amount", "hour"], ["country"], LogisticRegression(max_iter=500))
-    model.fit(df[["amount", "hour", "country"]], df["label"])
-    tmp.mkdir(parents=True, exist_ok=True)
-    info = VersionInfo(
-        name="toy",
-        version=1,
-        run_id=None,
-        aliases=(),
-        tags={},
-        metrics={},
-        created_at=0,
-        status="READY",
-        source=str(tmp),
-    )
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}, "classes": [0, 1]}
-    return LoadedModel(
-        info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=tmp
-    )
+    return make_loaded(tmp)
 
 
 def _settings(root: Path, flush_interval_s: float = 30) -> Settings:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_helpers import make_loaded
 
 from mloop.tracking import LoadedModel
+from testkit.toy_model import make_loaded
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from serving_helpers import RECORD
 
 from mloop.config.settings import ServingSettings, Settings
 from mloop.predlog import MemoryPredictionLog, PredictionLogger
@@ -17,6 +16,7 @@ from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
 from mloop.store import open_store
 from mloop.tracking import LoadedModel
+from testkit.toy_model import RECORD
 
 pytestmark = pytest.mark.anyio
 TOKEN = "admin-secret-123"

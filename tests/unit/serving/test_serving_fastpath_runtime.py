@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_helpers import frame
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from mloop.data import infer_contract
@@ -19,6 +18,7 @@ from mloop.serving import runtime as runtime_module
 from mloop.serving.runtime import ModelRuntime, build_frame
 from mloop.tracking import LoadedModel, VersionInfo
 from mloop.training.preprocess import build_pipeline
+from testkit.toy_model import frame
 
 
 def _loaded(tmp: Path, estimator: Any, task: str) -> LoadedModel:

@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from serving_helpers import make_loaded
 
 from mloop.config.settings import ServingSettings, Settings
 from mloop.predlog import MemoryPredictionLog, PredictionLogger
 from mloop.server import create_app
 from mloop.serving import PredictionService, StaticSource
 from mloop.store import open_store
+from testkit.toy_model import make_loaded
 
 schemathesis = pytest.importorskip("schemathesis")
 

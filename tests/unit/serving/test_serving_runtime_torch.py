@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serving_helpers import RECORD, frame
 
 from mloop.config.settings import ServingSettings
 from mloop.data import infer_contract
 from mloop.serving.runtime import ModelRuntime
 from mloop.tracking import LoadedModel, VersionInfo
 from mloop.training.preprocess import build_pipeline
+from testkit.toy_model import RECORD, frame
 
 pytest.importorskip("torch", reason="needs the torch extra: pip install 'mloop[torch]'")
 pytest.importorskip("skorch", reason="needs the torch extra: pip install 'mloop[torch]'")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from serving_helpers import RECORD, frame
 
 from mloop.data import infer_contract
 from mloop.errors import RequestValidationError
 from mloop.serving import ContractValidator
+from testkit.toy_model import RECORD, frame
 
 
 def validator(**kw: str) -> ContractValidator:

@@ -1,4 +1,5 @@
-"""Small in-memory models for serving tests: no MLflow, fitted in milliseconds."""
+"""Small in-memory models for serving tests: no MLflow, fitted in milliseconds (a classifier on
+amount, hour and country, and the record it answers)."""
 
 from __future__ import annotations
 
