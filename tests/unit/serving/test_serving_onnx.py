@@ -167,3 +167,20 @@ def test_require_without_a_copy_says_how_to_fix_it(tmp_path: Path) -> None:
     with pytest.raises(ServingError, match=r"carries no onnx.json.*set serving.onnx to 'auto' or 'off'"):
         _runtime(loaded, "require")
     assert _runtime(loaded, "auto").onnx is None
+
+
+@pytest.mark.parametrize(("onnx_s", "chosen"), [(0.001, "onnx"), (0.005, "compiled")])
+def test_auto_keeps_the_faster_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_s: float, chosen: str
+) -> None:
+    loaded = _loaded(tmp_path, RandomForestClassifier(n_estimators=5, random_state=0))
+    runtime = _runtime(loaded, "auto")
+    # Timings stand in for the measurement: the compiled path 2 ms, ONNX Runtime onnx_s, per full batch.
+    monkeypatch.setattr(
+        ModelRuntime,
+        "_full_batch_seconds",
+        lambda self, columns: onnx_s if isinstance(self.compiled, OnnxModel) else 0.002,
+    )
+    runtime.warm()
+    assert runtime.serving_path == chosen
+    assert isinstance(runtime.compiled, OnnxModel if chosen == "onnx" else CompiledModel)
