@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -90,24 +91,34 @@ class Calibrator:
     b: float = 0.0
     n: tuple[float, ...] = ()
 
+    @cached_property
+    def _knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` and ``y`` as arrays, made once (a calibrator is applied to every window)."""
+        return np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
+
+    @cached_property
+    def _block_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(block of each knot, standard error of each block's level), or None without counts."""
+        if self.method != "isotonic" or len(self.n) != len(self.x) or not self.x:
+            return None
+        y = self._knots[1]
+        starts = np.concatenate([[True], y[1:] != y[:-1]])
+        level, count = y[starts], np.maximum(np.asarray(self.n)[starts], 1.0)
+        return np.cumsum(starts) - 1, np.sqrt(level * (1 - level) / count)
+
     def blocks(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(block of each value of ``p``, standard error of each block's calibrated value), or None
         when the calibration carries no holdout counts (Platt, identity, older versions)."""
-        if self.method != "isotonic" or len(self.n) != len(self.x):
+        table = self._block_table
+        if table is None:
             return None
-        y = np.asarray(self.y)
-        block = np.concatenate([[0], np.cumsum(y[1:] != y[:-1])])
-        first = np.flatnonzero(np.concatenate([[True], y[1:] != y[:-1]]))
-        level, count = y[first], np.maximum(np.asarray(self.n)[first], 1.0)
-        knot = np.clip(
-            np.searchsorted(np.asarray(self.x), np.asarray(p, dtype=float), side="right") - 1, 0, None
-        )
-        return block[knot], np.sqrt(level * (1 - level) / count)
+        at = np.searchsorted(self._knots[0], np.asarray(p, dtype=float), side="right")
+        return table[0][np.clip(at - 1, 0, None)], table[1]
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
         if self.method == "isotonic":
-            return np.asarray(np.interp(p, self.x, self.y), dtype=float)
+            return np.asarray(np.interp(p, *self._knots), dtype=float)
         if self.method == "sigmoid":
             q = np.clip(p, 1e-12, 1 - 1e-12)
             z = self.a * np.log(q / (1 - q)) + self.b
