@@ -128,13 +128,32 @@ def _restore(before: dict[str, str]) -> None:
         os.environ.update(before)
 
 
+def _forget_project_code(root: Path, paths_before: list[str]) -> None:
+    """Drop the modules a test module imported from projects under ``root`` (pytest's temporary
+    folders; every project's ``train.py`` is the module ``train``) and the project folders it put on
+    sys.path, so the next module's project imports its own code, not a cached or shadowing copy."""
+    import sys
+
+    base = os.path.realpath(root) + os.sep
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file).startswith(base):
+            del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if p in paths_before or not os.path.realpath(p).startswith(base)]
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _environment_restored_per_module() -> Iterator[None]:
+def _environment_restored_per_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Module-scoped fixtures run outside any one test: what they export (mlflow.set_tracking_uri and
-    set_registry_uri write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI) ends with their module."""
-    before = dict(os.environ)
+    set_registry_uri write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI) ends with their module, and so
+    does the project code they imported (:func:`_forget_project_code`)."""
+    import sys
+
+    before, paths = dict(os.environ), list(sys.path)
     yield
     _restore(before)
+    # The run's folder (every xdist worker's basetemp is inside it); never the checkout itself.
+    _forget_project_code(tmp_path_factory.getbasetemp().parent, paths)
 
 
 @pytest.fixture(autouse=True)

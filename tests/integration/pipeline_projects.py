@@ -33,8 +33,9 @@ def orchestrator_python(venv: str, env_var: str, probe: str, make_target: str) -
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without MLOOP_* settings (a developer's would leak into the steps)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")}
+    """This environment without MLOOP_* settings (a developer's would leak into the steps) nor
+    PYTHONPATH (a checkout's src on it would make mloop importable in the orchestrator's venv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_") and k != "PYTHONPATH"}
     env.update(extra)
     return env
 

@@ -147,7 +147,9 @@ def test_dags_load_without_import_errors(airflow: dict[str, Any]) -> None:
 
 
 def test_airflow_env_has_no_mloop(airflow: dict[str, Any]) -> None:
-    done = subprocess.run([airflow["python"], "-c", "import mloop"], capture_output=True, check=False)
+    done = subprocess.run(
+        [airflow["python"], "-c", "import mloop"], env=clean_env(), capture_output=True, check=False
+    )
     assert done.returncode != 0, "the DAG files must load where mloop is not installed"
 
 

@@ -91,5 +91,7 @@ def test_a_failing_step_fails_the_flow_and_stops_it(flows: dict[str, Any]) -> No
 
 
 def test_prefect_env_has_no_mloop(flows: dict[str, Any]) -> None:
-    done = subprocess.run([flows["python"], "-c", "import mloop"], capture_output=True, check=False)
+    done = subprocess.run(
+        [flows["python"], "-c", "import mloop"], env=clean_env(), capture_output=True, check=False
+    )
     assert done.returncode != 0, "the flow file must run where mloop is not installed"
