@@ -31,7 +31,7 @@ from mloop.deploy.options import DeployOptions, dns_name
 from mloop.deploy.render import render_template
 from mloop.deploy.serverless import SERVERLESS_ENV, SERVERLESS_SECRETS, require_shared_state
 from mloop.deploy.values import GUARDING_KEYS, KEY_SECRETS, ModelRef, cluster_config
-from mloop.deploy.wheel import IMAGE_EXTRAS, WHEEL_DIR, released_requirement
+from mloop.deploy.wheel import IMAGE_EXTRAS, WHEEL_DIR, image_requirement
 from mloop.errors import DeployError
 
 __all__ = [
@@ -155,12 +155,7 @@ def render_lambda(
             f"{options.model_source!r} is not supported for Lambda. Drop --model-source."
         )
     template = sam_template(settings, options, model)
-    if options.mloop_package:
-        package = options.mloop_package
-    elif wheel:
-        package = f"mloop[{','.join(LAMBDA_EXTRAS)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
-    else:
-        package = released_requirement(LAMBDA_EXTRAS)
+    package = image_requirement(LAMBDA_EXTRAS, wheel=wheel, override=options.mloop_package)
     code = project_code(settings.root)
     wheel = wheel if wheel and not options.mloop_package else None
     context = {

@@ -24,7 +24,7 @@ from mloop.deploy.lock import LOCK_FILE, freeze_closure, lock_text
 from mloop.deploy.options import DeployOptions
 from mloop.deploy.render import render_template
 from mloop.deploy.values import CONTAINER_HOME, ModelRef, cluster_config
-from mloop.deploy.wheel import IMAGE_EXTRAS, WHEEL_DIR, released_requirement
+from mloop.deploy.wheel import IMAGE_EXTRAS, WHEEL_DIR, image_requirement
 
 __all__ = [
     "DEFAULT_PIP_VERSION",
@@ -98,12 +98,7 @@ def render_docker(
     """``{file name: text}`` of the build context files (the model directory and the wheel, whose
     file name is ``wheel`` when the image installs mloop from one, are written separately)."""
     extras = (*IMAGE_EXTRAS, "kubernetes") if options.training_jobs else IMAGE_EXTRAS
-    if options.mloop_package:
-        package = options.mloop_package
-    elif wheel:
-        package = f"mloop[{','.join(extras)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
-    else:
-        package = released_requirement(extras)
+    package = image_requirement(extras, wheel=wheel, override=options.mloop_package)
     context = {
         "project": settings.project,
         "image": options.image,

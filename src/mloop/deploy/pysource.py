@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 
+from mloop.deploy.render import environment
 from mloop.errors import DeployError
 
 __all__ = ["python_literal", "render_python"]
@@ -47,15 +48,7 @@ def python_literal(value: Any) -> str:
 
 def render_python(template: str, **context: Any) -> str:
     """Render ``templates/<template>`` with every expression as a literal; check it compiles."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("mloop.deploy", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # Python source, escaped by python_literal
-        finalize=python_literal,
-    )
+    env = environment(finalize=python_literal)
     try:
         source = env.get_template(template).render(**context)
     except jinja2.TemplateError as exc:

@@ -34,18 +34,20 @@ __all__ = [
 ]
 
 
-def environment() -> jinja2.Environment:
+def environment(finalize: Callable[[Any], Any] | None = None) -> jinja2.Environment:
     """The Jinja environment over the packaged templates (undefined names are errors).
 
     Values reach generated files only as data: ``tojson`` quotes them in YAML and JSON, ``sh`` as one
-    single-quoted shell word (never interpolated into shell code)."""
+    single-quoted shell word (never interpolated into shell code); ``finalize`` runs on every
+    expression (generated Python writes each one as a literal, :mod:`mloop.deploy.pysource`)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("mloop.deploy", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # YAML, Dockerfiles and shell, never HTML
+        autoescape=False,  # YAML, Dockerfiles, shell and Python, never HTML
+        finalize=finalize,
     )
     env.filters["sh"] = lambda value: shlex.quote(str(value))
     return env

@@ -23,7 +23,14 @@ from packaging.version import Version
 import mloop
 from mloop.errors import DeployError
 
-__all__ = ["IMAGE_EXTRAS", "WHEEL_DIR", "build_wheel", "released_requirement", "source_checkout"]
+__all__ = [
+    "IMAGE_EXTRAS",
+    "WHEEL_DIR",
+    "build_wheel",
+    "image_requirement",
+    "released_requirement",
+    "source_checkout",
+]
 
 WHEEL_DIR = "wheels"
 """Directory of the build context that holds a wheel of a development checkout."""
@@ -34,6 +41,16 @@ IMAGE_EXTRAS = ("postgres",)
 def released_requirement(extras: tuple[str, ...] = IMAGE_EXTRAS) -> str:
     """pip requirement of this mloop version on the package index."""
     return f"mloop[{','.join(extras)}]=={mloop.__version__}"
+
+
+def image_requirement(extras: tuple[str, ...], *, wheel: str | None, override: str | None) -> str:
+    """What an image pip-installs: ``override`` (``--mloop-package``), else the ``wheel`` of this
+    checkout copied into the build context, else this version from the package index."""
+    if override:
+        return override
+    if wheel:
+        return f"mloop[{','.join(extras)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
+    return released_requirement(extras)
 
 
 def _is_checkout(root: Path) -> bool:
