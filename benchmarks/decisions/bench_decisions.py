@@ -39,7 +39,7 @@ import legacy_analysis
 from mloop.config.settings import RolloutSettings
 from mloop.monitoring.estimation import QualityEstimator
 from mloop.rollout.abtest import compare_arms
-from mloop.rollout.analysis import analyze_step, next_move
+from mloop.rollout.analysis import analyze_step, next_move, step_has_traffic
 from mloop.rollout.checks import look_alpha
 from mloop.rollout.estimated import estimate_arm, estimated_quality_check_of
 from mloop.rollout.stats import ArmStats
@@ -199,7 +199,7 @@ def run_canary(
             if not (due or expiring):
                 continue
         extra = []
-        looking = label_look > 0 or (c.requests - step_base >= cfg.min_requests_per_step)
+        looking = step_has_traffic(cfg, c.requests - step_base, now - step_started, label_look)
         if estimate and looking and labelled < cfg.min_labelled:
             est_b = estimate_arm(base.frame(), estimator(base.model), min_rows=100)
             est_c = estimate_arm(can.frame(), estimator(can.model), min_rows=100)

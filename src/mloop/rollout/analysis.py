@@ -43,6 +43,7 @@ __all__ = [
     "next_move",
     "output_drift",
     "shadow_report",
+    "step_has_traffic",
 ]
 
 Verdict = Literal["pass", "fail", "wait"]
@@ -66,6 +67,12 @@ class StepAnalysis:
         for c, d in zip(self.checks, out["checks"], strict=True):
             d["passed"] = c.passed
         return out
+
+
+def step_has_traffic(cfg: RolloutSettings, step_requests: int, held_s: float, label_look: int = 0) -> bool:
+    """Whether a look judges the canary: its step has had ``min_requests_per_step`` requests and
+    ``step_hold_s`` seconds (a label-wait look always has)."""
+    return label_look > 0 or (step_requests >= cfg.min_requests_per_step and held_s >= cfg.step_hold_s)
 
 
 def analyze_step(
@@ -94,8 +101,7 @@ def analyze_step(
     """
     arms = {a.arm: a.summary(classification) for a in (baseline, canary)}
     metric = metric or ("accuracy" if classification else "mae")
-    enough = label_look > 0 or (step_requests >= cfg.min_requests_per_step and held_s >= cfg.step_hold_s)
-    if not enough:
+    if not step_has_traffic(cfg, step_requests, held_s, label_look):
         return StepAnalysis(
             "wait",
             f"waiting for traffic: {step_requests}/{cfg.min_requests_per_step} canary requests, "

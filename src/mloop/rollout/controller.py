@@ -24,13 +24,13 @@ from mloop.config import Settings
 from mloop.errors import ConflictError, RolloutError
 from mloop.rollout import plan
 from mloop.rollout.abtest import compare_arms
-from mloop.rollout.analysis import analyze_step, next_move, shadow_report
+from mloop.rollout.analysis import analyze_step, next_move, shadow_report, step_has_traffic
 from mloop.rollout.checks import Check, look_alpha, verify_level
 from mloop.rollout.deployment import Aliases, DeploymentMoves, deployment_lease
 from mloop.rollout.promotion import Promotions, promoted_version, require_running
 from mloop.rollout.quality import quality_check, quality_metric
 from mloop.rollout.states import ROLLOUT_MACHINE, RolloutState
-from mloop.rollout.stats import ArmStats, collect_stats
+from mloop.rollout.stats import ArmStats, arm_rows, collect_stats
 from mloop.store import Store, open_store
 from mloop.store.rollouts import Deployment, Rollout, RolloutStore
 
@@ -235,7 +235,7 @@ class RolloutController:
         labelled = min(canary.labelled, baseline.labelled)
         if not self.cfg.estimated_quality_check or labelled >= self.cfg.min_labelled:
             return []
-        from mloop.rollout.estimated import arm_rows, estimate_arm, estimated_quality_check_of, estimators_of
+        from mloop.rollout.estimated import estimate_arm, estimated_quality_check_of, estimators_of
 
         missing = [v for v in (baseline.version, canary.version) if v not in self._estimators]
         if missing:
@@ -274,12 +274,9 @@ class RolloutController:
                     },
                 )
         step_requests = canary.requests - base_requests
-        looking = label_look > 0 or (
-            step_requests >= self.cfg.min_requests_per_step and held >= self.cfg.step_hold_s
-        )
         extra = (
             self._estimated_quality(r, stats, frame, look_alpha(self.cfg, r.step, label_look))
-            if looking and frame is not None
+            if frame is not None and step_has_traffic(self.cfg, step_requests, held, label_look)
             else []
         )
         a = analyze_step(

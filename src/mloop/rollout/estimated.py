@@ -24,7 +24,7 @@ from mloop.config.settings import RolloutSettings
 from mloop.monitoring.estimation import EstimatedQuality, QualityEstimator, estimate_quality
 from mloop.rollout.checks import Check, non_inferiority
 
-__all__ = ["ESTIMATED_METRICS", "arm_rows", "estimate_arm", "estimated_quality_check_of", "estimators_of"]
+__all__ = ["ESTIMATED_METRICS", "estimate_arm", "estimated_quality_check_of", "estimators_of"]
 
 #: Gate metrics a label-free estimate exists for; lower is better for ``mae`` and ``rmse``.
 ESTIMATED_METRICS = {
@@ -93,13 +93,6 @@ def estimated_quality_check_of(
         # Never a verification: the label gate waits for realized quality.
         check.status, check.detail = "inconclusive", check.detail + "; an estimate does not verify quality"
     return check
-
-
-def arm_rows(frame: pd.DataFrame, arm: str, version: str) -> pd.DataFrame:
-    """The prediction-log rows one arm of a rollout answered."""
-    if frame.empty:
-        return frame
-    return frame[(frame["arm"] == arm) & (frame["model_version"].astype(str) == str(version))]
 
 
 def estimators_of(settings: Any, registry: Any, model: str, versions: list[str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mloop.store.rollouts import Rollout
 
-__all__ = ["ArmStats", "collect_stats", "same_label"]
+__all__ = ["ArmStats", "arm_rows", "collect_stats", "same_label"]
 
 
 @dataclass
@@ -114,6 +114,14 @@ def _positive_scores(rows: pd.DataFrame, keep: list[int]) -> np.ndarray:
     return np.asarray(values.to_numpy(dtype=float), dtype=float)
 
 
+def arm_rows(frame: pd.DataFrame, arm: str, version: str) -> pd.DataFrame:
+    """The prediction-log rows one arm of a rollout answered: matched by arm name *and* version, so
+    rows of another rollout never count."""
+    if frame.empty:
+        return frame
+    return frame[(frame["arm"] == arm) & (frame["model_version"].astype(str) == str(version))]
+
+
 def collect_stats(
     rollout: Rollout,
     counters: Mapping[str, tuple[int, int]],
@@ -137,7 +145,7 @@ def collect_stats(
         req, err = counters.get(arm.arm, (0, 0))
         stats = ArmStats(arm.arm, arm.version, requests=req, errors=err)
         if not frame.empty:
-            rows = frame[(frame["arm"] == arm.arm) & (frame["model_version"].astype(str) == arm.version)]
+            rows = arm_rows(frame, arm.arm, arm.version)
             stats.logged = len(rows)
             stats.latency_ms = pd.to_numeric(rows["latency_ms"], errors="coerce").dropna().to_numpy(float)
             if step_since is not None:
