@@ -49,6 +49,7 @@ __all__ = [
     "estimate_classification",
     "estimate_quality",
     "estimate_regression",
+    "isotonic_blocks",
 ]
 
 ESTIMATOR_FILE = "quality_estimator.json"
@@ -68,6 +69,12 @@ def _floats(values: Any, name: str) -> np.ndarray:
     if arr.ndim != 1 or not np.isfinite(arr).all():
         raise MonitoringError(f"quality_estimator.json: {name} must be a list of finite numbers.")
     return arr
+
+
+def isotonic_blocks(level: np.ndarray) -> np.ndarray:
+    """The block of each knot of an isotonic calibration: consecutive knots of one level, numbered
+    from 0 (one block is fitted on one group of holdout rows)."""
+    return np.concatenate([[0], np.cumsum(level[1:] != level[:-1])]).astype(int)
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,10 @@ class Calibrator:
         if self.method != "isotonic" or len(self.n) != len(self.x) or not self.x:
             return None
         y = self._knots[1]
-        starts = np.concatenate([[True], y[1:] != y[:-1]])
+        block = isotonic_blocks(y)
+        starts = np.concatenate([[True], block[1:] != block[:-1]])
         level, count = y[starts], np.maximum(np.asarray(self.n)[starts], 1.0)
-        return np.cumsum(starts) - 1, np.sqrt(level * (1 - level) / count)
+        return block, np.sqrt(level * (1 - level) / count)
 
     def blocks(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(block of each value of ``p``, standard error of each block's calibrated value), or None

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mloop.monitoring.estimation import Calibrator, ErrorBins, QualityEstimator
+from mloop.monitoring.estimation import Calibrator, ErrorBins, QualityEstimator, isotonic_blocks
 from mloop.monitoring.window import label_key
 
 __all__ = ["ERROR_BINS", "ISOTONIC_MIN_CLASS", "ISOTONIC_MIN_ROWS", "fit_calibrator", "fit_quality_estimator"]
@@ -52,7 +52,7 @@ def fit_calibrator(score: np.ndarray, positive: np.ndarray) -> Calibrator:
         x, level = iso.X_thresholds_.astype(float), iso.y_thresholds_.astype(float)
         # Holdout rows behind each knot's block (consecutive knots of one level): the block's level
         # is a mean of that many outcomes, whose error the estimates' intervals carry.
-        block = np.concatenate([[0], np.cumsum(level[1:] != level[:-1])])
+        block = isotonic_blocks(level)
         knot = np.clip(np.searchsorted(x, score, side="right") - 1, 0, None)
         counts = np.bincount(block[knot], minlength=int(block[-1]) + 1).astype(float)
         return Calibrator("isotonic", tuple(x), tuple(level), n=tuple(counts[block].tolist()))
