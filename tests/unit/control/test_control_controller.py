@@ -4,7 +4,6 @@ every handler is exercised without training a model or starting a process."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,33 +12,10 @@ import pytest
 
 from mloop.config import Settings
 from mloop.control import Controller, Trigger
-from mloop.control.retrain import CYCLE_TAG
 from mloop.control.states import CYCLE_MACHINE, CycleState
 from mloop.errors import ControlError, TransitionError
 from mloop.store import Store, open_store
-
-
-@dataclass
-class Version:
-    version: int
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-
-
-class Registry:
-    """The two registry reads the loop makes: versions (to find a cycle's), and one version."""
-
-    def __init__(self) -> None:
-        self.found: list[Version] = []
-
-    def versions(self) -> list[Version]:
-        return list(self.found)
-
-    def get(self, ref: Any) -> Version:
-        return next(v for v in self.found if str(v.version) == str(ref))
-
-    def register(self, cycle_id: int, version: int, gate: str, *aliases: str) -> None:
-        self.found.append(Version(version, {CYCLE_TAG: str(cycle_id), "mloop.gate": gate}, aliases))
+from testkit.loop_fakes import Registry
 
 
 class Trainer:

@@ -5,7 +5,6 @@ get on Jobs, and a log of the calls), so one cycle makes exactly one Job, whiche
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,7 @@ from mloop.deploy import DeployOptions, build_values, render_manifests
 from mloop.errors import ControlError
 from mloop.store import Store, open_store
 from testkit.kube_api import COMPLETE, FAILED, FakeJobsApi, running_jobs_api
-
-
-@dataclass
-class Version:
-    version: int
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-
-
-class Registry:
-    def __init__(self) -> None:
-        self.found: list[Version] = []
-
-    def versions(self) -> list[Version]:
-        return list(self.found)
-
-    def get(self, ref: Any) -> Version:
-        return next(v for v in self.found if str(v.version) == str(ref))
+from testkit.loop_fakes import Registry, Version
 
 
 class Rollouts:

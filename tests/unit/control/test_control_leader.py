@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,27 +17,10 @@ from mloop.control.retrain import CYCLE_TAG
 from mloop.control.states import CycleState
 from mloop.errors import ConflictError
 from mloop.store import Store, open_store
+from testkit.loop_fakes import Registry, Version
 
 TTL = 1.0
 """Lease TTL of the candidates: longer than any one tick takes here (the first one imports pandas)."""
-
-
-@dataclass
-class Version:
-    version: int
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-
-
-class Registry:
-    def __init__(self) -> None:
-        self.found: list[Version] = []
-
-    def versions(self) -> list[Version]:
-        return list(self.found)
-
-    def get(self, ref: Any) -> Version:
-        return next(v for v in self.found if str(v.version) == str(ref))
 
 
 class Trainer:
