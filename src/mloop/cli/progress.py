@@ -160,9 +160,7 @@ class Progress:
 
     def on_batch(self, stats: Any) -> None:
         """``StreamScorer.on_batch``: running totals of a stream (read, scored, dead-lettered)."""
-        self.message = (
-            f"{stats.read:,} events read, {stats.scored:,} scored, {stats.dead:,} dead-lettered"
-        )
+        self.message = f"{stats.read:,} events read, {stats.scored:,} scored, {stats.dead:,} dead-lettered"
         self.update(stats.read, since_step=True)
 
     # ---- text -----------------------------------------------------------------------------------

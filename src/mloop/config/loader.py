@@ -99,9 +99,7 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return loaded
 
 
-def _from_env(
-    env: Mapping[str, str], *, sources: dict[tuple[str, ...], str] | None = None
-) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str], *, sources: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
     """The settings set by ``MLOOP_*`` variables; ``sources`` gets each key's variable name."""
     out: dict[str, Any] = {}
     sources = {} if sources is None else sources

@@ -29,14 +29,12 @@ if TYPE_CHECKING:
 __all__ = ["Holdout", "Progress", "Timer", "TrainResult", "TrainRun"]
 
 
-
 class Progress(Protocol):
     """Where a run says what it is doing: a step's name, or a count within a step (``done`` of
     ``total`` tuning trials), from which a caller shows an ETA. A one-argument callable is accepted
     too (:func:`mloop.training.pipeline.train` adapts it)."""
 
     def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None: ...
-
 
 
 @dataclass
