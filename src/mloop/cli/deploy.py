@@ -14,6 +14,9 @@ pipeline_app = typer.Typer(
     help="The training pipeline for orchestrators: compile it, or run one step.", no_args_is_help=True
 )
 
+IMAGE_TARGETS = ("docker", "lambda", "cloudrun")
+"""Targets whose image installs mloop's extras (cloudrun runs the image of docker): they say which."""
+
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Output directory (default depends on the target).")
 ]
@@ -70,6 +73,14 @@ def deploy_cmd(
             "release, or a wheel of this checkout when it is a development one.",
         ),
     ] = None,
+    extra: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--extra",
+            help="An mloop extra the image installs besides those mloop.yaml calls for (docker, lambda; "
+            "repeatable), e.g. --extra redis.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write deployment files generated from mloop.yaml and the registered model."""
@@ -89,6 +100,7 @@ def deploy_cmd(
         "namespace": namespace,
         "image_pull_secrets": image_pull_secret,
         "mloop_package": mloop_package,
+        "extras": extra,
     }
     try:
         options = DeployOptions.model_validate(
@@ -105,7 +117,14 @@ def deploy_cmd(
         )
         raise DeployError(f"Invalid deploy option: {problems}.") from exc
     settings = settings_from_cli(config)
+    said: list[str] = []
+    if target in IMAGE_TARGETS:  # before generating: an unknown --extra fails first
+        from mloop.deploy.extras import image_extras
+
+        said = image_extras(settings, options, target="lambda" if target == "lambda" else "docker").describe()
     written = generate(target, settings, out, options)
+    for line in said:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"[green]Wrote[/] {len(written)} {target} file(s):")
     for path in written:
         console.print(f"  {path}")

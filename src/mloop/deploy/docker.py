@@ -3,7 +3,9 @@
 The image is slim (the base image is a build argument, ``python:<v>-slim-bookworm`` by default;
 two stages), runs as an unprivileged user (uid 10001), installs a pinned pip and then mloop with every
 dependency pinned by ``constraints.txt`` — from the package index for a released mloop, from a wheel
-of the checkout (``wheels/``, see :mod:`mloop.deploy.wheel`) for a development one. It carries the
+of the checkout (``wheels/``, see :mod:`mloop.deploy.wheel`) for a development one — with the extras
+the project needs (:mod:`mloop.deploy.extras`: torch from PyTorch's CPU index, Feast in a virtualenv
+of its own). It carries the
 project (the image's ``mloop.yaml``, ``train.py`` and the project's other Python modules and packages,
 never its data), so the loop pod, a training Job and the pipeline steps can train from it. Its
 ``HEALTHCHECK`` asks ``/ready``, which fails while the model is not loaded. The model is either pulled
@@ -20,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from mloop.config import Settings
+from mloop.deploy.extras import image_extras, image_extras_context
 from mloop.deploy.lock import LOCK_FILE, freeze_closure, lock_text
 from mloop.deploy.options import DeployOptions
 from mloop.deploy.render import render_template
@@ -97,7 +100,8 @@ def render_docker(
 ) -> dict[str, str]:
     """``{file name: text}`` of the build context files (the model directory and the wheel, whose
     file name is ``wheel`` when the image installs mloop from one, are written separately)."""
-    extras = (*IMAGE_EXTRAS, "kubernetes") if options.training_jobs else IMAGE_EXTRAS
+    chosen = image_extras(settings, options)
+    extras = chosen.extras
     package = image_requirement(extras, wheel=wheel, override=options.mloop_package)
     context = {
         "project": settings.project,
@@ -118,6 +122,7 @@ def render_docker(
         "workers": settings.serving.workers,
         "config_file": IMAGE_CONFIG,
         "tracking_in_config": settings.tracking.uri is not None,
+        **image_extras_context(chosen, code=project_code(settings.root)),
     }
     config = cluster_config(settings)
     if (
@@ -134,5 +139,5 @@ def render_docker(
         ".dockerignore": render_template("docker/dockerignore.j2", **context),
         "mloop-entrypoint.sh": render_template("docker/entrypoint.sh.j2", **context),
         IMAGE_CONFIG: _IMAGE_CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False),
-        LOCK_FILE: lock_text(settings.root),
+        LOCK_FILE: lock_text(settings.root, extras),
     }

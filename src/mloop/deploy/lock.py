@@ -59,14 +59,15 @@ def freeze_closure(
     return dict(sorted(pins.items(), key=lambda kv: kv[0].lower()))
 
 
-def lock_text(project_root: Path) -> str:
-    """Contents of the lock for an image built from ``project_root``."""
+def lock_text(project_root: Path, extras: tuple[str, ...] = ("postgres",)) -> str:
+    """Contents of the lock for an image built from ``project_root`` that installs mloop with
+    ``extras`` (a written lock pins what of their closure is installed here)."""
     found = find_lock(project_root)
     if found is not None:
         return found.read_text(encoding="utf-8")
-    pins = freeze_closure()
+    pins = freeze_closure("mloop", extras)
     header = (
         "# Lock written by `mloop deploy docker` from the environment the project was built in:\n"
-        "# the installed version of every dependency of mloop[postgres].\n"
+        f"# the installed version of every dependency of mloop[{','.join(extras)}].\n"
     )
     return header + "".join(f"{name}=={version}\n" for name, version in pins.items())

@@ -47,7 +47,14 @@ class DeployOptions(BaseModel):
     python_version: str = "3.11"
     """Python of the slim base image."""
     mloop_package: str | None = None
-    """pip requirement that installs mloop in the image; by default ``mloop[postgres]==<this version>``."""
+    """pip requirement that installs mloop in the image; by default this version (or a wheel of this
+    checkout) with the extras the project needs (:mod:`mloop.deploy.extras`), which are also added to
+    a ``mloop[...]`` requirement given here."""
+    extras: list[str] = Field(default_factory=list)
+    """mloop extras the image installs besides those chosen from ``mloop.yaml`` (``--extra NAME``,
+    repeatable), e.g. ``redis`` for a model whose own code talks to Redis, or ``feast`` for Feast's
+    own virtualenv. The known names are :data:`mloop.deploy.extras.IMAGE_EXTRA_NAMES`; any other is
+    refused with that list."""
     namespace: str = "default"
     """Namespace of every object of ``mloop deploy k8s`` (Helm uses the release's namespace)."""
     image_pull_secrets: list[str] = Field(default_factory=list)

@@ -26,6 +26,7 @@ from mloop.errors import DeployError
 __all__ = [
     "HelmHelper",
     "ManifestHelper",
+    "docker_arg",
     "environment",
     "lookup",
     "render_template",
@@ -50,7 +51,18 @@ def environment(finalize: Callable[[Any], Any] | None = None) -> jinja2.Environm
         finalize=finalize,
     )
     env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["docker_arg"] = docker_arg
     return env
+
+
+def docker_arg(value: object) -> str:
+    """``value`` as one double-quoted Dockerfile word (an ``ARG`` default): ``\\``, ``"`` and ``$``
+    escaped, so a requirement such as ``torch>=2.13,<2.15`` reaches the build as written (JSON's
+    ``\\u003e`` would not: Dockerfiles do not read it)."""
+    text = str(value)
+    if any(ch in text for ch in "\r\n"):
+        raise DeployError(f"A Dockerfile value cannot span lines; got {text!r}.")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
 def render_template(name: str, **context: Any) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mloop.config import Settings
+from mloop.deploy.extras import APP_DIR, FEAST_VENV, feature_repo_in_image
 from mloop.deploy.options import DeployOptions, dns_name
 from mloop.deploy.prometheus import alert_rule_groups
 
@@ -91,6 +92,13 @@ def cluster_config(settings: Settings) -> dict[str, Any]:
         data.get(section, {}).pop(key, None)
     data["serving"]["host"] = "0.0.0.0"
     data["serving"]["port"] = CONTAINER_PORT
+    if settings.serving.features:
+        # Feast in the image (mloop.deploy.extras): its own virtualenv, and the feature repo under
+        # /app, named absolutely because a mounted mloop.yaml (/etc/mloop) is not the project root.
+        repo, _ = feature_repo_in_image(settings)
+        if repo is not None:
+            data["serving"]["feature_repo"] = f"{APP_DIR}/{repo}"
+        data["serving"]["feast_python"] = f"{FEAST_VENV}/bin/python"
     return data
 
 

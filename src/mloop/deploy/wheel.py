@@ -1,6 +1,7 @@
 """Which mloop an image installs: the released package, or a wheel of this development checkout.
 
-A released mloop installs from the package index as ``mloop[postgres]==<version>``. An mloop that runs
+A released mloop installs from the package index as ``mloop[postgres]==<version>`` (with the other
+extras the project needs, :mod:`mloop.deploy.extras`). An mloop that runs
 from a source checkout (an editable install, or the ``src/`` tree itself) may hold changes no release
 has, and its version may not exist on the index at all, so ``mloop deploy docker`` builds a wheel of
 that checkout into the build context (``wheels/``) and the Dockerfile installs that file instead.
@@ -18,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import mloop
@@ -30,12 +33,14 @@ __all__ = [
     "image_requirement",
     "released_requirement",
     "source_checkout",
+    "with_extras",
 ]
 
 WHEEL_DIR = "wheels"
 """Directory of the build context that holds a wheel of a development checkout."""
 IMAGE_EXTRAS = ("postgres",)
-"""Extras the image installs: Postgres drivers for the store and the prediction log."""
+"""Extras every image installs: Postgres drivers for the store and the prediction log (the others a
+project needs are chosen by :func:`mloop.deploy.extras.image_extras`)."""
 
 
 def released_requirement(extras: tuple[str, ...] = IMAGE_EXTRAS) -> str:
@@ -43,11 +48,25 @@ def released_requirement(extras: tuple[str, ...] = IMAGE_EXTRAS) -> str:
     return f"mloop[{','.join(extras)}]=={mloop.__version__}"
 
 
+def with_extras(requirement: str, extras: tuple[str, ...]) -> str:
+    """``requirement`` with ``extras`` added when it is a requirement on mloop (``mloop[postgres]==1.2``
+    or ``mloop[postgres] @ file:...``) that lacks some; anything else (a path, a VCS URL) unchanged."""
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return requirement
+    if canonicalize_name(parsed.name) != "mloop" or set(extras) <= parsed.extras:
+        return requirement
+    parsed.extras |= set(extras)
+    return str(parsed)
+
+
 def image_requirement(extras: tuple[str, ...], *, wheel: str | None, override: str | None) -> str:
-    """What an image pip-installs: ``override`` (``--mloop-package``), else the ``wheel`` of this
-    checkout copied into the build context, else this version from the package index."""
+    """What an image pip-installs: ``override`` (``--mloop-package``, with ``extras`` added when it
+    names mloop), else the ``wheel`` of this checkout copied into the build context, else this
+    version from the package index."""
     if override:
-        return override
+        return with_extras(override, extras)
     if wheel:
         return f"mloop[{','.join(extras)}] @ file:///tmp/{WHEEL_DIR}/{wheel}"
     return released_requirement(extras)
