@@ -91,3 +91,24 @@ def test_clear_errors_for_bad_files(project_dir: Path) -> None:
     (project_dir / "notes.txt").write_text("hello")
     wrong = _mloop("drift", "reference.csv", "notes.txt", cwd=project_dir)
     assert wrong.returncode == 1 and "expected a .csv" in wrong.stderr
+
+
+def test_multivariate_check_follows_the_project_config_and_the_flag(project_dir: Path) -> None:
+    _files(project_dir)
+
+    def multivariate(*extra: str) -> dict[str, object] | None:
+        result = _mloop(
+            "drift", "reference.csv", "current.parquet", "--json", "d.json", *extra, cwd=project_dir
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads((project_dir / "d.json").read_text())
+        assert ("Multivariate (domain classifier)" in result.stdout) == (report["multivariate"] is not None)
+        return report["multivariate"]
+
+    on = multivariate()
+    assert on is not None and on["status"] == "ok" and on["n_current"] == 800
+    assert multivariate("--no-multivariate") is None
+    (project_dir / "mloop.yaml").write_text("monitoring:\n  multivariate: false\n")
+    assert multivariate() is None  # the project turned it off: the command obeys
+    forced = multivariate("--multivariate")
+    assert forced is not None and forced["status"] == "ok"

@@ -98,6 +98,15 @@ def drift(
             help="Also compare the project's model.drop_columns (ids, timestamps), skipped by default.",
         ),
     ] = False,
+    multivariate: Annotated[
+        bool | None,
+        typer.Option(
+            "--multivariate/--no-multivariate",
+            help="Also check whole rows with a domain classifier (default: the project's "
+            "monitoring.multivariate, on). A saved profile needs its whole-row sample (versions "
+            "trained before the check say not available).",
+        ),
+    ] = None,
 ) -> None:
     """Compare CURRENT with REFERENCE column by column; print the verdicts and write HTML + JSON reports.
 
@@ -108,10 +117,15 @@ def drift(
     from mloop.config import load_settings
     from mloop.monitoring import detect_drift
     from mloop.monitoring.io import load_reference, read_table
+    from mloop.monitoring.multivariate import start_learner_import
     from mloop.monitoring.profile import ReferenceProfile, build_profile
     from mloop.monitoring.report import write_html, write_json
 
     settings = load_settings()
+    mon = settings.monitoring
+    check_rows = mon.multivariate if multivariate is None else multivariate
+    if check_rows:
+        start_learner_import()  # its ~1.5 s import runs while the files are read and profiled
     ref = load_reference(reference)
     cur = read_table(current)
     wanted = _split(columns)
@@ -134,8 +148,12 @@ def drift(
         columns=wanted,
         stattest=stattest,
         calibrate=calibrate,
-        fdr=fdr if fdr is not None else settings.monitoring.fdr,
-        drift_share=drift_share if drift_share is not None else settings.monitoring.drift_share,
+        fdr=fdr if fdr is not None else mon.fdr,
+        drift_share=drift_share if drift_share is not None else mon.drift_share,
+        multivariate=check_rows,
+        multivariate_alpha=mon.multivariate_alpha,
+        multivariate_in_verdict=mon.multivariate_in_verdict,
+        multivariate_min_auc=mon.multivariate_min_auc,
     )
     if json_out is None and html_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

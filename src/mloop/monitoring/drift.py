@@ -34,6 +34,7 @@ from mloop.monitoring.multivariate import (
     DEFAULT_MIN_AUC,
     MultivariateDrift,
     detect_multivariate,
+    start_learner_import,
 )
 from mloop.monitoring.profile import (
     ColumnProfile,
@@ -128,6 +129,10 @@ def _side_signals(ref: ColumnProfile, win: Window, res: ColumnDrift) -> None:
             res.notes.append(
                 "reference kept only its most frequent categories; unseen share is an upper bound"
             )
+
+
+_IMPORT_FREE_TESTS = frozenset({"wasserstein", "jensenshannon", "psi", "z"})
+"""Built-in tests that import nothing beyond numpy while they run (see ``detect_drift``)."""
 
 
 def _column(
@@ -265,8 +270,13 @@ def detect_drift(
             f"the reference has {wanted[:10]}. Check that both files describe the same model's inputs."
         )
     rows = len(current)
+    # The classifier's learner imports while the column tests run; a test that may import SciPy
+    # itself waits for that import first (two threads never import the same packages at once).
+    learner = start_learner_import() if multivariate and profile.joint is not None else None
 
     def one(name: str) -> ColumnDrift:
+        if learner is not None and learner.running and tests[name].name not in _IMPORT_FREE_TESTS:
+            learner.wait()
         series = current[current_names[name]] if name in current_names else None
         return _column(profile[name], series, tests[name], rows, calibrate, seed)
 

@@ -29,7 +29,10 @@ natively and fits a few thousand rows in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,8 +49,10 @@ __all__ = [
     "MAX_WINDOW_ROWS",
     "MIN_ROWS",
     "JointSample",
+    "LearnerImport",
     "MultivariateDrift",
     "detect_multivariate",
+    "start_learner_import",
 ]
 
 JOINT_ROWS = 5000
@@ -225,6 +230,60 @@ def _seven_digits(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         rounded = np.round(x * scale) / scale
     return np.where(np.isfinite(rounded), rounded, x)
+
+
+class LearnerImport:
+    """LightGBM imported on a thread of its own, started before the check needs it.
+
+    ``import lightgbm`` imports scikit-learn and SciPy's stats package with it: about 1.5 s of a
+    fresh process on a quiet machine, more than the check itself costs on a million-row window. A
+    one-shot run (``mloop drift``, a script) that will run the check starts the import first
+    (:func:`start_learner_import`) and reads and profiles meanwhile, and :func:`detect_drift
+    <mloop.monitoring.drift.detect_drift>` starts it (if nobody did) before its per-column tests; the
+    fit then finds the module imported. A process that checks every minute pays the import once.
+
+    :meth:`wait` blocks until the import has finished. Code that may import SciPy or scikit-learn
+    itself while the import runs calls it first, so that two threads never import the same packages
+    at once (Python's module locks can refuse a concurrent circular import). A failed import is not
+    raised here: the fit imports again and reports it where it is needed.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        if "lightgbm" not in sys.modules:
+            self._thread = threading.Thread(target=self._run, name="mloop-import-lightgbm", daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _run() -> None:
+        # A failure is raised again where the fit imports it, with that caller's context.
+        with contextlib.suppress(Exception):
+            import lightgbm  # noqa: F401
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+_learner: LearnerImport | None = None
+_learner_lock = threading.Lock()
+
+
+def start_learner_import() -> LearnerImport:
+    """Start importing the multivariate check's learner in the background (once per process).
+
+    Call it at the start of a one-shot run that will check multivariate drift, before reading the
+    data; nothing else is needed (see :class:`LearnerImport`).
+    """
+    global _learner
+    with _learner_lock:
+        if _learner is None:
+            _learner = LearnerImport()
+        return _learner
 
 
 def _mann_whitney_p(cur_scores: np.ndarray, ref_scores: np.ndarray) -> tuple[float, float]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -184,3 +186,47 @@ def test_a_small_significant_difference_stays_under_the_effect_floor(profile: Re
         assert detect_multivariate(profile.joint, window, min_auc=0.5, seed=seed).drifted
     with pytest.raises(MonitoringError, match="min_auc"):
         detect_multivariate(profile.joint, window, min_auc=0.4)
+
+
+def test_the_learner_imports_in_the_background_once_per_process() -> None:
+    """A fresh interpreter: the import runs on its own thread and the fit finds the module there."""
+    code = (
+        "import sys, threading\n"
+        "from mloop.monitoring.multivariate import start_learner_import\n"
+        "assert 'lightgbm' not in sys.modules\n"
+        "first = start_learner_import()\n"
+        "assert start_learner_import() is first\n"
+        "names = {t.name for t in threading.enumerate()}\n"
+        "assert 'mloop-import-lightgbm' in names or 'lightgbm' in sys.modules\n"
+        "first.wait()\n"
+        "assert 'lightgbm' in sys.modules and not first.running\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_column_tests_that_may_import_wait_for_the_learner_import(
+    profile: ReferenceProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While LightGBM's import runs, a test that imports SciPy (KS, chi-squared) waits for it first;
+    numpy-only tests (Wasserstein, Jensen-Shannon, PSI, z) do not."""
+    from mloop.monitoring import drift as drift_module
+
+    calls: list[str] = []
+
+    class Running:
+        running = True
+
+        def wait(self) -> None:
+            calls.append("wait")
+
+    monkeypatch.setattr(drift_module, "start_learner_import", lambda: Running())
+    window = _rows(300, np.random.default_rng(5))
+    detect_drift(profile, window, per_column_stattest={"x1": "ks", "x2": "wasserstein"}, columns=["x1", "x2"])
+    assert calls == ["wait"]  # once: for x1's KS test, not for x2's Wasserstein
+    calls.clear()
+    detect_drift(profile, window, stattest="wasserstein", columns=["x1", "x2"])
+    assert calls == []
+    detect_drift(profile, window, stattest="ks", columns=["x1", "x2"], multivariate=False)
+    assert calls == []  # no check, no import to wait for
