@@ -10,21 +10,24 @@ Rows (milliseconds per call, median of repeated calls, one thread everywhere):
   from the registry and called the way the server calls it (``ModelRuntime.predict_columns`` on
   validated column lists) through each path: scikit-learn (frame + ``predict_proba``), the compiled
   tree path (:mod:`mloop.serving.fastpath`) and ONNX Runtime (``serving.onnx``).
-* **PyTorch MLP** — a small ``torch.nn`` MLP (32 → 64 → 32 → 2) on float features: ``torch`` forward
-  under ``inference_mode`` versus the same network exported to ONNX. Skipped, with the reason, when
-  torch is not installed.
+* **PyTorch MLP** — mloop's built-in ``torch_mlp`` (two hidden layers of 64) behind the usual
+  preprocessing, trained by ``train`` on the fraud template (3,000 rows) with its ONNX copy exported
+  and verified (:mod:`mloop.training.onnx_torch`), then called as the server calls it: the pipeline
+  (scikit-learn preprocessing + torch forward) versus ONNX Runtime (``serving.onnx: require``).
+  Skipped, with the reason, when torch is not installed.
 
 Each row also checks that both sides give the same answers (max |Δ| printed). Ratios are
 "other / ONNX": above 1 means ONNX Runtime is faster.
 
     .venv/bin/python benchmarks/serving/bench_onnx.py                  # trains in a tmp dir
     .venv/bin/python benchmarks/serving/bench_onnx.py --project DIR    # reuse a trained project
+    .venv/bin/python benchmarks/serving/bench_onnx.py --only torch     # the PyTorch rows only
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import statistics
 import sys
 import tempfile
@@ -154,58 +157,85 @@ def bench_forest(project: Path, budget: float) -> None:
     )
 
 
-def bench_torch(budget: float) -> None:
+def train_torch_project(root: Path) -> Path:
+    """The fraud template (3,000 rows) with mloop's built-in PyTorch network, trained by ``train``."""
+    from mloop.config import load_settings
+    from mloop.project import init_project
+    from mloop.training import train
+
+    init_project(root, template="fraud", rows=3000)
+    yaml_path = root / "mloop.yaml"
+    text = yaml_path.read_text().replace("estimator: train:build_model", "estimator: torch_mlp")
+    params = "model:\n  params: {hidden: 64, layers: 2, max_epochs: 10, lr: 0.003}\n"
+    yaml_path.write_text(text.replace("model:\n", params, 1))
+    train(load_settings(yaml_path))
+    return root
+
+
+def bench_torch(tmp: Path, budget: float) -> None:
     try:
         import torch
     except ImportError:
         print("\nPyTorch MLP: skipped (torch is not installed in this environment)")
         return
-    from mloop.training.onnx_export import session
+    from mloop.config import load_settings
+    from mloop.serving.runtime import ModelRuntime, build_frame
+    from mloop.tracking import Registry
+    from mloop.tracking.onnx_io import ONNX_REPORT_FILE, onnx_artifact
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(32, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 32),
-        torch.nn.ReLU(),
-        torch.nn.Linear(32, 2),
-        torch.nn.Softmax(dim=1),
-    ).eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # the TorchScript exporter is deprecated; the new one needs onnxscript
-        torch.onnx.export(
-            net,
-            (torch.randn(4, 32),),
-            buf,
-            input_names=["x"],
-            output_names=["p"],
-            dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
-            dynamo=False,
-        )
-    sess = session(buf.getvalue())
+    print(f"\ntraining torch_mlp (64-64, 10 epochs) on the fraud template in {tmp / 'torch'} ...")
+    project = train_torch_project(tmp / "torch")
+    settings = load_settings(project / "mloop.yaml")
+    loaded = Registry(settings).load("1")
+    report = json.loads(onnx_artifact(loaded.path, ONNX_REPORT_FILE).read_text())
+    print(
+        f"torch version tag mloop.onnx: {loaded.info.tags.get('mloop.onnx')} "
+        f"(export {report.get('seconds')}, fit {report.get('fit_seconds')})"
+    )
+    if report.get("status") != "verified":
+        return
+    runtime = ModelRuntime(loaded, settings.serving.model_copy(update={"onnx": "require"}))
+    paths: dict[str, Any] = {"torch": None, "onnx": runtime.onnx}
+    # The torch path's two parts, timed alone: scikit-learn's preprocessing, the network's forward.
+    preprocessing, network = loaded.model[:-1], loaded.model.steps[-1][1]
     rows = []
-    rng = np.random.default_rng(0)
     for n in BATCHES:
-        x = rng.normal(size=(n, 32)).astype(np.float32)
-        tx = torch.from_numpy(x)
-
-        def forward(t: Any = tx) -> np.ndarray:
-            with torch.inference_mode():
-                return np.asarray(net(t).numpy())
-
-        def ort(a: np.ndarray = x) -> np.ndarray:
-            return np.asarray(sess.run(None, {"x": a})[0])
-
-        diff = float(np.abs(forward() - ort()).max())
-        tm, om = per_call_ms(forward, n, budget), per_call_ms(ort, n, budget)
-        rows.append([str(n), f"{tm:.3f}", f"{om:.3f}", f"{tm / om:.1f}x", f"{diff:.1e}"])
+        records = frame_of(project, n).astype(object)
+        columns = runtime.validator.from_records(records.where(records.notna(), None).to_dict("records"))
+        ms: dict[str, float] = {}
+        answers: dict[str, np.ndarray] = {}
+        for name, path in paths.items():
+            runtime.compiled = path  # None: the pipeline (preprocessing + torch forward), as without ONNX
+            answers[name] = np.asarray(runtime.predict_columns([columns])[1])
+            ms[name] = per_call_ms(lambda c=columns: runtime.predict_columns([c]), n, budget)
+        frame = build_frame(runtime.specs, [columns])
+        ms["prep"] = per_call_ms(lambda f=frame: preprocessing.transform(f), n, budget)
+        matrix = preprocessing.transform(frame)
+        ms["net"] = per_call_ms(lambda m=matrix: network.predict_proba(m), n, budget)
+        diff = float(np.abs(answers["onnx"] - answers["torch"]).max())
+        rows.append(
+            [
+                str(n),
+                f"{ms['torch']:.3f}",
+                f"{ms['prep']:.3f}",
+                f"{ms['net']:.3f}",
+                f"{ms['onnx']:.3f}",
+                f"{ms['torch'] / ms['onnx']:.1f}x",
+                f"{diff:.1e}",
+            ]
+        )
     table(
-        f"PyTorch MLP 32-64-32-2 (torch {torch.__version__}), ms per call",
-        ["rows", "torch forward", "ONNX Runtime", "torch/ONNX", "max |dp|"],
+        f"torch_mlp 64-64 + preprocessing (torch {torch.__version__}) as served "
+        "(ModelRuntime.predict_columns), ms per call",
+        [
+            "rows",
+            "torch (pipeline)",
+            "of it: preprocessing",
+            "network",
+            "ONNX Runtime",
+            "torch/ONNX",
+            "max |dp|",
+        ],
         rows,
     )
 
@@ -214,24 +244,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, help="A trained mloop project (default: train one in a tmp dir).")
     ap.add_argument("--budget", type=float, default=1.0, help="Seconds of calls per measurement.")
+    ap.add_argument(
+        "--only",
+        choices=("mlp", "forest", "torch"),
+        action="append",
+        help="Run only these benchmarks (repeatable; default: all).",
+    )
     args = ap.parse_args()
+    only = set(args.only or ("mlp", "forest", "torch"))
     import onnxruntime
     import sklearn
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # BLAS (the MLP's matrix products) on one thread too, as ONNX Runtime is
     print(f"onnxruntime {onnxruntime.__version__}, scikit-learn {sklearn.__version__}, one thread each")
-    if args.project is None:
-        from bench_serving import train_project
+    tmp = Path(tempfile.mkdtemp(prefix="mloop-bench-onnx-"))
+    if only & {"mlp", "forest"}:
+        if args.project is None:
+            from bench_serving import train_project
 
-        tmp = Path(tempfile.mkdtemp(prefix="mloop-bench-onnx-"))
-        print(f"training the serving benchmark's forest in {tmp} ...")
-        project = train_project(tmp / "project")
-    else:
-        project = args.project
-    bench_mlp(project, args.budget)
-    bench_forest(project, args.budget)
-    bench_torch(args.budget)
+            print(f"training the serving benchmark's forest in {tmp} ...")
+            project = train_project(tmp / "project")
+        else:
+            project = args.project
+        if "mlp" in only:
+            bench_mlp(project, args.budget)
+        if "forest" in only:
+            bench_forest(project, args.budget)
+    if "torch" in only:
+        bench_torch(tmp, args.budget)
 
 
 if __name__ == "__main__":

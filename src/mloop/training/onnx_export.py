@@ -2,13 +2,14 @@
 
 Called by the ``log`` step (:func:`onnx_files`). skl2onnx converts the scikit-learn pipeline
 (preprocessing included: one graph input per feature column, see :mod:`mloop.tracking.onnx_io`);
-onnxmltools' converters are registered for LightGBM and XGBoost estimators. The copy is then run
-through ONNX Runtime on the holdout and compared with the pipeline's own answers: the largest
-absolute difference of class probabilities (of predictions, relative to their spread, for a
-regressor) and the share of rows with the same predicted class. Within ``model.onnx`` tolerance the
-version carries ``model.onnx`` and serving may use it (``serving.onnx``); beyond it the copy is
-refused and not saved. Either way ``onnx.json`` records the numbers, the tolerance, the versions of
-the converters and the reason, and the run and version get the tag ``mloop.onnx``.
+onnxmltools' converters are registered for LightGBM and XGBoost estimators, and
+:mod:`mloop.training.onnx_torch`'s for a PyTorch step (its network through ``torch.onnx.export``).
+The copy is then run through ONNX Runtime on the holdout and compared with the pipeline's own
+answers: the largest absolute difference of class probabilities (of predictions, relative to their
+spread, for a regressor) and the share of rows with the same predicted class. Within ``model.onnx``
+tolerance the version carries ``model.onnx`` and serving may use it (``serving.onnx``); beyond it the
+copy is refused and not saved. Either way ``onnx.json`` records the numbers, the tolerance, the
+versions of the converters and the reason, and the run and version get the tag ``mloop.onnx``.
 
 Numeric inputs are float64 and the preprocessing is converted to compute as scikit-learn does
 (imputing and scaling in float64, then float32 for the trees), so the copy routes every row down the
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mloop.tracking.onnx_io import MISSING_STRING, ONNX_FILE, ONNX_REPORT_FILE, feeds_from_frame
+from mloop.training.onnx_torch import is_torch_step, register_torch_converter
 
 if TYPE_CHECKING:
     from mloop.training.run import TrainRun
@@ -315,6 +317,7 @@ def convert(model: Any, inputs: list[tuple[str, str]]) -> bytes:
 
     estimator = model.steps[-1][1] if hasattr(model, "steps") else model
     _register_boosters(estimator)
+    register_torch_converter(estimator)
     tensor = {"string": StringTensorType, "double": DoubleTensorType, "float": FloatTensorType}
     types = [(name, tensor[kind]([None, 1])) for name, kind in inputs]
     final = _classifier_outputs(estimator) if any(kind == "double" for _, kind in inputs) else None
@@ -410,6 +413,9 @@ def export_onnx(
         "missing_string": MISSING_STRING,
         "rows": len(holdout),
     }
+    if is_torch_step(model.steps[-1][1] if hasattr(model, "steps") else model):
+        with contextlib.suppress(PackageNotFoundError):  # the network goes through torch.onnx.export
+            report["versions"]["torch"] = version("torch")
 
     def done(status: str, reason: str, data: bytes | None = None) -> OnnxExport:
         report.update(status=status, reason=reason)
