@@ -1,6 +1,7 @@
 """Quality estimated without labels: mloop against NannyML's CBPE on the same windows, known truth.
 
     .venv/bin/python benchmarks/estimation/bench_estimation.py [--windows 25] [--rows 2000] [--skip-nannyml]
+        [--baseline-src OTHER/src]   # also time another mloop (e.g. a worktree of an older commit)
 
 Synthetic binary data whose true P(y=1 | x) is known (six Gaussian features, a logit with an
 interaction and a sine term, ~17 % positives). A gradient-boosted classifier trained with balanced
@@ -19,7 +20,11 @@ Per window: each side's estimate of accuracy, precision, recall, F1 and ROC AUC,
 (mloop: 95 % interval of the realized value; NannyML: its confidence band, estimate ± 3 sampling
 errors), against the realized value from the window's labels. Reported per scenario: mean absolute
 error, interval coverage, and time (compute: calibration on the reference + estimating every window,
-measured inside each child process; wall: the child process with its imports). NannyML runs in its
+measured inside each child process; wall: the child process with its imports), and the estimate's
+cost per window (compute less the calibration's fit, over the windows). Like is compared with like:
+mloop's one call per window against NannyML's one call per window (``nannyml-window``, what a
+monitoring cycle makes); against NannyML's one call for every window (``nannyml-batch``) mloop still
+makes one call per window, as it has no call for many windows at once. NannyML runs in its
 own virtualenv, ``.benchvenv-nannyml/`` at the repository root (created on first use with nannyml
 0.13, statsmodels and pandas<3), because it pins pandas and numpy versions mloop does not.
 """
@@ -118,12 +123,15 @@ def make_data(work: Path, windows: int, rows: int) -> None:
     np.save(work / "labels.npy", np.concatenate(labels))
 
 
-def child_mloop(work: Path) -> None:
+def child_mloop(work: Path, side: str) -> None:
     from mloop.monitoring.estimation import estimate_quality
     from mloop.training.probability_calibration import fit_quality_estimator
 
     ref = pd.read_parquet(work / "reference.parquet")
     ana = pd.read_parquet(work / "analysis.parquet")
+    # The windows as the prediction log holds them (NannyML reads its columns as they are).
+    q = ana["y_pred_proba"].to_numpy()
+    log = pd.DataFrame({"prediction": ana["y_pred"].to_numpy(), "proba_0": 1 - q, "proba_1": q})
     t0, c0 = time.perf_counter(), time.process_time()
     p = ref["y_pred_proba"].to_numpy()
     estimator = fit_quality_estimator(
@@ -135,15 +143,12 @@ def child_mloop(work: Path) -> None:
     )
     fit_s = time.perf_counter() - t0
     out = []
-    proba, pred = ana["y_pred_proba"].to_numpy(), ana["y_pred"].to_numpy()
     for idx in ana.groupby("window", sort=True).indices.values():
-        q = proba[idx]
-        frame = pd.DataFrame({"prediction": pred[idx], "proba_0": 1 - q, "proba_1": q})
-        est = estimate_quality(frame, estimator)
+        est = estimate_quality(log.iloc[idx], estimator)  # a window's rows, as NannyML's are sliced
         out.append({m: [est.metrics[m], est.lower[m], est.upper[m]] for m in METRICS})
     compute, cpu = time.perf_counter() - t0, time.process_time() - c0
     result = {"compute_s": compute, "compute_cpu_s": cpu, "fit_s": fit_s, "windows": out}
-    (work / "mloop.json").write_text(json.dumps(result))
+    (work / f"{side}.json").write_text(json.dumps(result))
 
 
 NANNY_CODE = r"""
@@ -158,6 +163,7 @@ t0, c0 = time.perf_counter(), time.process_time()
 cbpe = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true",
                 problem_type="classification_binary", metrics=metrics, chunk_size=rows)
 cbpe.fit(ref)
+fit = time.perf_counter() - t0
 if mode == "batch":  # every window in one call, one chunk each: NannyML's most favourable use
     parts = [cbpe.estimate(ana[["y_pred_proba", "y_pred"]]).filter(period="analysis").to_df()]
 else:  # one call per window, as a monitoring cycle would make it
@@ -170,8 +176,8 @@ for res in parts:
     for _, r in res.iterrows():
         out.append({m: [float(r[(m, "value")]), float(r[(m, "lower_confidence_boundary")]),
                         float(r[(m, "upper_confidence_boundary")])] for m in metrics})
-json.dump({"compute_s": compute, "compute_cpu_s": cpu, "windows": out, "version": nml.__version__},
-          open(f"{work}/nannyml-{mode}.json", "w"))
+json.dump({"compute_s": compute, "compute_cpu_s": cpu, "fit_s": fit, "windows": out,
+           "version": nml.__version__}, open(f"{work}/nannyml-{mode}.json", "w"))
 """
 
 
@@ -200,9 +206,11 @@ def ensure_nannyml_venv() -> Path:
     return python
 
 
-def run_side(cmd: list[str], out: Path) -> dict:
+def run_side(cmd: list[str], out: Path, pythonpath: str | None = None) -> dict:
     # NannyML sends usage statistics unless told not to; the benchmark measures it offline.
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "NML_DISABLE_USAGE_LOGGING": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     _, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU time, whatever else the machine runs
@@ -233,6 +241,12 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=25, help="windows per scenario")
     parser.add_argument("--rows", type=int, default=2000, help="predictions per window")
     parser.add_argument("--skip-nannyml", action="store_true")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also time the mloop package under DIR (its src/, e.g. of a worktree of an older commit) as "
+        "'mloop-baseline', in the same run",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -240,13 +254,18 @@ def main() -> None:
         if side == "generate":
             make_data(Path(work), args.windows, args.rows)
         else:
-            child_mloop(Path(work))
+            child_mloop(Path(work), side)
         return
     with tempfile.TemporaryDirectory(prefix="mloop-estimation-bench-") as tmp:
         work = Path(tmp)
         me = [sys.executable, __file__, "--windows", str(args.windows), "--rows", str(args.rows), "--child"]
         subprocess.run([*me, "generate", str(work)], check=True)
         sides = {"mloop": run_side([*me, "mloop", str(work)], work / "mloop.json")}
+        if args.baseline_src:
+            baseline = str(Path(args.baseline_src).resolve())
+            sides["mloop-baseline"] = run_side(
+                [*me, "mloop-baseline", str(work)], work / "mloop-baseline.json", pythonpath=baseline
+            )
         if not args.skip_nannyml:
             python = ensure_nannyml_venv()
             for mode in ("batch", "window"):
@@ -294,18 +313,26 @@ def report(args: argparse.Namespace, sides: dict, truth: list[dict[str, float]])
                 verdicts[scenario] = verdicts.get(scenario, True) and ok
     print()
     for name, side in sides.items():
+        per_window = (side["compute_s"] - side.get("fit_s", 0.0)) / len(side["windows"]) * 1e3
         print(
             f"{name:<14} compute {side['compute_s']:7.2f} s (CPU {side.get('compute_cpu_s', 0):6.2f} s)   "
-            f"process wall {side['wall_s']:7.2f} s (CPU {side['cpu_s']:6.2f} s)"
+            f"process wall {side['wall_s']:7.2f} s (CPU {side['cpu_s']:6.2f} s)   "
+            f"per window {per_window:6.2f} ms (fit {side.get('fit_s', 0.0) * 1e3:.0f} ms)"
         )
     ours = sides["mloop"]
+    how = {
+        "mloop-baseline": "the same windows with the baseline mloop",
+        "nannyml-window": "one call per window on both sides",
+        "nannyml-batch": "mloop one call per window, NannyML one call for every window",
+    }
     for name, side in sides.items():
         if name != "mloop":
             print(
-                f"speed-up against {name}: compute {side['compute_s'] / ours['compute_s']:.1f}x "
+                f"speed-up against {name} ({how.get(name, name)}): "
+                f"compute {side['compute_s'] / ours['compute_s']:.1f}x "
                 f"(CPU {side['compute_cpu_s'] / ours['compute_cpu_s']:.1f}x), process wall "
-                f"{side['wall_s'] / ours['wall_s']:.1f}x (CPU {side['cpu_s'] / ours['cpu_s']:.1f}x) "
-                f"(nannyml {side.get('version')})"
+                f"{side['wall_s'] / ours['wall_s']:.1f}x (CPU {side['cpu_s'] / ours['cpu_s']:.1f}x)"
+                + (f" (nannyml {side['version']})" if side.get("version") else "")
             )
     for scenario, ok in verdicts.items():
         print(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -56,12 +56,14 @@ ESTIMATOR_FILE = "quality_estimator.json"
 """The estimator's file in a version's model directory (beside ``evaluation.json``)."""
 FORMAT = 1
 SAMPLES = 400
-EXACT_DRAWS_MAX_ROWS = 200
-"""Binary windows up to this size draw every row's label; larger ones draw the sums the metrics need
-from their normal approximation (see ``_draws_binary_normal``), which measured nominal coverage from
-300 rows at 11 % positives up."""
 """Label draws per window for the classifier's interval (the 2.5/97.5 % points of 400 draws move by
 about 0.1 of the interval's width between seeds)."""
+BINARY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+"""A binary classifier's estimated metrics (of ``classes[1]``), in the order of their draws."""
+EXACT_DRAWS_MAX_ROWS = 200
+"""Binary windows up to this size draw every row's label; larger ones draw the sums the metrics need
+from their normal approximation (see ``_binary_draws``), which measured nominal coverage from
+300 rows at 11 % positives up."""
 
 
 def _floats(values: Any, name: str) -> np.ndarray:
@@ -121,10 +123,10 @@ class Calibrator:
         if table is None:
             return None
         at = np.searchsorted(self._knots[0], np.asarray(p, dtype=float), side="right")
-        return table[0][np.clip(at - 1, 0, None)], table[1]
+        return table[0][np.maximum(at - 1, 0)], table[1]
 
     def apply(self, p: np.ndarray) -> np.ndarray:
-        p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+        p = np.minimum(np.maximum(np.asarray(p, dtype=float), 0.0), 1.0)  # np.clip, without its overhead
         if self.method == "isotonic":
             return np.asarray(np.interp(p, *self._knots), dtype=float)
         if self.method == "sigmoid":
@@ -395,15 +397,19 @@ def _draws_exact(
     return draws
 
 
-def _draws_binary_normal(
-    p: np.ndarray,
-    predicted: np.ndarray,
-    ranks: np.ndarray,
-    samples: int,
-    rng: np.random.Generator,
-    blocks: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """Binary: draws of the three sums the metrics need, from their joint normal approximation.
+@lru_cache(maxsize=16)
+def _standard_normal(seed: int, samples: int) -> np.ndarray:
+    """``default_rng(seed).standard_normal((samples, 3))``, drawn once per (seed, samples) and kept
+    read-only: every binary window estimated with one seed uses the same draws."""
+    z = np.random.default_rng(seed).standard_normal((samples, 3))
+    z.flags.writeable = False
+    return z
+
+
+def _binary_draws(mean: np.ndarray, cov: np.ndarray, n: int, pred_pos: float, z: np.ndarray) -> np.ndarray:
+    """Binary: draws of every metric (rows in :data:`BINARY_METRICS` order, a column per row of the
+    standard normal draws ``z``) from draws of the three sums they need, ``(n1, tp, r)``, from their
+    normal approximation (``mean``, ``cov``).
 
     Every metric of a binary window is a function of the positives ``n1 = sum(y)``, the true
     positives ``tp = sum(y * predicted)`` and the positives' rank sum ``r = sum(y * rank)`` (ROC AUC
@@ -411,35 +417,112 @@ def _draws_binary_normal(
     vectors, so their mean and covariance are exact and their distribution is close enough to normal
     for the interval's ends (nominal coverage was measured from 300 rows at 11 % positives up).
     Drawing three numbers per sample instead of one per row makes the interval O(rows), not
-    O(rows x samples). ``blocks`` (see :meth:`Calibrator.blocks`) adds the calibration's own error:
-    every row of a block moves with that block's error, independent between blocks.
+    O(rows x samples).
     """
-    n = len(p)
-    v = np.column_stack([np.ones(n), (predicted == 1).astype(float), np.asarray(ranks, dtype=float)])
-    mean = p @ v
-    cov = (v * (p * (1 - p))[:, None]).T @ v
-    if blocks is not None:
-        block, se = blocks
-        per_block = np.column_stack(
-            [np.bincount(block, weights=v[:, j], minlength=len(se)) for j in range(3)]
-        )
-        cov = cov + (per_block * (se**2)[:, None]).T @ per_block
     # Cholesky of the 3x3 covariance (a relative jitter keeps it positive definite when p is 0/1).
-    jitter = 1e-9 * np.trace(cov) * np.eye(3) + 1e-12 * np.eye(3)
-    n1, tp, r = (mean + rng.standard_normal((samples, 3)) @ np.linalg.cholesky(cov + jitter).T).T
-    pred_pos = float(v[:, 1].sum())
-    n1 = np.clip(n1, 0.0, float(n))
-    tp = np.clip(tp, np.maximum(0.0, n1 - (n - pred_pos)), np.minimum(n1, pred_pos))
+    jittered = cov + (1e-9 * np.trace(cov) + 1e-12) * np.eye(3)
+    n1, tp, r = (mean + z @ np.linalg.cholesky(jittered).T).T
+    n1 = np.minimum(np.maximum(n1, 0.0), float(n))
+    tp = np.minimum(np.maximum(tp, np.maximum(0.0, n1 - (n - pred_pos))), np.minimum(n1, pred_pos))
     fp, fn = pred_pos - tp, n1 - tp
     pairs = n1 * (n - n1)
-    auc = np.clip(_ratio(r - n1 * (n1 + 1) / 2.0, pairs), 0.0, 1.0)
-    return {  # as _confusion_metrics gives for a binary confusion matrix, without building one
+    auc = np.minimum(np.maximum(_ratio(r - n1 * (n1 + 1) / 2.0, pairs), 0.0), 1.0)
+    out = np.empty((len(BINARY_METRICS), len(z)))
+    # As _confusion_metrics gives for a binary confusion matrix, without building one.
+    out[0] = (n - fp - fn) / n
+    out[1] = tp / pred_pos if pred_pos > 0 else 0.0
+    out[2] = _ratio(tp, n1)
+    out[3] = _ratio(2 * tp, 2 * tp + fp + fn)
+    out[4] = np.where(pairs > 0, auc, np.nan)
+    return out
+
+
+def _estimate_binary(
+    score: np.ndarray,
+    positive: np.ndarray,
+    calibrator: Calibrator,
+    *,
+    samples: int,
+    seed: int,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Binary point estimates and the metrics' draws (:func:`_binary_draws`), every step on the rows
+    sorted by ``score`` once.
+
+    ``score`` is the model's probability of ``classes[1]``, ``positive`` whether ``classes[1]`` was
+    predicted. Sorted, the calibration's look-ups (its interpolation and the block of each row) walk
+    the knots in order, tied scores are runs (for the ranks and the expected ROC curve), and no row is
+    put back in its place: every quantity is a sum over rows. The calibration's own error
+    (:meth:`Calibrator.blocks`) moves every row of a block with that block's error, independent
+    between blocks.
+    """
+    n = len(score)
+    order = np.argsort(score)  # ties are runs of the sorted scores, so the sort need not be stable
+    s = score[order]
+    p = calibrator.apply(s)  # calibrated P(classes[1]) of each row, in score order
+    q = 1.0 - p
+    w = p * q
+    w_sum = float(w.sum())
+    tied = s[1:] == s[:-1]
+    if tied.any():  # a run of tied scores shares its average rank and counts one half in the AUC
+        starts = np.flatnonzero(np.concatenate([[True], ~tied]))
+        counts = np.diff(np.append(starts, n))
+        ranks = np.repeat(starts + (counts + 1) / 2.0, counts)
+        p_run, q_run = np.add.reduceat(np.stack([p, q]), starts, axis=1)
+    else:
+        ranks, p_run, q_run = np.arange(1.0, n + 1.0), p, q
+    predicted = positive[order].astype(float)
+    v = np.stack([np.ones(n), predicted, ranks])  # what the sums n1, tp and r add up per row
+    mean = v @ p
+    n1, tp = float(mean[0]), float(mean[1])
+    pred_pos = float(np.count_nonzero(positive))
+    fp, fn = pred_pos - tp, n1 - tp
+    metrics = {
         "accuracy": (n - fp - fn) / n,
-        "precision": _ratio(tp, np.full_like(tp, pred_pos)),
-        "recall": _ratio(tp, n1),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "roc_auc": np.where(pairs > 0, auc, np.nan),
+        "precision": tp / pred_pos if pred_pos > 0 else 0.0,
+        "recall": tp / n1 if n1 > 0 else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else 0.0,
     }
+    # Expected ROC AUC (see _weighted_auc): every run of tied scores against the negatives' expected
+    # weight ranked below it (the runs before it, half of its own), less the pairs of a row with itself.
+    below = np.cumsum(q_run) - 0.5 * q_run
+    numerator = float(below @ p_run) - 0.5 * w_sum
+    denominator = n1 * (n - n1) - w_sum
+    metrics["roc_auc"] = numerator / denominator if denominator > 0 else math.nan
+
+    cov = (v * w) @ v.T
+    blocks = calibrator.blocks(s)
+    if blocks is not None:  # sorted rows: each block of the calibration is one run of rows
+        block, se = blocks
+        first = np.flatnonzero(np.concatenate([[True], block[1:] != block[:-1]]))
+        per_block = np.add.reduceat(v, first, axis=1)
+        cov = cov + (per_block * se[block[first]] ** 2) @ per_block.T
+    draws = _binary_draws(mean, cov, n, pred_pos, _standard_normal(seed, samples))
+    return metrics, draws
+
+
+@lru_cache(maxsize=16)
+def _percentile_points(
+    m: int, percents: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Where ``percents`` fall among ``m`` sorted values (numpy's linear method): the order statistics
+    below and above each, the weight of the one above, and every order statistic needed."""
+    at = (m - 1) * (np.asarray(percents, dtype=float) / 100)
+    below = np.minimum(np.floor(at).astype(np.intp), m - 1)
+    above = np.minimum(below + 1, m - 1)
+    weight = at - below
+    for arr in (below, above, weight):
+        arr.flags.writeable = False  # shared by every call with these arguments
+    return below, above, weight, sorted({*below.tolist(), *above.tolist()})
+
+
+def _percentiles(rows: np.ndarray, percents: tuple[float, float]) -> np.ndarray:
+    """``np.percentile(rows, percents, axis=1).T`` (linear interpolation) of finite ``rows``, from one
+    partition of the few order statistics needed instead of numpy's general machinery."""
+    below, above, t, needed = _percentile_points(rows.shape[1], percents)
+    part = np.partition(rows, needed, axis=1)
+    a, b = part[:, below], part[:, above]
+    # numpy's _lerp: from the lower neighbour below t = 0.5, from the upper one from there.
+    return np.asarray(np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t), dtype=float)
 
 
 def estimate_classification(
@@ -457,26 +540,27 @@ def estimate_classification(
     the index of each predicted class. The interval comes from ``samples`` draws of the labels.
     """
     n, k = proba.shape
-    cal = estimator.calibrate(proba)
-    onehot_pred = np.eye(k)[predicted]
-    expected = _confusion_metrics(cal.T @ onehot_pred)
-    metrics = {name: float(v) for name, v in expected.items()}
-    classes = [1] if k == 2 else list(range(k))
-    ranked = {c: _ranked(proba[:, c]) for c in classes}
-    aucs = [_weighted_auc(proba[:, c], cal[:, c], ranked[c]) for c in classes]
-    metrics["roc_auc"] = float(np.mean(aucs))
-
-    rng = np.random.default_rng(seed)
-    blocks = estimator.calibrators[0].blocks(proba[:, 1]) if k == 2 else None
-    if k == 2 and n > EXACT_DRAWS_MAX_ROWS:
-        draws = _draws_binary_normal(cal[:, 1], predicted, _average_ranks(ranked[1]), samples, rng, blocks)
-    else:
-        draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng, blocks)
     tail = (1 - confidence) / 2 * 100
-    names = list(draws)
-    stacked = np.stack([draws[m] for m in names])
-    if np.isfinite(stacked).all():  # the usual case: one sort of every metric's draws together
-        ends = np.percentile(stacked, [tail, 100 - tail], axis=1).T
+    if k == 2 and n > EXACT_DRAWS_MAX_ROWS:
+        metrics, stacked = _estimate_binary(
+            proba[:, 1], predicted == 1, estimator.calibrators[0], samples=samples, seed=seed
+        )
+        names = list(BINARY_METRICS)
+    else:
+        cal = estimator.calibrate(proba)
+        onehot_pred = np.eye(k)[predicted]
+        expected = _confusion_metrics(cal.T @ onehot_pred)
+        metrics = {name: float(v) for name, v in expected.items()}
+        classes = [1] if k == 2 else list(range(k))
+        aucs = [_weighted_auc(proba[:, c], cal[:, c]) for c in classes]
+        metrics["roc_auc"] = float(np.mean(aucs))
+        blocks = estimator.calibrators[0].blocks(proba[:, 1]) if k == 2 else None
+        rng = np.random.default_rng(seed)
+        draws = _draws_exact(cal, onehot_pred, proba, classes, samples, rng, blocks)
+        names = list(draws)
+        stacked = np.stack([draws[m] for m in names])
+    if np.isfinite(stacked).all():  # the usual case: one partition of every metric's draws together
+        ends = _percentiles(stacked, (tail, 100 - tail))
     else:
         ends = np.array(
             [
@@ -566,7 +650,7 @@ def estimate_quality(
         return EstimatedQuality(
             note=f"the prediction log has no {', '.join(missing)} (class probabilities are needed)"
         )
-    proba = np.column_stack([_numbers(frame[c]) for c in columns])
+    probas = [_numbers(frame[c]) for c in columns]
     position = {c: i for i, c in enumerate(estimator.classes)}
     values = frame["prediction"].to_numpy()
     if values.dtype.kind in "biu" and values.size and values.min() >= 0 and values.max() < 1024:
@@ -577,13 +661,17 @@ def estimate_quality(
         codes, uniques = pd.factorize(frame["prediction"])  # each distinct label once, not each row
         lookup = np.array([position.get(label_key(v) or "", -1) for v in uniques] + [-1], dtype=int)
         predicted = lookup[codes]  # code -1 (a missing prediction) takes the last entry, -1
-    ok = np.isfinite(proba).all(axis=1) & (predicted >= 0)
-    if int(ok.sum()) < max(min_rows, 1):
+    ok = predicted >= 0
+    for column in probas:  # column by column: a row-wise all() over a few columns is far slower
+        ok &= np.isfinite(column)
+    proba = np.column_stack(probas)
+    usable = int(np.count_nonzero(ok))
+    if usable < max(min_rows, 1):
         return EstimatedQuality(
-            note=f"{int(ok.sum())} predictions with class probabilities; an estimate needs at least "
+            note=f"{usable} predictions with class probabilities; an estimate needs at least "
             f"{max(min_rows, 1)} (monitoring.estimate_min_rows)"
         )
-    if not ok.all():
+    if usable < len(ok):
         proba, predicted = proba[ok], predicted[ok]
     return estimate_classification(
         proba, predicted, estimator, confidence=confidence, samples=samples, seed=seed

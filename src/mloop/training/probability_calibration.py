@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mloop.monitoring.estimation import Calibrator, ErrorBins, QualityEstimator, isotonic_blocks
 from mloop.monitoring.window import label_key
@@ -72,7 +73,10 @@ def _brier(proba: np.ndarray, truth: np.ndarray) -> float:
 def _classifier(proba: np.ndarray, classes: Sequence[Any], y_true: Any) -> QualityEstimator:
     keys = [label_key(c) or "" for c in classes]
     position = {k: i for i, k in enumerate(keys)}
-    truth = np.asarray([position.get(label_key(v) or "", -1) for v in np.asarray(y_true).tolist()])
+    # Each distinct label spelled once, not each row; a missing label (code -1) takes the last entry.
+    codes, uniques = pd.factorize(np.asarray(y_true))
+    lookup = [position.get(label_key(v) or "", -1) for v in uniques.tolist()]
+    truth = np.asarray([*lookup, position.get("", -1)])[codes]
     ok = (truth >= 0) & np.isfinite(proba).all(axis=1)
     proba, truth = proba[ok], truth[ok]
     if len(truth) == 0:

@@ -13,8 +13,13 @@ from sklearn import metrics as skm
 
 from mloop.errors import MonitoringError
 from mloop.monitoring.estimation import (
+    BINARY_METRICS,
     Calibrator,
     QualityEstimator,
+    _binary_draws,
+    _estimate_binary,
+    _percentiles,
+    _standard_normal,
     _weighted_auc,
     estimate_classification,
     estimate_quality,
@@ -203,3 +208,86 @@ def test_the_interval_carries_the_calibrations_own_error_where_the_holdout_was_t
     assert again.calibrators[0].n == cal.n
     with pytest.raises(MonitoringError, match="one count"):
         QualityEstimator.from_dict({**est.to_dict(), "calibrators": [{**cal.to_dict(), "n": [1.0]}]})
+
+
+def _binary_by_definition(
+    score: np.ndarray, positive: np.ndarray, cal: Calibrator, samples: int, seed: int
+) -> tuple[dict[str, float], np.ndarray]:
+    """The binary estimate computed row by row in the window's own order: the expected confusion
+    matrix, the expected ROC AUC of every pair, average ranks by scipy, the calibration's error summed
+    per block by bincount."""
+    p = cal.apply(score)
+    n = len(p)
+    pred = positive.astype(float)
+    tp, fp, fn = (p * pred).sum(), ((1 - p) * pred).sum(), (p * (1 - pred)).sum()
+    metrics = {
+        "accuracy": float((p * pred + (1 - p) * (1 - pred)).sum() / n),
+        "precision": float(tp / (tp + fp)),
+        "recall": float(tp / (tp + fn)),
+        "f1": float(2 * tp / (2 * tp + fp + fn)),
+        "roc_auc": _weighted_auc(score, p),
+    }
+    v = np.column_stack([np.ones(n), pred, rankdata(score)])
+    mean = p @ v
+    cov = (v * (p * (1 - p))[:, None]).T @ v
+    blocks = cal.blocks(score)
+    if blocks is not None:
+        block, se = blocks
+        per_block = np.column_stack(
+            [np.bincount(block, weights=v[:, j], minlength=len(se)) for j in range(3)]
+        )
+        cov = cov + (per_block * (se**2)[:, None]).T @ per_block
+    z = np.random.default_rng(seed).standard_normal((samples, 3))
+    return metrics, _binary_draws(mean, cov, n, float(pred.sum()), z)
+
+
+@pytest.mark.parametrize("decimals", [None, 2])  # unique scores, and many ties
+def test_the_binary_estimate_on_sorted_rows_equals_the_row_by_row_definition(decimals: int | None) -> None:
+    rng = np.random.default_rng(21)
+    score = rng.beta(1, 4, 5000)
+    y = (rng.random(5000) < score**1.5).astype(int)
+    est = fit_quality_estimator(
+        "classification",
+        predictions=None,
+        proba=np.column_stack([1 - score, score]),
+        classes=[0, 1],
+        y_true=y,
+    )
+    cal = est.calibrators[0]
+    assert cal.method == "isotonic" and cal.blocks(score) is not None
+    window = rng.beta(1.5, 3, 1500)
+    if decimals is not None:
+        window = window.round(decimals)
+    positive = window > 0.35
+    got, got_draws = _estimate_binary(window, positive, cal, samples=300, seed=4)
+    want, want_draws = _binary_by_definition(window, positive, cal, samples=300, seed=4)
+    assert list(got) == list(BINARY_METRICS)
+    for name in BINARY_METRICS:
+        assert got[name] == pytest.approx(want[name], rel=1e-12), name
+    np.testing.assert_allclose(got_draws, want_draws, rtol=1e-9, atol=1e-12)
+    # The window's interval comes from these draws, through estimate_classification.
+    out = estimate_classification(
+        np.column_stack([1 - window, window]), positive.astype(int), est, samples=300, seed=4
+    )
+    ends = np.percentile(want_draws, [2.5, 97.5], axis=1).T
+    for name, (lo, hi) in zip(BINARY_METRICS, ends, strict=True):
+        assert out.lower[name] == pytest.approx(min(lo, want[name]), rel=1e-9, abs=1e-12)
+        assert out.upper[name] == pytest.approx(max(hi, want[name]), rel=1e-9, abs=1e-12)
+
+
+def test_the_normal_draws_are_drawn_once_per_seed_and_cannot_be_changed() -> None:
+    z = _standard_normal(3, 50)
+    assert np.array_equal(z, np.random.default_rng(3).standard_normal((50, 3)))
+    assert _standard_normal(3, 50) is z and not z.flags.writeable
+    with pytest.raises(ValueError):
+        z[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("samples", [1, 2, 3, 40, 400, 401])
+def test_interval_ends_equal_numpys_percentile(samples: int) -> None:
+    rng = np.random.default_rng(samples)
+    rows = rng.normal(size=(5, samples))
+    rows[1] = rows[1].round(1)  # ties
+    for tail in (2.5, 5.0, 0.0, 25.0):
+        got = _percentiles(rows.copy(), (tail, 100 - tail))
+        assert np.array_equal(got, np.percentile(rows, [tail, 100 - tail], axis=1).T), tail

@@ -17,7 +17,7 @@ from mloop.monitoring.estimation import ESTIMATOR_FILE, estimate_quality
 from mloop.project import init_project
 from mloop.training.artifacts import log_run_files
 from mloop.training.pipeline import STEPS
-from mloop.training.probability_calibration import fit_calibrator
+from mloop.training.probability_calibration import fit_calibrator, fit_quality_estimator
 from mloop.training.run import TrainRun
 
 
@@ -74,3 +74,22 @@ def test_isotonic_on_large_holdouts_platt_on_small_ones() -> None:
     platt = fit_calibrator(p[:400], y[:400])
     assert platt.method == "sigmoid" and float(platt.apply(np.array([0.5]))[0]) < 0.4
     assert fit_calibrator(p[:50], np.zeros(50, dtype=bool)).method == "identity"  # one class only
+
+
+def test_holdout_labels_in_any_spelling_count_and_missing_ones_are_left_out() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0, 1, 1200)
+    y = (rng.random(1200) < p).astype(int)
+    spellings = np.array([[0, "0", 0.0, False], [1, "1", 1.0, True]], dtype=object)
+    mixed = spellings[y, rng.integers(0, 4, 1200)]
+    mixed[::10] = None  # no label: the row is left out
+    mixed[5::10] = "2"  # not one of the model's classes: left out too
+    proba = np.column_stack([1 - p, p])
+    est = fit_quality_estimator("classification", predictions=None, proba=proba, classes=[0, 1], y_true=mixed)
+    keep = np.ones(1200, dtype=bool)
+    keep[::10] = keep[5::10] = False
+    clean = fit_quality_estimator(
+        "classification", predictions=None, proba=proba[keep], classes=[0, 1], y_true=y[keep]
+    )
+    assert est.holdout == clean.holdout and est.holdout["rows"] == 960
+    assert est.calibrators == clean.calibrators
