@@ -116,6 +116,12 @@ def deploy_cmd(
             f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
         )
         raise DeployError(f"Invalid deploy option: {problems}.") from exc
+    if extra and target not in IMAGE_TARGETS:
+        raise DeployError(
+            f"--extra chooses what an image installs, and `mloop deploy {target}` builds no image: "
+            f"pass it to `mloop deploy docker` (or {', '.join(t for t in IMAGE_TARGETS if t != 'docker')}) "
+            "and point this target at that image."
+        )
     settings = settings_from_cli(config)
     said: list[str] = []
     if target in IMAGE_TARGETS:  # before generating: an unknown --extra fails first

@@ -270,6 +270,13 @@ def test_the_cli_prints_the_extras_and_why_and_refuses_unknown_ones(
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "Unknown extra 'xgbost'" in err and "Did you mean 'xgboost'?" in err
+    # A target that builds no image refuses --extra instead of ignoring it.
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", "k8s", "--extra", "redis"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "--extra chooses what an image installs" in err and "mloop deploy docker" in err
+    assert not (project_dir / "k8s").exists()
 
 
 def test_a_requirement_with_comparison_operators_reaches_the_dockerfile_as_written(project_dir: Path) -> None:
