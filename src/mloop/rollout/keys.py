@@ -8,14 +8,21 @@ value a request field (of the first record of a native request, or of the MLflow
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["ROUTING_HEADER", "routing_key"]
 
 ROUTING_HEADER = "x-routing-key"
 
 
-def routing_key(setting: str | None, headers: Mapping[str, str], body: Any) -> str | None:
+class Headers(Protocol):
+    """What the routing key reads headers through: ``get`` by lower-case name (a Starlette mapping,
+    or :class:`mloop.server.http.RequestHead`)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def routing_key(setting: str | None, headers: Headers, body: Any) -> str | None:
     """The key for this request, or None (random assignment)."""
     given = headers.get(ROUTING_HEADER)
     if given:

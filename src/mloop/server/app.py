@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +42,7 @@ from mloop.serving.service import PredictionService
 __all__ = ["ENV_CONFIG", "ENV_MODEL", "ServingApp", "app_from_env", "create_app"]
 
 log = logging.getLogger("mloop.server")
+_TELEMETRY_CHECK_S = 1.0
 ENV_CONFIG = "MLOOP_CONFIG"
 ENV_MODEL = "MLOOP_SERVE_MODEL"
 
@@ -54,7 +56,8 @@ class ServingApp(FastAPI):
     fail exactly as through FastAPI (the same handler, the app's exception handlers, an unexpected
     error logged, answered 500 and re-raised to the server), and stay declared as FastAPI routes, so
     ``/docs`` and the OpenAPI schema are unchanged. Anything else — other methods or paths, a
-    ``root_path``, added middleware, FastAPI's tracing when configured — takes the normal route.
+    ``root_path``, added middleware, FastAPI's tracing when configured (checked at most once a
+    second) — takes the normal route.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -67,6 +70,8 @@ class ServingApp(FastAPI):
         """503 answers from the request head alone, given by ``mloop serve``'s HTTP protocol."""
         self.docs_guard: Guard | None = None
         """Check of the read role on the schema and docs pages (they show the data contract)."""
+        self._telemetry_on = False
+        self._telemetry_checked_until = float("-inf")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -90,7 +95,16 @@ class ServingApp(FastAPI):
         if scope.get("root_path") or self.root_path or self.user_middleware:
             return False
         telemetry = getattr(self, "_native_telemetry", None)
-        return telemetry is None or "fastapi.telemetry" in scope or not telemetry.enabled()
+        if telemetry is None or "fastapi.telemetry" in scope:
+            return True
+        # Whether an OpenTelemetry provider is configured (three provider lookups and three
+        # environment reads, more than the rest of the dispatch) is asked at most once a second: a
+        # provider configured while serving is traced from the next check on.
+        now = time.monotonic()
+        if now >= self._telemetry_checked_until:
+            self._telemetry_on = telemetry.enabled()
+            self._telemetry_checked_until = now + _TELEMETRY_CHECK_S
+        return not self._telemetry_on
 
     async def _serve_hot(self, handler: HotHandler, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self

@@ -21,6 +21,8 @@ from mloop.errors import (
 
 __all__ = [
     "ClientDisconnected",
+    "PreparedJSON",
+    "RequestHead",
     "error_response",
     "json_response",
     "read_body",
@@ -36,6 +38,69 @@ class ClientDisconnected(MloopError):
     """The client closed the connection before its request body arrived: nothing can be answered."""
 
     status_code = 499  # nginx's "client closed request": a client error, never counted against the model
+
+
+class RequestHead:
+    """The headers a prediction request is read with, found in one pass over the raw ASGI headers.
+
+    Starlette's ``request.headers`` builds a mapping on first use, and each ``get`` lower-cases and
+    encodes the name and scans the list again (an absent header costs a ``KeyError`` inside); the
+    prediction path asks for three or four headers per request. ASGI servers give header names in
+    lower case, so the raw list is compared as bytes. The first value of a repeated header wins, as in
+    Starlette.
+    """
+
+    __slots__ = ("content_length", "content_type", "raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        length: bytes | None = None
+        media: bytes | None = None
+        for name, value in raw:
+            if name == b"content-length":
+                if length is None:
+                    length = value
+            elif name == b"content-type" and media is None:
+                media = value
+        self.content_length = length
+        """The ``Content-Length`` value as sent (bytes), or None (chunked)."""
+        self.content_type = None if media is None else media.decode("latin-1")
+
+    @classmethod
+    def of(cls, request: Request) -> RequestHead:
+        return cls(request.scope["headers"])
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (any case), else ``default``."""
+        key = name.lower().encode("latin-1")
+        for header, value in self.raw:
+            if header == key:
+                return value.decode("latin-1")
+        return default
+
+
+class PreparedJSON(Response):
+    """A JSON answer whose extra headers are already encoded (the hot prediction routes cache them per
+    version and arm): the same status, headers and bytes as :func:`json_response`, without Starlette's
+    per-response header building."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, headers: list[tuple[bytes, bytes]], status_code: int = 200) -> None:
+        # Response.__init__'s work, done directly: the order of the headers is the one it produces.
+        self.status_code = status_code
+        self.background = None
+        self.body = content
+        self.raw_headers = [
+            *headers,
+            (b"content-length", b"%d" % len(content)),
+            (b"content-type", b"application/json"),
+        ]
+
+
+def json_bytes(body: Any) -> bytes:
+    """``body`` as the JSON bytes :func:`json_response` sends."""
+    return orjson.dumps(body, option=_JSON_OPTS)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -74,9 +139,15 @@ def require_json(request: Request) -> None:
         )
 
 
-async def read_json(request: Request, limit: int, setting: str = "serving.max_body_bytes") -> Any:
+async def read_json(
+    request: Request,
+    limit: int,
+    setting: str = "serving.max_body_bytes",
+    *,
+    head: RequestHead | None = None,
+) -> Any:
     """The parsed JSON body; 413 above ``limit`` bytes (the ``setting`` named), 422 when it is not JSON."""
-    body = await read_body(request, limit, setting)
+    body = await read_body(request, limit, setting, head=head)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -96,9 +167,18 @@ async def read_json(request: Request, limit: int, setting: str = "serving.max_bo
         ) from None
 
 
-async def read_body(request: Request, limit: int, setting: str = "serving.max_body_bytes") -> bytes:
-    """The body's bytes; 413 above ``limit`` bytes (the ``setting`` named), checked before it is all read."""
-    length = request.headers.get("content-length")
+async def read_body(
+    request: Request,
+    limit: int,
+    setting: str = "serving.max_body_bytes",
+    *,
+    head: RequestHead | None = None,
+) -> bytes:
+    """The body's bytes; 413 above ``limit`` bytes (the ``setting`` named), checked before it is all read.
+
+    ``head``: the request's headers already read (:class:`RequestHead`), so they are not looked up again.
+    """
+    length = head.content_length if head is not None else request.headers.get("content-length")
     size = 0
     try:
         if length is not None:
@@ -108,7 +188,7 @@ async def read_body(request: Request, limit: int, setting: str = "serving.max_bo
                 declared = -1
             if declared > limit:
                 raise _too_large(declared, limit, setting)
-            body = await request.body()
+            body = await _whole_body(request)
         else:  # chunked: count while reading so a huge body is refused before it is all in memory
             parts: list[bytes] = []
             async for chunk in request.stream():
@@ -120,17 +200,44 @@ async def read_body(request: Request, limit: int, setting: str = "serving.max_bo
     except ClientDisconnect:
         # One line, not a traceback: a client that goes away mid-body is not a server fault.
         client = request.client
+        announced = length.decode("latin-1") if isinstance(length, bytes) else length
         log.info(
             "%s %s: the client %s closed the connection before sending the whole body (%s bytes "
             "announced); nothing was answered.",
             request.method,
             request.url.path,
             f"{client.host}:{client.port}" if client else "",
-            length if length is not None else "chunked,",
+            announced if announced is not None else "chunked,",
         )
         raise ClientDisconnected("The client closed the connection before sending the whole body.") from None
     if len(body) > limit:
         raise _too_large(len(body), limit, setting)
+    return body
+
+
+async def _whole_body(request: Request) -> bytes:
+    """What ``await request.body()`` returns, read from the ASGI messages directly.
+
+    A one-record body arrives in a single message; Starlette's ``body()`` reads it through an async
+    generator, which costs more than the rest of reading it. The body is kept on the request as
+    ``body()`` keeps it, so a later ``await request.body()`` returns it again.
+    """
+    if hasattr(request, "_body") or request._stream_consumed:
+        return await request.body()
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            request._is_disconnected = True
+            raise ClientDisconnect()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._stream_consumed = True
+    request._body = body
     return body
 
 

@@ -102,7 +102,11 @@ class Shedder:
             if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
                 return None
             endpoint = "v2_infer"
-        length = next((value for name, value in headers if name == b"content-length"), None)
+        length = None
+        for name, value in headers:  # a loop, not a generator: this runs for every request under load
+            if name == b"content-length":
+                length = value
+                break
         refused = self.admission.refusal(endpoint, length)
         if refused is None:
             return None

@@ -12,7 +12,15 @@ from fastapi.responses import PlainTextResponse, Response
 from mloop.errors import MloopError
 from mloop.rollout.keys import routing_key
 from mloop.server.auth import Guard, KeyRing
-from mloop.server.http import error_response, json_response, read_json, require_json
+from mloop.server.http import (
+    PreparedJSON,
+    RequestHead,
+    error_response,
+    json_bytes,
+    json_response,
+    read_json,
+    require_json,
+)
 from mloop.server.openapi import errors, ok, secured, text
 from mloop.server.scoring import (
     INVOCATIONS_BODY,
@@ -29,8 +37,9 @@ from mloop.serving.service import PredictionService, WireProtocol
 
 __all__ = ["HotHandler", "Runner", "prediction_routes", "prediction_runner"]
 
-Reader = Callable[[Request], Awaitable[Any]]
-"""Reads and parses a prediction request's body (raising :class:`MloopError` when it cannot)."""
+Reader = Callable[[Request, RequestHead], Awaitable[Any]]
+"""Reads and parses a prediction request's body, given its headers (raising :class:`MloopError` when it
+cannot)."""
 Encoder = Callable[[Prediction, Any], Response]
 """Writes the answer to a prediction, given the parsed request body."""
 
@@ -90,9 +99,10 @@ def prediction_runner(
                 predict_guard(request)
             # Admitted or refused (503) from the head alone: an overloaded server parses no body it
             # would refuse.
-            ticket = admission.admit(endpoint, request.headers.get("content-length"))
-            body = await read(request)
-            key = routing_key(service.settings.rollout.routing_key, request.headers, body)
+            head = RequestHead(request.scope["headers"])
+            ticket = admission.admit(endpoint, head.content_length)
+            body = await read(request, head)
+            key = routing_key(service.settings.rollout.routing_key, head, body)
             p = await service.predict(body, protocol, key=key, version=version)
             served = p.version
             answered = p.columns.n
@@ -116,15 +126,27 @@ def prediction_runner(
 
 
 def _read_json(limit: int) -> Reader:
-    async def read(request: Request) -> Any:
-        return await read_json(request, limit)
+    async def read(request: Request, head: RequestHead) -> Any:
+        return await read_json(request, limit, head=head)
 
     return read
 
 
 def _encode_json(body: Callable[[Prediction], dict[str, Any]]) -> Encoder:
+    # The X-Mloop-Version and X-Mloop-Arm headers, encoded once per (version, arm) served.
+    heads: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
+
     def encode(p: Prediction, _: Any) -> Response:
-        return json_response(body(p), headers={"X-Mloop-Version": p.version, "X-Mloop-Arm": p.arm})
+        version, arm = p.runtime.version, p.arm
+        head = heads.get((version, arm))
+        if head is None:
+            if len(heads) >= 256:  # versions and arms come and go over a long life: stay small
+                heads.clear()
+            head = heads[version, arm] = [
+                (b"x-mloop-version", version.encode("latin-1")),
+                (b"x-mloop-arm", arm.encode("latin-1")),
+            ]
+        return PreparedJSON(json_bytes(body(p)), head)
 
     return encode
 

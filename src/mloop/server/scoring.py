@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
 from mloop.errors import MloopError, RequestValidationError, UnsupportedMediaType
-from mloop.server.http import error_response, json_response, read_body
+from mloop.server.http import RequestHead, error_response, json_response, read_body
 from mloop.server.openapi import ERROR_STATUSES
 from mloop.serving.codecs import parse_csv, parse_parquet
 
@@ -82,10 +82,10 @@ def _unsupported(message: str) -> UnsupportedMediaType:
 def read_invocations(limit: int) -> Any:
     """The reader of ``/invocations`` bodies: parsed JSON, or a CSV/Parquet :class:`Table`."""
 
-    async def read(request: Request) -> Any:
-        content_type = request.headers.get("content-type")
+    async def read(request: Request, head: RequestHead) -> Any:
+        content_type = head.content_type
         if content_type == "application/json":  # the common case, without parsing the header
-            return _json(await read_body(request, limit))
+            return _json(await read_body(request, limit, head=head))
         if content_type is None:
             raise _unsupported(
                 "This predictor only supports the following content types: "
@@ -105,7 +105,7 @@ def read_invocations(limit: int) -> Any:
                 "This predictor only supports the following content types: "
                 f"Types: {list(CONTENT_TYPES)}. Got {content_type[:100]!r}."
             )
-        raw = await read_body(request, limit)
+        raw = await read_body(request, limit, head=head)
         if media == "application/json":
             return _json(raw)
         if media == "text/csv":

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from mloop import __version__
 from mloop.errors import MloopError, ModelNotFound, RequestValidationError, ServingError
 from mloop.server.auth import KeyRing
-from mloop.server.http import error_response, json_response, read_body
+from mloop.server.http import RequestHead, error_response, json_response, read_body
 from mloop.server.openapi import errors, ok, secured
 from mloop.serving.responses import Prediction
 from mloop.serving.runtime import ModelRuntime
@@ -95,8 +95,8 @@ def v2_routes(
     def versions() -> list[str]:
         return sorted({r.runtime.version for r in service.router.routes}, key=_version_key)
 
-    async def read(request: Request) -> Any:
-        body = read_request(await read_body(request, limit), request.headers.get(HEADER_LENGTH))
+    async def read(request: Request, head: RequestHead) -> Any:
+        body = read_request(await read_body(request, limit, head=head), head.get(HEADER_LENGTH))
         champion = service.champion()
         if champion is not None:  # refused before the model runs
             output_plan(body, champion.is_classifier)

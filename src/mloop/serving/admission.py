@@ -98,12 +98,13 @@ class Admission:
 
     def refusal(self, endpoint: str, content_length: str | bytes | None) -> Overloaded | None:
         """The error a request of ``content_length`` bytes would be refused with now, or None if it fits."""
-        pending = self.pending
-        if not pending:
+        if not self.pending:
             return None
         rows = self.estimate(endpoint, _length(content_length))
-        if pending + rows <= self.limit:
-            return None
+        return None if self.pending + rows <= self.limit else self._overloaded()
+
+    def _overloaded(self) -> Overloaded:
+        pending = self.pending
         wait = pending / self.rows_per_s
         setting = "serving.max_queue" if self.max_queue is not None else "serving.latency_budget_ms"
         return Overloaded(
@@ -115,14 +116,14 @@ class Admission:
 
     def admit(self, endpoint: str, content_length: str | bytes | None) -> Ticket:
         """A ticket for the request, or :class:`~mloop.errors.Overloaded` when its work does not fit."""
-        refused = self.refusal(endpoint, content_length)
-        if refused is not None:
-            self.refused += 1
-            raise refused
+        # The length is parsed and the rows estimated once (this runs for every prediction request).
         body_bytes = _length(content_length)
         rows = self.estimate(endpoint, body_bytes)
         if not self.pending:
             self._busy_since = self._now()
+        elif self.pending + rows > self.limit:
+            self.refused += 1
+            raise self._overloaded()
         self.pending += rows
         return Ticket(endpoint, body_bytes, rows)
 

@@ -107,6 +107,9 @@ class ServingMetrics:
         self.class_child = lru_cache(maxsize=8192)(self.predictions.labels)
         self.value_child = lru_cache(maxsize=1024)(self.prediction_value.labels)
         self.validation_child = lru_cache(maxsize=8192)(self.validation_errors.labels)
+        # Per request: (model, version, endpoint, status) -> the request counter's and the latency
+        # histogram's bound methods, found with one lookup of the arguments as given.
+        self._request_observers: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
     @staticmethod
     def _stamp(loaded_at: float) -> str:
@@ -114,8 +117,17 @@ class ServingMetrics:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(loaded_at)) + f".{millis:03d}Z"
 
     def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
-        self.request_child(model, version, endpoint, str(status)).inc()
-        self.latency_child(model, endpoint, status_class(status)).observe(seconds)
+        key = (model, version, endpoint, status)
+        observe = self._request_observers.get(key)
+        if observe is None:
+            if len(self._request_observers) >= 4096:
+                self._request_observers.clear()
+            observe = self._request_observers[key] = (
+                self.request_child(model, version, endpoint, str(status)).inc,
+                self.latency_child(model, endpoint, status_class(status)).observe,
+            )
+        observe[0]()
+        observe[1](seconds)
 
     def set_loaded(self, model: str, version: str, alias: str, loaded_at: float) -> None:
         self.model_info.labels(model, version, alias, self._stamp(loaded_at)).set(1)
