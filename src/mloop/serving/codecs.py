@@ -54,7 +54,7 @@ def _limit(n: int, max_rows: int) -> None:
 def _rows_or_records(items: list[Any], v: ContractValidator, max_rows: int, field: str) -> Columns:
     """A list of records (objects) or of positional rows (lists)."""
     _limit(len(items), max_rows)
-    if all(isinstance(x, Mapping) for x in items):
+    if all(type(x) is dict or isinstance(x, Mapping) for x in items):  # JSON objects are dicts
         return v.from_records(items)
     if all(isinstance(x, list) for x in items):
         return v.from_rows(items)
@@ -205,7 +205,7 @@ def decode_mlflow(body: Any, v: ContractValidator, max_rows: int) -> Columns:
     """Decode an MLflow scoring-protocol body (exactly one of :data:`MLFLOW_KEYS`, or a :class:`Table`)."""
     if isinstance(body, Table):
         return _decode_table(body, v, max_rows)
-    keys = [k for k in MLFLOW_KEYS if isinstance(body, Mapping) and k in body]
+    keys = [k for k in MLFLOW_KEYS if k in body] if type(body) is dict or isinstance(body, Mapping) else []
     if len(keys) != 1:
         raise _shape(
             f"The body must have exactly one of {', '.join(MLFLOW_KEYS)} (MLflow's scoring protocol); got "

@@ -122,10 +122,14 @@ class ContractValidator:
     def from_records(self, records: Sequence[Any]) -> Columns:
         """Validate a list of ``{field: value}`` mappings."""
         for i, rec in enumerate(records):
-            if not isinstance(rec, Mapping):
+            if type(rec) is not dict and not isinstance(rec, Mapping):  # JSON objects are dicts
                 raise _shape_error(f"record {i} must be an object of field values; got {_kind(rec)}")
-        columns = {name: [r.get(name, MISSING) for r in records] for name in self.fields}
-        return self.from_columns(columns, len(records))
+        if len(records) == 1:  # the common request: one record
+            record = records[0]
+            columns = {name: [record.get(name, MISSING)] for name in self.fields}
+        else:
+            columns = {name: [r.get(name, MISSING) for r in records] for name in self.fields}
+        return self._enforce(columns, len(records))  # one value per row in every column, by construction
 
     def from_rows(self, rows: Sequence[Any]) -> Columns:
         """Validate positional rows: lists of values in contract column order."""
@@ -160,10 +164,15 @@ class ContractValidator:
                 )
         if issues:
             raise _validation_error(issues)
+        return self._enforce(columns, n)
+
+    def _enforce(self, columns: Mapping[str, Sequence[Any]], n: int) -> Columns:
+        """Validate columns whose lengths are ``n`` (checked, or made so by the caller)."""
+        issues: list[FieldIssue] = []
         values: dict[str, list[Any]] = {}
         flags: list[dict[str, list[str]] | None] = [None] * n
         for outcome in self.rules.enforce(columns, n):
-            values[outcome.name] = outcome.values
+            values[outcome.rules.name] = outcome.values
             if outcome.refused is not None:
                 issues.extend(_issues(outcome))
             if outcome.flagged is not None:
