@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+
+from testkit.processes import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
@@ -87,12 +88,6 @@ from sklearn.ensemble import RandomForestClassifier
 def build_model(task="classification", seed=42, **params):
     return RandomForestClassifier(n_estimators=25, max_depth=8, min_samples_leaf=3, random_state=seed)
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _project(path: Path) -> Path:
@@ -253,7 +248,7 @@ def test_failover_mid_cycle_on_the_whole_topology(
     for name in list(os.environ):
         if name.startswith(("MLOOP_", "MLFLOW_")) and name != "MLOOP_REQUIRE_SERVICES":
             monkeypatch.delenv(name, raising=False)
-    mlflow_port = _free_port()
+    mlflow_port = free_port()
     tracking = f"http://127.0.0.1:{mlflow_port}"
     env = {
         **os.environ,
@@ -293,14 +288,14 @@ def test_failover_mid_cycle_on_the_whole_topology(
 
         replicas = []
         for i in (1, 2):
-            port = _free_port()
+            port = free_port()
             stack.start(
                 f"replica{i}", _project(tmp_path / f"replica{i}"), "-m", "mloop", "serve", "--port", str(port)
             )
             replicas.append(f"http://127.0.0.1:{port}")
         loops = {}
         for i in (1, 2):
-            port = _free_port()
+            port = free_port()
             name = f"loop{i}"
             stack.start(
                 name, _project(tmp_path / name), "-m", "mloop", "run", "--no-serve", "--port", str(port)

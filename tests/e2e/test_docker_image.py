@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from testkit.processes import free_port, server, wait_http
 
 # Building the image (and, the first time, its base) takes longer than the suite's default timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -86,35 +85,13 @@ def _ensure_base_image(work: Path) -> None:
     tar.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(url: str, *, status: int = 200, timeout: float = 180) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=5)
-            if response.status_code == status:
-                return response
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last})")
-
-
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _docker_or_skip()
     work = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "mlflow",
@@ -129,22 +106,11 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(work / "artifacts"),
             "--workers",
             "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/health", timeout=120)
-        _ARTIFACTS[f"http://127.0.0.1:{port}"] = work / "artifacts"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        ]
+
+    with server(command, work, ready_path="/health", timeout=120) as mlflow_server:
+        _ARTIFACTS[mlflow_server.url] = work / "artifacts"
+        yield mlflow_server.url
 
 
 @pytest.fixture(scope="module")
@@ -222,10 +188,10 @@ def _health_check(container: str, port: int) -> int:
 
 
 def test_image_serves_the_model_from_the_tracking_server(image: str, tracking_server: str) -> None:
-    port = _free_port()
+    port = free_port()
     container = _run_container(image, tracking_server, port)
     try:
-        _wait(f"http://127.0.0.1:{port}/ready", timeout=240)
+        wait_http(f"http://127.0.0.1:{port}/ready", timeout=240)
         assert _health_check(container, port) == 0
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
         assert metrics.status_code == 200 and "mloop_model_info{" in metrics.text
@@ -239,7 +205,7 @@ def test_image_serves_the_model_from_the_tracking_server(image: str, tracking_se
 
 
 def test_health_check_fails_while_the_model_cannot_load(image: str, tracking_server: str) -> None:
-    port = _free_port()
+    port = free_port()
     # The registered version's files are gone from the server: the server process runs and /health
     # answers, but the model cannot load, so /ready and the image's health check must fail.
     artifacts = _ARTIFACTS[tracking_server]
@@ -248,7 +214,7 @@ def test_health_check_fails_while_the_model_cannot_load(image: str, tracking_ser
     artifacts.mkdir()
     container = _run_container(image, tracking_server, port)
     try:
-        _wait(f"http://127.0.0.1:{port}/health", timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code != 200
         assert _health_check(container, port) != 0
     finally:

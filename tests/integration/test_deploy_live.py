@@ -12,10 +12,10 @@ directory, then ``mloop serve``. The Prometheus test skips, naming the reason, w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +28,7 @@ import yaml
 
 from mloop.config import load_settings
 from mloop.deploy import DASHBOARD_METRICS, render_rules
+from testkit.processes import Server, mloop_server, server
 
 pytestmark = pytest.mark.slow
 
@@ -35,31 +36,9 @@ LOOP_METRICS = {"mloop_loop_heartbeat_timestamp_seconds", "mloop_loop_last_cycle
 MLOOP = str(Path(sys.executable).parent / "mloop")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.status, resp.read().decode()
-
-
-def _wait(url: str, proc: subprocess.Popen[str], seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"{proc.args} exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
-            )
-        try:
-            if _get(url)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer 200 within {seconds}s")
 
 
 def _env() -> dict[str, str]:
@@ -85,29 +64,16 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _start(project: Path, command: str) -> Iterator[str]:
-    port = _free_port()
-    args = [MLOOP, command] + (["--host", "127.0.0.1", "--port", str(port)] if command == "serve" else [])
-    env = _env()
-    if command == "run":
-        env.update({"MLOOP_SERVING__HOST": "127.0.0.1", "MLOOP_SERVING__PORT": str(port)})
-    proc = subprocess.Popen(
-        args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/ready", proc)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def _start(project: Path, command: str) -> contextlib.AbstractContextManager[Server]:
+    """``mloop serve`` or ``mloop run`` (which serves too) on 127.0.0.1, once it is ready."""
+    logs = project.parent / f"{command}.log"
+    return mloop_server(project, "--host", "127.0.0.1", subcommand=command, env=_env(), log_path=logs)
 
 
 @pytest.fixture(scope="module")
 def live_serve(trained_project: Path) -> Iterator[str]:
-    yield from _start(trained_project, "serve")
+    with _start(trained_project, "serve") as live:
+        yield f"127.0.0.1:{live.port}"
 
 
 def _exported(address: str) -> set[str]:
@@ -127,8 +93,8 @@ def test_live_serve_exports_every_dashboard_metric(live_serve: str) -> None:
 
 
 def test_live_loop_exports_the_loop_metrics(trained_project: Path) -> None:
-    for address in _start(trained_project, "run"):
-        missing = DASHBOARD_METRICS - _exported(address)
+    with _start(trained_project, "run") as loop:
+        missing = DASHBOARD_METRICS - _exported(f"127.0.0.1:{loop.port}")
         assert not missing, f"panels query metrics that `mloop run` does not export: {sorted(missing)}"
 
 
@@ -160,20 +126,17 @@ def test_real_prometheus_scrapes_the_server_and_evaluates_the_rules(
         "scrape_configs": [{"job_name": "mloop", "static_configs": [{"targets": [live_serve]}]}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             binary,
             f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/-/ready", proc, seconds=60)
+        ]
+
+    with server(command, tmp_path, ready_path="/-/ready", timeout=60) as prometheus:
+        port = prometheus.port
         deadline = time.monotonic() + 60
         while True:
             targets = _api(port, "targets")["data"]["activeTargets"]
@@ -197,6 +160,3 @@ def test_real_prometheus_scrapes_the_server_and_evaluates_the_rules(
         missing = (DASHBOARD_METRICS - LOOP_METRICS) - scraped
         assert not missing, f"Prometheus did not see these dashboard metrics: {sorted(missing)}"
         assert {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

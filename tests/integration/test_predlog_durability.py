@@ -10,9 +10,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +25,7 @@ from mloop.predlog import (
     PredictionRecord,
     open_prediction_logger,
 )
+from testkit.processes import mloop_server
 
 THREADS = 4
 
@@ -99,12 +97,6 @@ RECORD = {
 }
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_kill_9_of_mloop_serve_loses_no_answered_prediction_in_sync_mode(
     trained_project: Path, tmp_path: Path
@@ -119,17 +111,10 @@ def test_kill_9_of_mloop_serve_loses_no_answered_prediction_in_sync_mode(
         "MLOOP_SERVING__POLL_INTERVAL_S": "0",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOOP_")} | overrides
-    port = _port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mloop", "serve", "--port", str(port), "--log-level", "warning",
-         "--config", str(trained_project / "mloop.yaml")],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     answered: list[str] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(base: str) -> None:
         with httpx.Client(base_url=base, timeout=30) as c:
             while not stop.is_set():
                 try:
@@ -139,31 +124,19 @@ def test_kill_9_of_mloop_serve_loses_no_answered_prediction_in_sync_mode(
                 if r.status_code == 200:
                     answered.extend(p["id"] for p in r.json()["predictions"])
 
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, "mloop serve exited during start-up"
-        threads = [threading.Thread(target=client) for _ in range(THREADS)]
+    config = str(trained_project / "mloop.yaml")
+    with mloop_server(tmp_path, "--log-level", "warning", "--config", config, env=env, timeout=180) as live:
+        threads = [threading.Thread(target=client, args=(live.url,)) for _ in range(THREADS)]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 120
         while len(answered) < 600 and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-traffic: requests are being answered right now
-        proc.wait(30)
+        os.killpg(live.proc.pid, signal.SIGKILL)  # mid-traffic: requests are being answered right now
+        live.proc.wait(30)
         stop.set()
         for thread in threads:
             thread.join(60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
     acknowledged = set(answered)
     assert len(acknowledged) >= 600
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,14 +15,9 @@ import uvicorn
 from mloop.config import Settings, load_settings
 from mloop.server import create_app
 from mloop.tracking import Registry
+from testkit.processes import free_port, wait_http
 
 TOKEN = "integration-token"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -36,7 +30,7 @@ def server(trained_project: Path) -> Iterator[tuple[str, Settings]]:
             "prediction_log": {"flush_interval_s": 0.1},
         },
     )
-    port = _port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
@@ -44,16 +38,7 @@ def server(trained_project: Path) -> Iterator[tuple[str, Settings]]:
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the server did not become ready")
+    wait_http(f"{url}/ready", timeout=120, interval=0.2)
     yield url, settings
     srv.should_exit = True
     thread.join(timeout=30)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Server", "free_port", "listens", "mloop_server", "server", "stop"]
+__all__ = ["Server", "free_port", "listens", "mloop_server", "server", "stop", "wait_http"]
 
 
 def free_port() -> int:
@@ -53,6 +53,26 @@ def listens(proc: subprocess.Popen[bytes], port: int) -> bool:
                     if os.readlink(fd) in inodes:
                         return True
     return False
+
+
+def wait_http(url: str, *, status: int = 200, timeout: float = 120, interval: float = 0.3) -> httpx.Response:
+    """The first answer of ``GET url`` with ``status``, polled every ``interval`` s for a server this
+    test did not start as a process of its own (a container, a server thread).
+
+    Fails the test after ``timeout`` s with the last status or error seen."""
+    deadline = time.monotonic() + timeout
+    last: object = "no answer"
+    while True:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == status:
+                return response
+            last = f"status {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{url} did not answer {status} within {timeout:g} s (last: {last})")
+        time.sleep(interval)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
