@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +38,15 @@ def mloop(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """A tabular-torch project trained once by the CLI: the path and `mloop train --json`'s result.
 
-    Its network class is ``train.MLP``: while this module runs, ``train`` is this project's module,
-    whatever another project of the same test worker imported or left on sys.path before."""
+    Its network class is ``train.MLP``; loading the version imports it from this project's train.py,
+    whatever ``train`` another project of the same test worker imported or left on sys.path before."""
     root = tmp_path_factory.mktemp("torch")
     mloop(root, "init", "fraudnet", "--template", "tabular-torch", "--rows", "4000")
     out = mloop(root / "fraudnet", "train", "--json")
-    saved = sys.modules.pop("train", None)
-    sys.path.insert(0, str(root / "fraudnet"))
-    try:
-        yield root / "fraudnet", json.loads(out.stdout)
-    finally:
-        sys.path.remove(str(root / "fraudnet"))
-        sys.modules.pop("train", None)
-        if saved is not None:
-            sys.modules["train"] = saved
+    return root / "fraudnet", json.loads(out.stdout)
 
 
 def _settings(project: Path, **overrides: Any) -> Settings:

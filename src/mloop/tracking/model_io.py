@@ -18,12 +18,14 @@ refused with :class:`~mloop.errors.ModelRefused` naming each type and how to tru
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mloop.errors import ModelRefused, TrackingError
+from mloop.tracking.project_code import project_imports
 
 __all__ = ["ALLOWED_TYPES", "NEVER_TRUSTED", "load_sklearn_model", "refused_types", "trusted_types_for"]
 
@@ -210,7 +212,11 @@ def trusted_types_for(model: Any, extra: Sequence[str] = ()) -> list[str]:
 
 
 def load_sklearn_model(
-    model_dir: str | Path, *, extra_trusted: Sequence[str] = (), ref: str | None = None
+    model_dir: str | Path,
+    *,
+    extra_trusted: Sequence[str] = (),
+    ref: str | None = None,
+    project_root: str | Path | None = None,
 ) -> Any:
     """Load the scikit-learn model saved in a local MLflow model directory under mloop's policy.
 
@@ -218,7 +224,10 @@ def load_sklearn_model(
     whoever registered the version. The file's types are checked against :data:`ALLOWED_TYPES`
     plus ``extra_trusted`` first, for a message that names each one; skops then loads with that
     same list, so it refuses anything else on its own too. No object is built before both checks.
-    ``ref`` (``models:/name/3``) names the version in messages.
+    ``ref`` (``models:/name/3``) names the version in messages. ``project_root`` is the project
+    whose code the model's own classes come from (``train.Scaler``, a network's ``train.MLP``): they
+    are imported from that directory's files (:mod:`mloop.tracking.project_code`), not from another
+    project's module of the same name; without it, Python's usual import.
     """
     import skops.io as sio  # here, not at the top: it imports scikit-learn (seconds at CLI start)
 
@@ -251,14 +260,15 @@ def load_sklearn_model(
         ) from exc
     if refused:
         raise _refusal(where, refused)
-    try:
-        model = sio.load(path, trusted=_trusted(extra_trusted))
-    except Exception as exc:  # skops' own audit, or a class that cannot be rebuilt here
-        raise TrackingError(
-            f"{where}: the model file could not be loaded ({type(exc).__name__}: {exc}). Check that the "
-            "libraries it was trained with are installed, or retrain it with `mloop train`."
-        ) from exc
     from mloop.tracking.torch_io import restore_networks
 
-    restore_networks(model, extra_trusted, where)  # PyTorch steps: weights-only, trusted class
+    with project_imports(project_root) if project_root is not None else nullcontext():
+        try:
+            model = sio.load(path, trusted=_trusted(extra_trusted))
+        except Exception as exc:  # skops' own audit, or a class that cannot be rebuilt here
+            raise TrackingError(
+                f"{where}: the model file could not be loaded ({type(exc).__name__}: {exc}). Check that "
+                "the libraries it was trained with are installed, or retrain it with `mloop train`."
+            ) from exc
+        restore_networks(model, extra_trusted, where)  # PyTorch steps: weights-only, trusted class
     return model

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from mloop.store.events import EventSink
 from mloop.tracking import pyfunc
 from mloop.tracking.client import configure_mlflow
 from mloop.tracking.model_io import load_sklearn_model
+from mloop.tracking.project_code import project_imports
 
 __all__ = ["EventSink", "LoadedModel", "Registry", "VersionInfo", "parse_version_ref"]
 
@@ -104,10 +104,6 @@ class Registry:
 
         configure_mlflow(settings)
         self.settings = settings
-        # A model built from the user's own code (model.estimator "module:function", trusted types)
-        # imports that code from the project directory when it is loaded.
-        if str(settings.root) not in sys.path:
-            sys.path.append(str(settings.root))
         self.name = name or settings.model.name
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         self._events = events
@@ -290,7 +286,10 @@ class Registry:
                 extra["contract_source"] = "signature"
             if pyfunc.is_skops_sklearn(meta):
                 model = load_sklearn_model(
-                    path, extra_trusted=self.settings.model.trusted_types, ref=info.ref
+                    path,
+                    extra_trusted=self.settings.model.trusted_types,
+                    ref=info.ref,
+                    project_root=self.settings.root,
                 )
             else:
                 key = f"{info.name}/{info.version}"
@@ -299,7 +298,8 @@ class Registry:
                 )
                 if trusted_by is not None:
                     self._record_code_trust(info, meta)
-                model = pyfunc.load_pyfunc_model(path, meta, ref=info.ref)
+                with project_imports(self.settings.root):  # code it pickled by reference: the project's
+                    model = pyfunc.load_pyfunc_model(path, meta, ref=info.ref)
                 extra["flavor"] = "python_function"
                 extra["code_trusted"] = trusted_by is not None
         except ModelRefused as exc:

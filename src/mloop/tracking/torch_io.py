@@ -24,17 +24,16 @@ own. torch is imported here only when a model holds such a step.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import pickle
 import re
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mloop.errors import ModelRefused, TrackingError
+from mloop.tracking.project_code import import_project_module, loaded_project_module
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -162,7 +161,7 @@ def _module_class(ref: str, trusted: Sequence[str] | None, where: str) -> type:
     module_name, _, class_name = ref.rpartition(".")
     if trusted is None:
         # In-process copies and foreign loaders: only a class the process already imported.
-        module = sys.modules.get(module_name)
+        module = loaded_project_module(module_name)
         if module is None or refused_types([ref], [ref]):
             raise ModelRefused(
                 f"{where}: its PyTorch network is built from {ref}, which this process has not imported. "
@@ -178,12 +177,12 @@ def _module_class(ref: str, trusted: Sequence[str] | None, where: str) -> type:
                 f"and you trust that code, add to mloop.yaml: `model.trusted_types: [{ref}]`.",
                 (ref,),
             )
-        try:
-            module = importlib.import_module(module_name)
+        try:  # the loading project's own file (Registry.load opens project_imports)
+            module = import_project_module(module_name)
         except Exception as exc:
             raise TrackingError(
                 f"{where}: cannot import {module_name!r} for its PyTorch network {ref} "
-                f"({type(exc).__name__}: {exc}). Run from the project directory that defines it."
+                f"({type(exc).__name__}: {exc})"
             ) from exc
     cls = getattr(module, class_name, None)
     torch = _torch()

@@ -22,7 +22,6 @@ Example, a custom built-in::
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mloop.errors import TrainingError, did_you_mean
+from mloop.tracking.project_code import import_project_module
 
 __all__ = ["ESTIMATORS", "EstimatorSpec", "build_estimator", "register_estimator", "search_space"]
 
@@ -178,13 +178,10 @@ def _user_factory(ref: str) -> Factory:
             "path and a function name (e.g. 'train:build_model' for build_model in train.py)."
         )
     module_name, _, func_name = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
+    try:  # the project's own file (train.py), not another project's cached `train`
+        module = import_project_module(module_name)
     except ImportError as exc:
-        raise TrainingError(
-            f"Cannot import module {module_name!r} for estimator {ref!r}: {exc}. "
-            "The module must be importable from the project directory (mloop adds it to sys.path)."
-        ) from exc
+        raise TrainingError(f"Cannot import module {module_name!r} for estimator {ref!r}: {exc}") from exc
     except Exception as exc:  # the project's module failed while it was imported: say where
         raise TrainingError(
             f"Importing {module_name!r} for estimator {ref!r} raised {type(exc).__name__}: {exc}. "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ import pandas as pd
 
 from mloop.config import Settings
 from mloop.errors import MloopError, TrainingError, did_you_mean
+from mloop.tracking.project_code import project_imports
 from mloop.training.estimators import build_estimator, search_space
 from mloop.training.gates import evaluate_gates
 from mloop.training.metrics import default_metric, score_model
@@ -386,8 +386,6 @@ def train(
 
     if data is not None and data_version:
         raise TrainingError("Train on a given frame or on a recorded data version, not on both.")
-    if str(settings.root) not in sys.path:
-        sys.path.insert(0, str(settings.root))  # so `model.estimator: train:build` finds train.py
     experiment_id = configure_mlflow(settings)
     store = open_store(settings.store_url)
     registry = Registry(settings, events=store)
@@ -408,7 +406,9 @@ def train(
         data_version_ref=data_version,
     )
     try:
-        _run_steps(run)
+        # `model.estimator: train:build` and a network's `train.MLP` are this project's train.py.
+        with project_imports(settings.root):
+            _run_steps(run)
         mlflow.end_run("FINISHED")
         return run.result()
     finally:

@@ -35,7 +35,6 @@ loss is cross-entropy) or 1 for a regression (mean squared error). Example, in t
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -47,6 +46,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
 
 from mloop.errors import TrainingError
+from mloop.tracking.project_code import import_project_module
 from mloop.tracking.torch_io import INSTALL_HINT, SPEC_FORMAT, build_module, state_to_bytes
 
 __all__ = ["OPTIMIZERS", "TorchClassifier", "TorchRegressor"]
@@ -142,8 +142,8 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ship
         module = self.module
         if isinstance(module, str):
             path, _, name = module.replace(":", ".").rpartition(".")
-            try:
-                module = getattr(importlib.import_module(path), name)
+            try:  # from the project being trained (pipeline.train opens project_imports)
+                module = getattr(import_project_module(path), name)
             except (ImportError, AttributeError, ValueError) as exc:
                 raise TrainingError(
                     f"Cannot import the PyTorch module class {self.module!r}: {exc}."
