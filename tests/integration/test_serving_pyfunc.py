@@ -92,10 +92,15 @@ def _settings(root: Path, name: str, **model: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One MLflow store for the module (creating one costs seconds); each test has its own project
-    (store, prediction log) and registers the versions it uses."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    (store, prediction log) and registers the versions it uses. MLflow puts a SQLite store's
+    artifacts in ./mlruns of the working directory when it creates the store: that is this folder,
+    not the checkout's."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        yield f"sqlite:///{root / 'mlflow.db'}"
 
 
 @pytest.fixture

@@ -55,11 +55,11 @@ def _contract(column: str) -> dict[str, Any]:
 def _register(settings: Settings, model: Any, contract: dict[str, Any], *, alias: str | None = None) -> int:
     """Register ``model`` the way an attacker with registry access would: straight through MLflow,
     trusting (in the file's own metadata) every type the file holds."""
-    configure_mlflow(settings)
+    experiment = configure_mlflow(settings)  # the project's: its artifacts stay under the project
     out = settings.home_dir / f"extra-{time.monotonic_ns()}"
     out.mkdir(parents=True)
     (out / "contract.json").write_text(json.dumps(contract), encoding="utf-8")
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(
             model,
             name="model",

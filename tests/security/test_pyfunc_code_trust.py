@@ -88,9 +88,9 @@ def marker(tmp_path: Path) -> Iterator[Path]:
 
 
 def _register_pyfunc(settings: Settings, model: Any) -> int:
-    configure_mlflow(settings)
+    experiment = configure_mlflow(settings)  # the project's: its artifacts stay under the project
     signature = mlflow.models.infer_signature(FRAME, FRAME[["amount"]].rename(columns={"amount": "score"}))
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
@@ -140,7 +140,7 @@ def test_the_opt_in_runs_the_code_and_is_recorded(root: Path, name: str, marker:
 
 def test_a_pickled_sklearn_model_is_refused_without_the_opt_in(root: Path, name: str, marker: Path) -> None:
     settings = _settings(root, name)
-    configure_mlflow(settings)
+    experiment = configure_mlflow(settings)
     x = pd.DataFrame({"amount": np.linspace(0, 100, 40)})
     model = Pipeline(
         [
@@ -148,7 +148,7 @@ def test_a_pickled_sklearn_model_is_refused_without_the_opt_in(root: Path, name:
             ("m", LogisticRegression().fit(x, (x["amount"] > 50).astype(int))),
         ]
     )
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(
             model,
             name="model",
