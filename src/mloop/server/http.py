@@ -68,7 +68,12 @@ class RequestHead:
 
     @classmethod
     def of(cls, request: Request) -> RequestHead:
-        return cls(request.scope["headers"])
+        """The head of ``request`` (its ASGI headers made a list first, as Starlette makes them: the
+        ASGI spec allows any iterable, which could be read only once)."""
+        raw = request.scope["headers"]
+        if type(raw) is not list:
+            raw = request.scope["headers"] = list(raw)
+        return cls(raw)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (any case), else ``default``."""

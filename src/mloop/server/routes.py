@@ -99,7 +99,7 @@ def prediction_runner(
                 predict_guard(request)
             # Admitted or refused (503) from the head alone: an overloaded server parses no body it
             # would refuse.
-            head = RequestHead(request.scope["headers"])
+            head = RequestHead.of(request)
             ticket = admission.admit(endpoint, head.content_length)
             body = await read(request, head)
             key = routing_key(service.settings.rollout.routing_key, head, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,7 +35,7 @@ RAW = [
 ]
 
 
-def _request(messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]] = RAW) -> Request:
+def _request(messages: list[dict[str, Any]], headers: Iterable[tuple[bytes, bytes]] = RAW) -> Request:
     queue = list(messages)
 
     async def receive() -> dict[str, Any]:
@@ -52,6 +53,9 @@ def test_request_head_reads_as_starlette_headers_do() -> None:
     for name in ("X-Customer", "x-customer", "absent"):
         assert head.get(name) == starlette.get(name)
     assert RequestHead([]).content_length is None and RequestHead([]).content_type is None
+    once = _request([], headers=iter(RAW))
+    assert RequestHead.of(once).content_type == "application/json"
+    assert once.headers["x-customer"] == "a"  # the headers are still there for Starlette
 
 
 async def test_read_body_joins_messages_and_keeps_the_body_for_body() -> None:
