@@ -157,6 +157,24 @@ def _environment_restored_per_module(tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(autouse=True)
+def _loggers_left_enabled() -> Iterator[None]:
+    """Every test leaves each logger's ``disabled`` flag as it found it (new loggers enabled).
+
+    ``logging.config.dictConfig`` disables every logger that exists when it runs unless told not
+    to; import-linter's ``lint_imports`` (run in-process by tests/unit/test_layers.py) does so, and
+    a later test in the same worker then saw nothing from ``mloop.server.app`` in caplog.
+    """
+    import logging
+
+    loggers = logging.Logger.manager.loggerDict
+    before = {name: lg.disabled for name, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    yield
+    for name, lg in list(loggers.items()):
+        if isinstance(lg, logging.Logger):
+            lg.disabled = before.get(name, False)
+
+
+@pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:
     """Every test leaves os.environ as it found it.
 

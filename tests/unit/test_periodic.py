@@ -16,7 +16,6 @@ log = logging.getLogger("test.periodic")
 
 
 def test_guarded_returns_the_message_and_hands_the_failure_on(caplog: pytest.LogCaptureFixture) -> None:
-    log.disabled = False  # a logging.config.dictConfig run by an earlier test disables existing loggers
     assert guarded(lambda: None, what="step", log=log) is None
     with caplog.at_level(logging.WARNING, logger="test.periodic"):
         assert guarded(_raise(MonitoringError("no window")), what="step", log=log) == "no window"
