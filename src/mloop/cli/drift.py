@@ -115,6 +115,7 @@ def drift(
     skipped unless --include-dropped or --columns is given.
     """
     from mloop.config import load_settings
+    from mloop.errors import MonitoringError
     from mloop.monitoring import detect_drift
     from mloop.monitoring.io import load_reference, read_table
     from mloop.monitoring.multivariate import start_learner_import
@@ -126,21 +127,25 @@ def drift(
     check_rows = mon.multivariate if multivariate is None else multivariate
     if check_rows:
         start_learner_import()  # its ~1.5 s import runs while the files are read and profiled
+    if not Path(current).is_file():  # before the reference is read and profiled, which can be long
+        raise MonitoringError(f"Data file {str(current)!r} does not exist.")
     ref = load_reference(reference)
-    cur = read_table(current)
+    from_profile = isinstance(ref, ReferenceProfile)
     wanted = _split(columns)
+    dropped = set(settings.model.drop_columns) if wanted is None and not include_dropped else set()
     skipped: list[str] = []
-    if wanted is None and not include_dropped:
-        dropped = set(settings.model.drop_columns)
-        skipped = [str(c) for c in cur.columns if str(c) in dropped]
-        cur = cur.drop(columns=[c for c in cur.columns if str(c) in dropped])
-        if not isinstance(ref, ReferenceProfile):
-            skipped += [str(c) for c in ref.columns if str(c) in dropped and str(c) not in skipped]
-            ref = ref.drop(columns=[c for c in ref.columns if str(c) in dropped])
+    if dropped and not isinstance(ref, ReferenceProfile):
+        skipped = [str(c) for c in ref.columns if str(c) in dropped]
+        ref = ref.drop(columns=[c for c in ref.columns if str(c) in dropped])
     profile = (
         ref if isinstance(ref, ReferenceProfile) else build_profile(ref, categorical=_split(categorical))
     )
-    if skipped and isinstance(ref, ReferenceProfile):
+    del ref  # profiled: the reference rows need not be in memory with the current ones
+    cur = read_table(current)
+    if dropped:
+        skipped += [str(c) for c in cur.columns if str(c) in dropped and str(c) not in skipped]
+        cur = cur.drop(columns=[c for c in cur.columns if str(c) in dropped])
+    if skipped and from_profile:
         wanted = [c for c in profile.columns if c not in set(skipped)]
     report = detect_drift(
         profile,
