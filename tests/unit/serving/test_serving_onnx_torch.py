@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,7 @@ from mloop.tracking.onnx_io import ONNX_FILE, ONNX_REPORT_FILE
 from mloop.training.onnx_export import export_onnx
 from mloop.training.preprocess import build_pipeline
 from mloop.training.torch_net import TorchClassifier, TorchRegressor
-
-MLP = "mloop.training.torch_modules.MLP"
-NETS = """
-import torch
-from torch import nn
-
-
-class Erfinv(nn.Module):
-    def __init__(self, n_features, n_outputs):
-        super().__init__()
-        self.lin = nn.Linear(n_features, n_outputs)
-
-    def forward(self, x):
-        return self.lin(torch.special.erfinv(torch.tanh(x) * 0.5))
-"""
+from testkit.torch_nets import MLP, write_nets
 
 
 def _data(task: str) -> pd.DataFrame:
@@ -133,9 +118,7 @@ def test_require_serves_a_torch_regressor(tmp_path: Path) -> None:
 def test_a_network_that_did_not_export_keeps_torch_under_auto_and_fails_require(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    name = f"nets_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(NETS, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    name = write_nets(tmp_path, monkeypatch)
     loaded = _loaded(tmp_path, TorchClassifier(f"{name}.Erfinv", {}, max_epochs=2, random_state=0))
     reason = (
         "its ONNX copy is not available: TorchClassifier could not be converted: TorchExportError: "

@@ -5,13 +5,13 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mloop.errors import ModelRefused, TrackingError
+from testkit.torch_nets import write_nets
 
 torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 'mloop[torch]'")
 
@@ -46,10 +46,7 @@ class NotAModule:
 @pytest.fixture
 def nets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A module of networks importable under a fresh name (never imported before the test)."""
-    name = f"nets_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(NETS, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+    return write_nets(tmp_path, monkeypatch, NETS)
 
 
 def _spec(ref: str, **init: Any) -> dict[str, Any]:

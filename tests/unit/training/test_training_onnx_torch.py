@@ -3,7 +3,6 @@ network through torch.onnx.export, with the label/probabilities (or target-scale
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +19,13 @@ from mloop.tracking.onnx_io import feeds_from_frame
 from mloop.training.onnx_export import export_onnx, session
 from mloop.training.preprocess import build_pipeline
 from mloop.training.torch_net import TorchClassifier, TorchRegressor
-
-MLP = "mloop.training.torch_modules.MLP"
-NETS = """
-import torch
-from torch import nn
-
-
-class Erfinv(nn.Module):
-    '''A network using an operator the ONNX exporter has no translation for (aten::erfinv).'''
-
-    def __init__(self, n_features, n_outputs):
-        super().__init__()
-        self.lin = nn.Linear(n_features, n_outputs)
-
-    def forward(self, x):
-        return self.lin(torch.special.erfinv(torch.tanh(x) * 0.5))
-"""
+from testkit.torch_nets import MLP, write_nets
 
 
 @pytest.fixture
 def nets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The import path of a module of test networks (``nets_xxx``)."""
-    name = f"nets_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(NETS, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return name
+    return write_nets(tmp_path, monkeypatch)
 
 
 def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
