@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,12 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.neural_network import MLPClassifier
 
-from mloop.config.settings import ServingSettings
-from mloop.data import infer_contract
 from mloop.errors import ServingError
 from mloop.serving.fastpath import CompiledModel, OnnxModel
 from mloop.serving.runtime import ModelRuntime, build_frame
-from mloop.tracking import LoadedModel, VersionInfo
+from mloop.tracking import LoadedModel
 from mloop.tracking.onnx_io import ONNX_FILE, ONNX_REPORT_FILE
-from mloop.training.onnx_export import export_onnx
-from mloop.training.preprocess import build_pipeline
+from testkit import onnx_versions as versions
 
 pytest.importorskip("onnxruntime", reason="serving through ONNX Runtime needs mloop[onnx]")
 pytest.importorskip("skl2onnx", reason="exporting the test's model needs mloop[onnx]")
@@ -40,31 +36,7 @@ def _data(task: str) -> pd.DataFrame:
 
 
 def _loaded(tmp: Path, estimator: Any, *, task: str = "classification", write: bool = True) -> LoadedModel:
-    df = _data(task)
-    contract = infer_contract(df, target="label", task=task)
-    model = build_pipeline(["amount", "hour"], ["country"], estimator)
-    x = df[["amount", "hour", "country"]]
-    model.fit(x, df["label"])
-    if write:
-        result = export_onnx(model, x)
-        (tmp / ONNX_REPORT_FILE).write_text(json.dumps(result.report), encoding="utf-8")
-        if result.model is not None:
-            (tmp / ONNX_FILE).write_bytes(result.model)
-    info = VersionInfo(
-        name="m",
-        version=1,
-        run_id=None,
-        aliases=(),
-        tags={},
-        metrics={},
-        created_at=0,
-        status="READY",
-        source="",
-    )
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
-    return LoadedModel(
-        info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=tmp
-    )
+    return versions.loaded_version(tmp, _data(task), estimator, task=task, export=write)
 
 
 def _training_records() -> list[dict[str, Any]]:
@@ -73,24 +45,6 @@ def _training_records() -> list[dict[str, Any]]:
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
         for r in frame.to_dict("records")
     ]
-
-
-def _records(n: int, seed: int = 1) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for _ in range(n):
-        out.append(
-            {
-                "amount": None if rng.random() < 0.15 else round(rng.uniform(1, 500), 2),
-                "hour": rng.randrange(24),
-                "country": rng.choice(["DE", "FR", "US", "XX"]),  # XX: unseen, all-zero one-hot
-            }
-        )
-    return out
-
-
-def _runtime(loaded: LoadedModel, mode: str) -> ModelRuntime:
-    return ModelRuntime(loaded, ServingSettings.model_validate({"onnx": mode}))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +57,7 @@ def _runtime(loaded: LoadedModel, mode: str) -> ModelRuntime:
 )
 def test_require_serves_the_onnx_copy_with_the_pipelines_answers(tmp_path: Path, estimator: Any) -> None:
     loaded = _loaded(tmp_path, estimator)
-    onnx, native = _runtime(loaded, "require"), _runtime(loaded, "off")
+    onnx, native = versions.runtime(loaded, "require"), versions.runtime(loaded, "off")
     assert isinstance(onnx.compiled, OnnxModel) and onnx.serving_path == "onnx"
     assert native.onnx is None and native.serving_path in ("compiled", "scikit-learn")
     # The rows it was verified on: within the version's tolerance.
@@ -113,7 +67,7 @@ def test_require_serves_the_onnx_copy_with_the_pipelines_answers(tmp_path: Path,
     assert proba is not None and want is not None
     np.testing.assert_allclose(proba, want, atol=1e-3)
     # New rows (missing amounts, an unseen country): the same branches, classes and probabilities.
-    columns = onnx.validator.from_records(_records(200))
+    columns = onnx.validator.from_records(versions.records(200))
     labels, _ = onnx.predict_columns([columns])
     want_labels, _ = native.predict_columns([columns])
     assert np.mean(np.asarray(labels) == np.asarray(want_labels)) >= 0.99
@@ -127,8 +81,8 @@ def test_require_serves_the_onnx_copy_with_the_pipelines_answers(tmp_path: Path,
 
 def test_require_serves_a_regressor(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path, RandomForestRegressor(n_estimators=10, random_state=0), task="regression")
-    onnx, native = _runtime(loaded, "require"), _runtime(loaded, "off")
-    columns = onnx.validator.from_records(_records(50))
+    onnx, native = versions.runtime(loaded, "require"), versions.runtime(loaded, "off")
+    columns = onnx.validator.from_records(versions.records(50))
     values, proba = onnx.predict_columns([columns])
     assert proba is None
     np.testing.assert_allclose(values, native.predict_columns([columns])[0], rtol=1e-5)
@@ -136,7 +90,7 @@ def test_require_serves_a_regressor(tmp_path: Path) -> None:
 
 def test_auto_measures_both_paths_at_warm_up_and_records_the_choice(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path, RandomForestClassifier(n_estimators=30, random_state=0))
-    runtime = _runtime(loaded, "auto")
+    runtime = versions.runtime(loaded, "auto")
     assert (
         isinstance(runtime.compiled, CompiledModel) and runtime.onnx is not None
     )  # not chosen before warm()
@@ -148,7 +102,7 @@ def test_auto_measures_both_paths_at_warm_up_and_records_the_choice(tmp_path: Pa
 def test_off_reads_nothing(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path, RandomForestClassifier(n_estimators=5, random_state=0))
     (tmp_path / ONNX_FILE).write_bytes(b"not a graph")  # never opened when off
-    runtime = _runtime(loaded, "off")
+    runtime = versions.runtime(loaded, "off")
     assert runtime.onnx is None and isinstance(runtime.compiled, CompiledModel)
 
 
@@ -157,16 +111,16 @@ def test_a_refused_copy_is_not_served(tmp_path: Path) -> None:
     report = json.loads((tmp_path / ONNX_REPORT_FILE).read_text())
     report.update(status="refused", reason="probabilities differ by up to 0.5 > 0.1")
     (tmp_path / ONNX_REPORT_FILE).write_text(json.dumps(report))
-    assert _runtime(loaded, "auto").onnx is None
+    assert versions.runtime(loaded, "auto").onnx is None
     with pytest.raises(ServingError, match=r"ONNX copy is refused: probabilities differ"):
-        _runtime(loaded, "require")
+        versions.runtime(loaded, "require")
 
 
 def test_require_without_a_copy_says_how_to_fix_it(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path, RandomForestClassifier(n_estimators=5, random_state=0), write=False)
     with pytest.raises(ServingError, match=r"carries no onnx.json.*set serving.onnx to 'auto' or 'off'"):
-        _runtime(loaded, "require")
-    assert _runtime(loaded, "auto").onnx is None
+        versions.runtime(loaded, "require")
+    assert versions.runtime(loaded, "auto").onnx is None
 
 
 @pytest.mark.parametrize(("onnx_s", "chosen"), [(0.001, "onnx"), (0.005, "compiled")])
@@ -174,7 +128,7 @@ def test_auto_keeps_the_faster_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_s: float, chosen: str
 ) -> None:
     loaded = _loaded(tmp_path, RandomForestClassifier(n_estimators=5, random_state=0))
-    runtime = _runtime(loaded, "auto")
+    runtime = versions.runtime(loaded, "auto")
     # Timings stand in for the measurement: the compiled path 2 ms, ONNX Runtime onnx_s, per full batch.
     monkeypatch.setattr(
         ModelRuntime,

@@ -3,9 +3,7 @@ a network that could not be exported keeps the PyTorch path under auto and fails
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +16,12 @@ pytest.importorskip("skorch", reason="needs the torch extra: pip install 'mloop[
 pytest.importorskip("onnxruntime", reason="serving through ONNX Runtime needs mloop[onnx]")
 pytest.importorskip("skl2onnx", reason="exporting the test's model needs mloop[onnx]")
 
-from mloop.config.settings import ServingSettings
-from mloop.data import infer_contract
 from mloop.errors import ServingError
 from mloop.serving.fastpath import OnnxModel
-from mloop.serving.runtime import ModelRuntime, build_frame
-from mloop.tracking import LoadedModel, VersionInfo
-from mloop.tracking.onnx_io import ONNX_FILE, ONNX_REPORT_FILE
-from mloop.training.onnx_export import export_onnx
-from mloop.training.preprocess import build_pipeline
+from mloop.serving.runtime import build_frame
+from mloop.tracking import LoadedModel
 from mloop.training.torch_net import TorchClassifier, TorchRegressor
+from testkit import onnx_versions as versions
 from testkit.torch_nets import MLP, write_nets
 
 
@@ -46,55 +40,16 @@ def _data(task: str) -> pd.DataFrame:
 
 def _loaded(tmp: Path, step: Any, task: str = "classification") -> LoadedModel:
     """A version as training leaves it: the fitted pipeline, onnx.json and (when verified) model.onnx."""
-    df = _data(task)
-    contract = infer_contract(df, target="label", task=task)
-    model = build_pipeline(["amount", "hour"], ["country"], step)
-    x = df[["amount", "hour", "country"]]
-    model.fit(x, df["label"])
-    result = export_onnx(model, x)
-    (tmp / ONNX_REPORT_FILE).write_text(json.dumps(result.report), encoding="utf-8")
-    if result.model is not None:
-        (tmp / ONNX_FILE).write_bytes(result.model)
-    info = VersionInfo(
-        name="m",
-        version=1,
-        run_id=None,
-        aliases=(),
-        tags={"mloop.onnx": result.tag},
-        metrics={},
-        created_at=0,
-        status="READY",
-        source="",
-    )
-    evaluation = {"features": {"numeric": ["amount", "hour"], "categorical": ["country"]}}
-    return LoadedModel(
-        info=info, model=model, contract=contract.to_dict(), profile=None, evaluation=evaluation, path=tmp
-    )
-
-
-def _records(n: int, seed: int = 1) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    return [
-        {
-            "amount": None if rng.random() < 0.15 else round(rng.uniform(1, 500), 2),
-            "hour": rng.randrange(24),
-            "country": rng.choice(["DE", "FR", "US", "XX"]),  # XX: unseen, all-zero one-hot
-        }
-        for _ in range(n)
-    ]
-
-
-def _runtime(loaded: LoadedModel, mode: str) -> ModelRuntime:
-    return ModelRuntime(loaded, ServingSettings.model_validate({"onnx": mode}))
+    return versions.loaded_version(tmp, _data(task), step, task=task, tag=True)
 
 
 def test_require_serves_a_torch_classifier_as_the_network_answers(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path, TorchClassifier(MLP, {"hidden": 16}, max_epochs=5, random_state=0))
     assert loaded.info.tags["mloop.onnx"] == "verified"
-    onnx, torch_path = _runtime(loaded, "require"), _runtime(loaded, "off")
+    onnx, torch_path = versions.runtime(loaded, "require"), versions.runtime(loaded, "off")
     assert isinstance(onnx.compiled, OnnxModel) and onnx.serving_path == "onnx"
     assert torch_path.onnx is None and torch_path.serving_path == "scikit-learn"
-    columns = onnx.validator.from_records(_records(200))
+    columns = onnx.validator.from_records(versions.records(200))
     labels, proba = onnx.predict_columns([columns])
     want_labels, want_proba = torch_path.predict_columns([columns])
     assert labels == want_labels and set(labels) == {"fraud", "ok"}
@@ -107,9 +62,9 @@ def test_require_serves_a_torch_classifier_as_the_network_answers(tmp_path: Path
 def test_require_serves_a_torch_regressor(tmp_path: Path) -> None:
     step = TorchRegressor(MLP, {"hidden": 16}, max_epochs=5, random_state=0)
     loaded = _loaded(tmp_path, step, task="regression")
-    onnx, torch_path = _runtime(loaded, "require"), _runtime(loaded, "off")
+    onnx, torch_path = versions.runtime(loaded, "require"), versions.runtime(loaded, "off")
     assert onnx.serving_path == "onnx"
-    columns = onnx.validator.from_records(_records(100))
+    columns = onnx.validator.from_records(versions.records(100))
     values, proba = onnx.predict_columns([columns])
     assert proba is None
     np.testing.assert_allclose(values, torch_path.predict_columns([columns])[0], rtol=1e-5)
@@ -125,11 +80,11 @@ def test_a_network_that_did_not_export_keeps_torch_under_auto_and_fails_require(
         f"torch.onnx.export could not export the network {name}.Erfinv: UnsupportedOperatorError"
     )
     with caplog.at_level(logging.INFO, logger="mloop.serving.fastpath.onnx"):
-        runtime = _runtime(loaded, "auto")
+        runtime = versions.runtime(loaded, "auto")
     assert runtime.onnx is None and runtime.serving_path == "scikit-learn"
     assert f"m v1: not served through ONNX Runtime: {reason}" in caplog.text
-    columns = runtime.validator.from_records(_records(20))
+    columns = runtime.validator.from_records(versions.records(20))
     assert len(runtime.predict_columns([columns])[0]) == 20  # the PyTorch path answers
     with pytest.raises(ServingError, match=r"serving.onnx is 'require' but m v1 cannot be served") as err:
-        _runtime(loaded, "require")
+        versions.runtime(loaded, "require")
     assert reason in str(err.value) and "set serving.onnx to 'auto' or 'off'" in str(err.value)
