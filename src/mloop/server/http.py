@@ -110,7 +110,7 @@ def json_bytes(body: Any) -> bytes:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(body, option=_JSON_OPTS),
+        json_bytes(body),
         status_code=status,
         media_type="application/json",
         headers=headers,
