@@ -19,6 +19,7 @@ from mloop.serving.fastpath import OnnxModel
 from mloop.serving.runtime import ModelRuntime
 from mloop.tracking import Registry
 from mloop.tracking.onnx_io import ONNX_FILE, ONNX_REPORT_FILE, onnx_artifact
+from testkit.fraud_project import fraud_project, request_records
 
 pytest.importorskip("skl2onnx", reason="the ONNX export needs mloop[onnx] (pip install 'mloop[onnx]')")
 pytest.importorskip("onnxruntime", reason="serving through ONNX Runtime needs mloop[onnx]")
@@ -29,26 +30,13 @@ TOKEN = "onnx-token"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``fraud`` project (2,000 rows) whose version 1 is a 50-tree forest trained by ``train``."""
-    from mloop.project import init_project
     from mloop.training import train
 
     root = tmp_path_factory.mktemp("onnx") / "project"
-    init_project(root, template="fraud", rows=2000)
-    config = root / "mloop.yaml"
-    text = config.read_text(encoding="utf-8").replace(
-        "estimator: train:build_model", "estimator: random_forest"
-    )
-    config.write_text(text.replace("model:\n", "model:\n  params: {n_estimators: 50}\n", 1), encoding="utf-8")
+    config = fraud_project(root, rows=2000, estimator="random_forest", params="{n_estimators: 50}")
     result = train(load_settings(config))
     assert "onnx" in result.timings  # the export is a timed part of the log step
     return root
-
-
-def _rows(root: Path, n: int = 300) -> list[dict[str, Any]]:
-    frame = pd.read_csv(root / "data" / "transactions.csv").tail(n)
-    frame = frame.drop(columns=["is_fraud", "transaction_id", "customer_id", "timestamp"])
-    frame = frame.astype(object).where(frame.notna(), None)
-    return [{str(k): v for k, v in record.items()} for record in frame.to_dict("records")]
 
 
 def test_the_version_carries_a_verified_onnx_copy(project: Path) -> None:
@@ -68,7 +56,7 @@ def test_require_answers_as_scikit_learn_on_the_same_rows(project: Path) -> None
     onnx = ModelRuntime(loaded, settings.serving.model_copy(update={"onnx": "require"}))
     sklearn = ModelRuntime(loaded, settings.serving.model_copy(update={"onnx": "off"}))
     assert isinstance(onnx.compiled, OnnxModel) and sklearn.onnx is None
-    columns = onnx.validator.from_records(_rows(project))
+    columns = onnx.validator.from_records(request_records(project, 300))
     labels, proba = onnx.predict_columns([columns])
     frame_labels, frame_proba = sklearn.predict_frame(_frame(sklearn, columns))
     assert labels == frame_labels
@@ -91,7 +79,7 @@ def anyio_backend() -> str:
 async def test_the_app_serves_through_onnx_when_required(project: Path) -> None:
     from mloop.server import create_app
 
-    rows = _rows(project, 50)
+    rows = request_records(project, 50)
     answers = {}
     for mode in ("require", "off"):
         overrides = {"serving": {"onnx": mode, "admin_token": TOKEN, "poll_interval_s": 0}}

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("torch", reason="needs the torch extra: pip install 'mloop[torch]'")
@@ -21,30 +19,21 @@ from mloop.serving.fastpath import OnnxModel
 from mloop.serving.runtime import ModelRuntime
 from mloop.tracking import Registry
 from mloop.tracking.onnx_io import ONNX_FILE, ONNX_REPORT_FILE, onnx_artifact
+from testkit.fraud_project import fraud_project, request_records
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``fraud`` project (600 rows) whose version 1 is a small ``torch_mlp`` trained by ``train``."""
-    from mloop.project import init_project
     from mloop.training import train
 
     root = tmp_path_factory.mktemp("onnx_torch") / "project"
-    init_project(root, template="fraud", rows=600)
-    config = root / "mloop.yaml"
-    text = config.read_text(encoding="utf-8").replace("estimator: train:build_model", "estimator: torch_mlp")
-    params = "model:\n  params: {hidden: 16, max_epochs: 5, lr: 0.01}\n"
-    config.write_text(text.replace("model:\n", params, 1), encoding="utf-8")
+    config = fraud_project(
+        root, rows=600, estimator="torch_mlp", params="{hidden: 16, max_epochs: 5, lr: 0.01}"
+    )
     result = train(load_settings(config))
     assert result.version == 1 and "onnx" in result.timings
     return root
-
-
-def _rows(root: Path, n: int = 200) -> list[dict[str, Any]]:
-    frame = pd.read_csv(root / "data" / "transactions.csv").tail(n)
-    frame = frame.drop(columns=["is_fraud", "transaction_id", "customer_id", "timestamp"])
-    frame = frame.astype(object).where(frame.notna(), None)
-    return [{str(k): v for k, v in record.items()} for record in frame.to_dict("records")]
 
 
 def test_the_torch_version_carries_a_verified_onnx_copy(project: Path) -> None:
@@ -63,7 +52,7 @@ def test_require_answers_as_the_pytorch_path(project: Path) -> None:
     onnx = ModelRuntime(loaded, settings.serving.model_copy(update={"onnx": "require"}))
     torch_path = ModelRuntime(loaded, settings.serving.model_copy(update={"onnx": "off"}))
     assert isinstance(onnx.compiled, OnnxModel) and torch_path.onnx is None
-    columns = onnx.validator.from_records(_rows(project))
+    columns = onnx.validator.from_records(request_records(project, 200))
     labels, proba = onnx.predict_columns([columns])
     want_labels, want_proba = torch_path.predict_columns([columns])
     assert labels == want_labels
