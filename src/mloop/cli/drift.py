@@ -115,9 +115,8 @@ def drift(
     skipped unless --include-dropped or --columns is given.
     """
     from mloop.config import load_settings
-    from mloop.errors import MonitoringError
     from mloop.monitoring import detect_drift
-    from mloop.monitoring.io import load_reference, read_table
+    from mloop.monitoring.io import check_table, load_reference, read_table
     from mloop.monitoring.multivariate import start_learner_import
     from mloop.monitoring.profile import ReferenceProfile, build_profile
     from mloop.monitoring.report import write_html, write_json
@@ -127,8 +126,7 @@ def drift(
     check_rows = mon.multivariate if multivariate is None else multivariate
     if check_rows:
         start_learner_import()  # its ~1.5 s import runs while the files are read and profiled
-    if not Path(current).is_file():  # before the reference is read and profiled, which can be long
-        raise MonitoringError(f"Data file {str(current)!r} does not exist.")
+    check_table(current)  # before the reference is read and profiled, which can be long
     ref = load_reference(reference)
     from_profile = isinstance(ref, ReferenceProfile)
     wanted = _split(columns)

@@ -14,28 +14,35 @@ import pandas as pd
 from mloop.errors import MonitoringError
 from mloop.monitoring.profile import ReferenceProfile
 
-__all__ = ["TABLE_SUFFIXES", "load_reference", "read_table"]
+__all__ = ["TABLE_SUFFIXES", "check_table", "load_reference", "read_table"]
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame."""
+def check_table(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it names an existing CSV or Parquet file, else the :class:`MonitoringError`
+    :func:`read_table` would raise (cheap: a caller can check before long work)."""
     file = Path(path)
     if not file.is_file():
         raise MonitoringError(f"Data file {str(file)!r} does not exist.")
+    if file.suffix.lower() not in TABLE_SUFFIXES:
+        raise MonitoringError(
+            f"Cannot read {str(file)!r}: expected a {', '.join(TABLE_SUFFIXES)} file "
+            "(or, for the reference, a profile .json)."
+        )
+    return file
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame."""
+    file = check_table(path)
     suffix = file.suffix.lower()
     try:
         if suffix == ".csv":
             return pd.read_csv(file)
-        if suffix in (".parquet", ".pq"):
-            return _read_parquet(file)
+        return _read_parquet(file)
     except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
         raise MonitoringError(f"Cannot read {str(file)!r} as {suffix[1:]}: {exc}.") from exc
-    raise MonitoringError(
-        f"Cannot read {str(file)!r}: expected a {', '.join(TABLE_SUFFIXES)} file "
-        "(or, for the reference, a profile .json)."
-    )
 
 
 def _read_parquet(file: Path) -> pd.DataFrame:
