@@ -44,7 +44,6 @@ from mloop.config import Settings
 from mloop.deploy.options import DeployOptions
 from mloop.deploy.wheel import IMAGE_EXTRAS
 from mloop.errors import DeployError, did_you_mean
-from mloop.tracking.project_code import project_module_file
 
 __all__ = [
     "APP_DIR",
@@ -170,6 +169,16 @@ def _scheme(url: str | None) -> str:
     return urlsplit(url).scheme.split("+")[0].lower() if url and "://" in url else ""
 
 
+def _module_file(root: Path, module: str) -> Path | None:
+    # The rule of mloop.tracking.project_code's module lookup, kept here: mloop.deploy is imported in
+    # the KFP virtualenv, which has no numpy, and importing mloop.tracking pulls it in.
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """Dotted names ``path`` imports (``from a import b`` gives ``a`` and ``a.b``); relative ones are
     made absolute from ``module``."""
@@ -197,7 +206,6 @@ def _imports(path: Path, module: str) -> set[str]:
 def _model_extras(root: Path, module: str) -> dict[str, str]:
     """``{extra: "<file> imports <name>"}`` for the model libraries that ``module`` and the project
     modules it imports (transitively) import. Static: nothing of the project runs."""
-    root = root.resolve()  # project_module_file answers resolved paths
     found: dict[str, str] = {}
     queue, seen = [module], set()
     while queue:
@@ -205,14 +213,14 @@ def _model_extras(root: Path, module: str) -> dict[str, str]:
         if name in seen:
             continue
         seen.add(name)
-        path = project_module_file(root, name)
+        path = _module_file(root, name)
         if path is None:
             continue
         for imported in sorted(_imports(path, name)):
             for prefix, extra in _MODEL_IMPORTS.items():
                 if (imported == prefix or imported.startswith(prefix + ".")) and extra not in found:
                     found[extra] = f"{path.relative_to(root).as_posix()} imports {imported}"
-            if project_module_file(root, imported) is not None:
+            if _module_file(root, imported) is not None:
                 queue.append(imported)
     return found
 

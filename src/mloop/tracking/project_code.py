@@ -51,7 +51,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["import_project_module", "loaded_project_module", "project_imports", "project_module_file"]
+__all__ = ["import_project_module", "loaded_project_module", "project_imports"]
 
 # Setting modules aside and installing the finder, one thread at a time (sys.modules is shared).
 _LOCK = threading.RLock()
@@ -81,7 +81,7 @@ def import_project_module(name: str, root: PathLike | None = None) -> ModuleType
                 raise ModuleNotFoundError(_not_found(name, None), name=name) from exc
             raise
     with project_imports(base):
-        expected = project_module_file(base, name)
+        expected = _defined_file(base, name)
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -116,7 +116,7 @@ def loaded_project_module(name: str) -> ModuleType | None:
     root = _ACTIVE.get()
     if module is None or root is None:
         return module
-    expected = project_module_file(root, name)
+    expected = _defined_file(root, name)
     return module if expected is None or _file_of(module) == expected else None
 
 
@@ -151,7 +151,7 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
         root = _ACTIVE.get()
         if root is None or "." in fullname:  # submodules follow their package's __path__
             return None
-        file = project_module_file(root, fullname)
+        file = _defined_file(root, fullname)
         if file is None or _taken(fullname):
             return None
         package = [str(file.parent)] if file.name == "__init__.py" else None
@@ -175,7 +175,7 @@ def _taken(name: str) -> bool:
     return origin is not None and _is_installed_file(Path(origin).resolve())
 
 
-def project_module_file(root: Path, name: str) -> Path | None:
+def _defined_file(root: Path, name: str) -> Path | None:
     """The file of module ``name`` in the project (``a/b.py`` or ``a/b/__init__.py``), or None."""
     *packages, last = name.split(".")
     folder = root
