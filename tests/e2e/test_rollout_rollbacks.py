@@ -182,7 +182,14 @@ def test_bad_challenger_is_rolled_back_naming_the_check(
 
     settings = load_settings(project / "mloop.yaml")
     uri = settings.tracking_uri
-    aliases = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(MODEL).aliases
+    registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # The rollback drops the challenger alias after its state transition (only the winner of that
+    # compare-and-set touches the alias): the test may read the state between the two.
+    deadline = time.monotonic() + 30
+    aliases = registry.get_registered_model(MODEL).aliases
+    while int(aliases.get("challenger", -1)) == version and time.monotonic() < deadline:
+        time.sleep(0.2)
+        aliases = registry.get_registered_model(MODEL).aliases
     assert int(aliases["champion"]) == 1
     assert "challenger" not in aliases or int(aliases["challenger"]) != version
     with httpx.Client(base_url=url, timeout=30) as client:
